@@ -1,0 +1,112 @@
+"""Shared validation and element resolution for the ``pp``/``tl`` layers.
+
+One place for: accepting ``SpatialData`` or ``AnnData``, picking the table / image / shapes element
+(squidpy ``gr/_build.py`` style), boolean training masks, and the "never overwrite unless asked" rule.
+Only ``pp``/``tl`` (and ``io`` readers) touch SpatialData slots; ``core``/``metrics`` never import this.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+SPATIAL_UNS = "c2lst"  # table.uns[SPATIAL_UNS]["spatial"] holds mpp and how it was derived
+
+
+def _pick(kind: str, available: list[str], key: str | None, arg: str) -> str:
+    if key is not None:
+        if key not in available:
+            raise ValueError(f"{kind} {key!r} not found; available {kind}s: {available}. Pass an existing `{arg}`.")
+        return key
+    if not available:
+        raise ValueError(f"no {kind} element in the SpatialData object; add one or read the data with `c2lst.io`.")
+    if len(available) > 1:
+        raise ValueError(f"several {kind} elements {available}: choose one with `{arg}=`.")
+    return available[0]
+
+
+def resolve_table(data: SpatialData | AnnData, table_key: str | None = None) -> tuple[SpatialData | None, AnnData, str | None]:
+    """Return ``(sdata or None, table, table_key)`` for a ``SpatialData`` or an ``AnnData`` input."""
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+    if isinstance(data, AnnData):
+        return None, data, None
+    if not isinstance(data, SpatialData):
+        raise ValueError(f"expected a SpatialData or AnnData object, got {type(data).__name__}.")
+    key = _pick("table", list(data.tables.keys()), table_key, "table_key")
+    return data, data.tables[key], key
+
+
+def resolve_image(sdata: SpatialData, image_key: str | None = None) -> str:
+    """Name of the image element to use (the only one, or ``image_key``)."""
+    return _pick("image", list(sdata.images.keys()), image_key, "image_key")
+
+
+def resolve_shapes(sdata: SpatialData, table: AnnData | None = None, shapes_key: str | None = None) -> str:
+    """Name of the spot shapes element: ``shapes_key``, else the region the table annotates, else the only one."""
+    if shapes_key is None and table is not None:
+        attrs = table.uns.get("spatialdata_attrs", {})
+        region = attrs.get("region")
+        if isinstance(region, str) and region in sdata.shapes:
+            return region
+    return _pick("shapes", list(sdata.shapes.keys()), shapes_key, "shapes_key")
+
+
+def table_region_attrs(table: AnnData) -> tuple[str, str, str | list[str]]:
+    """``(region_key, instance_key, region)`` of a spatialdata table, with a clear error when missing."""
+    attrs = table.uns.get("spatialdata_attrs")
+    if not attrs:
+        raise ValueError("the table does not annotate any shapes (no .uns['spatialdata_attrs']); parse it with "
+                         "spatialdata.models.TableModel.parse(region=..., region_key=..., instance_key=...).")
+    return attrs["region_key"], attrs["instance_key"], attrs["region"]
+
+
+def as_mask(mask: Any, n: int, *, name: str = "train_mask") -> np.ndarray:
+    """Validate a boolean mask (or integer indices) over ``n`` spots and return a boolean array."""
+    if mask is None:
+        return np.ones(n, dtype=bool)
+    arr = np.asarray(mask)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise ValueError(f"`{name}` has shape {arr.shape}, expected ({n},) booleans, one per spot.")
+        out = arr.copy()
+    elif np.issubdtype(arr.dtype, np.integer):
+        if arr.size and (arr.min() < 0 or arr.max() >= n):
+            raise ValueError(f"`{name}` indices out of range [0, {n}).")
+        out = np.zeros(n, dtype=bool)
+        out[arr] = True
+    else:
+        raise ValueError(f"`{name}` must be a boolean array of length {n} or integer indices, got dtype {arr.dtype}.")
+    if not out.any():
+        raise ValueError(f"`{name}` selects no spot: the training set is empty. Select at least one spot.")
+    return out
+
+
+def check_key(container: Mapping[str, Any], key: str, *, where: str, overwrite: bool) -> None:
+    """Refuse to overwrite ``container[key]`` unless ``overwrite=True``."""
+    if key in container and not overwrite:
+        raise ValueError(f"{where}[{key!r}] already exists; pass `overwrite=True` to replace it or choose another `key_added`.")
+
+
+def table_uns(table: AnnData) -> dict[str, Any]:
+    """The ``.uns['c2lst']`` namespace of a table (created if missing)."""
+    ns = table.uns.get(SPATIAL_UNS)
+    if ns is None:
+        ns = {}
+        table.uns[SPATIAL_UNS] = ns
+    return ns
+
+
+def spot_mpp(table: AnnData) -> float:
+    """Microns per unit of the spot shapes' intrinsic coordinates, as recorded by the readers."""
+    try:
+        return float(table.uns[SPATIAL_UNS]["spatial"]["mpp"])
+    except KeyError:
+        raise ValueError("microns per pixel unknown: the table has no .uns['c2lst']['spatial']['mpp']. Read the "
+                         "data with c2lst.io, or pass `mpp=` explicitly.") from None

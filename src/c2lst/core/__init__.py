@@ -1,0 +1,1 @@
+"""Torch/diffusers core. Never imports anndata or spatialdata."""

@@ -1,0 +1,9 @@
+"""Readers: spatial transcriptomics sections and histology images -> ``SpatialData``."""
+from __future__ import annotations
+
+from ._anndata import from_anndata
+from ._histology import read_histology
+from ._legacy_st import read_legacy_st
+from ._visium import read_visium
+
+__all__ = ["from_anndata", "read_histology", "read_legacy_st", "read_visium"]

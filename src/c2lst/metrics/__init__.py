@@ -1,0 +1,1 @@
+"""Pure array metrics (numpy / scipy / scikit-image). Never imports anndata or spatialdata."""
