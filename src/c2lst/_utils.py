@@ -95,7 +95,7 @@ def check_key(container: Mapping[str, Any], key: str, *, where: str, overwrite: 
 
 
 def table_uns(table: AnnData) -> dict[str, Any]:
-    """The ``.uns['c2lst']`` namespace of a table (created if missing)."""
+    """Return the ``.uns["c2lst"]`` namespace of a table, created if missing."""
     ns = table.uns.get(SPATIAL_UNS)
     if ns is None:
         ns = {}

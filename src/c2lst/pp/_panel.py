@@ -1,0 +1,237 @@
+"""The gene panel: highly variable genes chosen on training spots, with their normalisation statistics.
+
+A :class:`GenePanel` travels with every fitted model (adapters, predictors) so that later steps can check
+that they see the same genes in the same order, and normalise new spots exactly as the training spots were.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import _logging as logg
+from .._utils import as_mask, check_key, resolve_table
+from ._counts import library_sizes, lognorm, median_library_size, raw_counts
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+_STD_FLOOR = 1e-3
+
+
+@dataclass(frozen=True, eq=False)
+class GenePanel:
+    """An ordered gene panel with training-spot normalisation statistics.
+
+    Attributes
+    ----------
+    genes
+        Gene names, in model order.
+    mean, std
+        Per-gene mean and standard deviation of the log-normalised expression over the training spots.
+    target_sum
+        Library size used for normalisation (median over training spots).
+    params
+        How the panel was chosen (``n_top``, ``flavor``, ``n_train``...).
+    """
+
+    genes: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+    target_sum: float
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.genes) == 0:
+            raise ValueError("a gene panel needs at least one gene.")
+        if len(set(self.genes)) != len(self.genes):
+            raise ValueError("the gene panel has duplicated genes; make var_names unique (AnnData.var_names_make_unique()).")
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(-1)
+        std = np.asarray(self.std, dtype=np.float32).reshape(-1)
+        if mean.shape != (len(self.genes),) or std.shape != (len(self.genes),):
+            raise ValueError(f"panel statistics have shapes {mean.shape}/{std.shape}, expected ({len(self.genes)},).")
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+            raise ValueError("panel statistics must be finite with positive std.")
+        if not (np.isfinite(self.target_sum) and self.target_sum > 0):
+            raise ValueError(f"panel target_sum must be positive, got {self.target_sum}.")
+        object.__setattr__(self, "genes", tuple(str(g) for g in self.genes))
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+
+    def __len__(self) -> int:
+        return len(self.genes)
+
+    def __repr__(self) -> str:
+        head = ", ".join(self.genes[:5]) + (", ..." if len(self) > 5 else "")
+        return f"GenePanel({len(self)} genes [{head}], target_sum={self.target_sum:.0f}, id={self.identity()[:12]})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GenePanel):
+            return NotImplemented
+        return (
+            self.genes == other.genes
+            and np.array_equal(self.mean, other.mean)
+            and np.array_equal(self.std, other.std)
+            and self.target_sum == other.target_sum
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def identity(self) -> str:
+        """SHA-256 of the ordered gene list (what models are checked against)."""
+        return hashlib.sha256("\n".join(self.genes).encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe representation (also what is stored in ``.uns``)."""
+        return {
+            "genes": list(self.genes),
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+            "target_sum": float(self.target_sum),
+            "params": dict(self.params),
+            "identity": self.identity(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GenePanel:
+        """Inverse of :meth:`to_dict`; checks the stored identity."""
+        try:
+            panel = cls(
+                genes=tuple(np.asarray(d["genes"]).tolist()),
+                mean=np.asarray(d["mean"]),
+                std=np.asarray(d["std"]),
+                target_sum=float(d["target_sum"]),
+                params=dict(d.get("params", {})),
+            )
+        except KeyError as e:
+            raise ValueError(f"not a gene panel: missing field {e}. Create one with c2lst.pp.gene_panel.") from None
+        if "identity" in d and str(d["identity"]) != panel.identity():
+            raise ValueError("gene panel identity does not match its genes: the stored panel is corrupt.")
+        return panel
+
+    @classmethod
+    def from_table(cls, table: AnnData, key: str = "c2lst_panel") -> GenePanel:
+        """Read a panel stored by :func:`gene_panel` in ``table.uns[key]``."""
+        if key not in table.uns:
+            raise ValueError(f"no gene panel in .uns[{key!r}]; create one with c2lst.pp.gene_panel(sdata, train_mask=...).")
+        return cls.from_dict(table.uns[key])
+
+    def validate(self, var_names: Iterable[str]) -> None:
+        """Raise ``ValueError`` if any panel gene is missing from ``var_names``."""
+        present = set(map(str, var_names))
+        missing = [g for g in self.genes if g not in present]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} of {len(self)} panel genes are missing from the data (e.g. {missing[:5]}); "
+                "use data measured on the same gene panel, or build a new panel with c2lst.pp.gene_panel."
+            )
+
+    def expression(self, table: AnnData, *, layer_counts: str | None = None) -> np.ndarray:
+        """Log-normalised expression of the panel genes, ``(n_spots, n_genes)`` float32.
+
+        Library sizes use all genes of ``table``; the scale is the panel's own ``target_sum`` (from training
+        spots), so test spots are normalised exactly like training spots.
+        """
+        self.validate(table.var_names)
+        lib = library_sizes(raw_counts(table, layer=layer_counts))
+        counts = raw_counts(table, layer=layer_counts, genes=list(self.genes))
+        return lognorm(counts, lib, self.target_sum)
+
+    def standardize(self, expr: np.ndarray) -> np.ndarray:
+        """``(expr - mean) / std`` as float32; ``expr`` is ``(n, n_genes)`` log-normalised expression."""
+        expr = self._check(expr)
+        return ((expr - self.mean) / self.std).astype(np.float32)
+
+    def destandardize(self, z: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`standardize`."""
+        z = self._check(z)
+        return (z * self.std + self.mean).astype(np.float32)
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != len(self):
+            raise ValueError(f"expression has shape {x.shape}, expected (n, {len(self)}) in panel gene order.")
+        if not np.isfinite(x).all():
+            raise ValueError("expression contains NaN or infinite values; fill or drop those profiles.")
+        return x
+
+
+def gene_panel(
+    data: SpatialData | AnnData,
+    *,
+    n_top: int = 256,
+    train_mask: Any = None,
+    min_spots: float = 0.1,
+    layer_counts: str | None = None,
+    table_key: str | None = None,
+    key_added: str = "c2lst_panel",
+    overwrite: bool = False,
+) -> GenePanel:
+    """Choose a panel of highly variable genes from the training spots only.
+
+    Genes detected in at least ``min_spots`` of the training spots are ranked by the variance of their
+    log-normalised expression over the training spots; the top ``n_top`` (in decreasing variance) form the
+    panel. The normalisation target sum and the per-gene mean/std are also computed on training spots.
+
+    Parameters
+    ----------
+    data
+        ``SpatialData`` or ``AnnData`` with raw counts.
+    n_top
+        Number of genes in the panel.
+    train_mask
+        Boolean mask or indices of the training spots. ``None`` uses every spot.
+    min_spots
+        Minimum fraction of training spots in which a gene must be detected.
+    layer_counts
+        Layer holding raw counts. ``None`` uses ``X``.
+    table_key
+        Table to use when ``data`` holds several.
+    key_added
+        Key of the ``.var`` column and ``.uns`` entry written.
+    overwrite
+        Replace an existing panel under ``key_added``.
+
+    Returns
+    -------
+    The :class:`GenePanel`. Also writes to the table:
+
+    - ``.var[key_added]``: bool, gene in the panel.
+    - ``.uns[key_added]``: :meth:`GenePanel.to_dict` (genes in order, statistics, params).
+    """
+    start = logg.info("choosing the gene panel on training spots")
+    _, table, _ = resolve_table(data, table_key)
+    check_key(table.uns, key_added, where=".uns", overwrite=overwrite)
+    if not isinstance(n_top, int | np.integer) or n_top < 1:
+        raise ValueError(f"`n_top` must be a positive integer, got {n_top!r}.")
+    if not 0 <= min_spots < 1:
+        raise ValueError(f"`min_spots` is a fraction in [0, 1), got {min_spots}.")
+    if not table.var_names.is_unique:
+        raise ValueError("gene names are not unique; call table.var_names_make_unique() first.")
+    mask = as_mask(train_mask, table.n_obs)
+    counts = raw_counts(table, layer=layer_counts)
+    target_sum = median_library_size(counts, mask)
+    train = lognorm(counts[np.flatnonzero(mask)], library_sizes(counts)[mask], target_sum)
+    detected = (train > 0).mean(axis=0) >= min_spots
+    var = train.var(axis=0)
+    var[~detected] = -np.inf
+    n_ok = int(detected.sum())
+    if n_ok < n_top:
+        raise ValueError(f"only {n_ok} genes are detected in >= {min_spots:.0%} of the training spots, fewer than "
+                         f"n_top={n_top}; lower `n_top` or `min_spots`.")
+    order = np.argsort(-var, kind="stable")[:n_top]
+    panel = GenePanel(
+        genes=tuple(table.var_names[order]),
+        mean=train[:, order].mean(axis=0),
+        std=np.maximum(train[:, order].std(axis=0), _STD_FLOOR),
+        target_sum=target_sum,
+        params={"n_top": int(n_top), "flavor": "variance", "min_spots": float(min_spots), "n_train": int(mask.sum())},
+    )
+    table.var[key_added] = table.var_names.isin(panel.genes)
+    table.uns[key_added] = panel.to_dict()
+    logg.info(f"    added .var[{key_added!r}] and .uns[{key_added!r}] ({len(panel)} genes)", time=start)
+    return panel

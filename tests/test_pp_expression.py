@@ -1,0 +1,94 @@
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import c2lst
+from c2lst.pp import GenePanel
+
+
+def _adata(n=40, g=30, seed=0, sparse=False):
+    rng = np.random.default_rng(seed)
+    rates = rng.gamma(1.0, 5.0, size=(1, g)) * rng.uniform(0.5, 2.0, size=(n, 1))
+    x = rng.poisson(rates).astype(np.float32)
+    a = ad.AnnData(sp.csr_matrix(x) if sparse else x)
+    a.var_names = [f"g{i}" for i in range(g)]
+    a.obs_names = [f"s{i}" for i in range(n)]
+    return a
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_normalize_matches_formula(sparse):
+    a = _adata(sparse=sparse)
+    mask = np.arange(a.n_obs) < 20
+    c2lst.pp.normalize(a, train_mask=mask)
+    x = a.X.toarray() if sparse else a.X
+    lib = x.sum(1)
+    target = np.median(lib[mask])
+    np.testing.assert_allclose(a.layers["lognorm"], np.log1p(x / lib[:, None] * target), rtol=1e-5)
+    assert a.uns["lognorm"]["params"]["target_sum"] == pytest.approx(target)
+
+
+def test_normalize_refuses_overwrite_and_copy_leaves_input():
+    a = _adata()
+    out = c2lst.pp.normalize(a, copy=True)
+    assert "lognorm" not in a.layers and "lognorm" in out.layers
+    c2lst.pp.normalize(a)
+    with pytest.raises(ValueError, match="overwrite=True"):
+        c2lst.pp.normalize(a)
+    c2lst.pp.normalize(a, overwrite=True)
+
+
+@pytest.mark.parametrize("bad, msg", [(np.nan, "NaN"), (-1.0, "negative")])
+def test_bad_counts(bad, msg):
+    a = _adata()
+    a.X[0, 0] = bad
+    with pytest.raises(ValueError, match=msg):
+        c2lst.pp.normalize(a)
+
+
+def test_panel_uses_training_spots_only():
+    a = _adata()
+    mask = np.arange(a.n_obs) < 20
+    panel = c2lst.pp.gene_panel(a, n_top=10, train_mask=mask)
+    b = a.copy()
+    del b.uns["c2lst_panel"]
+    b.X[~mask] = np.random.default_rng(5).poisson(50, size=b.X[~mask].shape)  # change test spots only
+    assert c2lst.pp.gene_panel(b, n_top=10, train_mask=mask) == panel
+    b.X[mask] = b.X[mask][::-1] * 3 + 1  # change training spots
+    assert c2lst.pp.gene_panel(b, n_top=10, train_mask=mask, overwrite=True) != panel
+
+
+def test_panel_ranks_by_training_variance_and_roundtrips():
+    a = _adata()
+    panel = c2lst.pp.gene_panel(a, n_top=5, min_spots=0.0)
+    c2lst.pp.normalize(a)
+    v = a.layers["lognorm"].var(0)
+    assert list(panel.genes) == list(a.var_names[np.argsort(-v, kind="stable")[:5]])
+    assert a.var["c2lst_panel"].sum() == 5
+    again = GenePanel.from_table(a)
+    assert again == panel and again.identity() == panel.identity()
+    expr = panel.expression(a)
+    np.testing.assert_allclose(expr, a.layers["lognorm"][:, [a.var_names.get_loc(g) for g in panel.genes]], rtol=1e-5)
+    z = panel.standardize(expr)
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(panel.destandardize(z), expr, rtol=1e-4, atol=1e-5)
+
+
+def test_panel_errors():
+    a = _adata()
+    panel = c2lst.pp.gene_panel(a, n_top=5)
+    with pytest.raises(ValueError, match="missing from the data"):
+        panel.validate(["g0", "g1"])
+    with pytest.raises(ValueError, match="expected"):
+        panel.standardize(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        panel.standardize(np.full((3, 5), np.nan))
+    with pytest.raises(ValueError, match="n_top"):
+        c2lst.pp.gene_panel(a, n_top=500, overwrite=True)
+    with pytest.raises(ValueError, match="empty"):
+        c2lst.pp.gene_panel(a, train_mask=np.zeros(a.n_obs, bool), overwrite=True)
+    d = panel.to_dict()
+    d["genes"] = d["genes"][::-1]
+    with pytest.raises(ValueError, match="corrupt"):
+        GenePanel.from_dict(d)
