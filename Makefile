@@ -5,30 +5,37 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
-STAMP := $(VENV)/.c2lst-installed
+BASE := $(VENV)/.c2lst-base
+DEV := $(VENV)/.c2lst-dev
 
-.PHONY: install demo test lint docs benchmark clean
+.PHONY: install install-dev demo test lint docs clean
 
-$(STAMP): pyproject.toml
+$(BASE): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test]"
-	touch $(STAMP)
+	$(PY) -m pip install -q -e .
+	touch $(BASE)
 
-install: $(STAMP)
+$(DEV): $(BASE)
+	$(PY) -m pip install -q -e ".[test,docs]"
+	touch $(DEV)
+
+install: $(BASE)
+
+install-dev: $(DEV)
 
 demo: install
 	$(PY) -m c2lst.cli demo --out demo_output
 
-test: install
+test: install-dev
+	bash scripts/install_test_deps.sh
 	$(PY) -m pytest
 
-lint: install
+lint: install-dev
 	$(VENV)/bin/ruff check src tests benchmarks
 
-docs: install
-	$(PY) -m pip install -q -e ".[docs]"
+docs: install-dev
 	$(VENV)/bin/sphinx-build -W -b html docs docs/_build/html
 
 clean:

@@ -1,6 +1,299 @@
+"""Histology-only images (no genes) -> tissue tiles of a fixed physical size, for central pretraining."""
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-def read_histology(*args, **kwargs):
-    """Placeholder: being written."""
-    raise NotImplementedError
+import numpy as np
+
+from .._logging import info
+from ._image import TIFF_SUFFIXES, _no_pil_pixel_limit, rgb_hwc
+
+SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".svs"}
+SATURATION_MIN = 0.08  # HSV saturation of stained tissue; white/grey background lies below
+BRIGHTNESS_MIN = 0.1  # near-black pixels (scanner borders, pen) are not tissue
+SHORTFALL = 0.1  # an image at least 90% of a tile wide still gives one tile (rescaled by at most 1/0.9)
+_APERIO_MPP = re.compile(r"\|\s*MPP\s*=\s*([0-9.]+)")  # "...|MPP = 0.4990|..." in Aperio SVS descriptions
+MPP_RANGE = (0.05, 50.0)  # plausible microscope resolutions; 72 dpi "resolutions" of plain images fall outside
+
+
+@dataclass(frozen=True)
+class HistologyTiles:
+    """Tissue tiles cut from histology-only images at a fixed physical resolution.
+
+    Attributes
+    ----------
+    tiles
+        uint8 ``(n, 3, tile_px, tile_px)`` RGB tiles.
+    source
+        ``(n,)`` file of each tile (relative to the folder it was found in).
+    mpp
+        Microns per pixel of the tiles (``tile_um / tile_px``).
+    tile_um
+        Physical side of a tile in microns.
+    source_mpp
+        Microns per pixel of each source file and how it was known.
+    params
+        The arguments of :func:`~c2lst.io.read_histology`.
+    """
+
+    tiles: np.ndarray
+    source: np.ndarray
+    mpp: float
+    tile_um: float
+    source_mpp: dict[str, tuple[float, str]] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tile_px(self) -> int:
+        """Side of a tile in pixels."""
+        return int(self.tiles.shape[-1])
+
+    def __len__(self) -> int:
+        return int(self.tiles.shape[0])
+
+    def __repr__(self) -> str:
+        return (f"HistologyTiles({len(self)} tiles of {self.tile_um:g} µm at {self.tile_px} px ({self.mpp:.4g} µm/px) "
+                f"from {len(self.source_mpp)} files)")
+
+
+def _collect(paths: str | Path | Sequence[str | Path]) -> list[tuple[Path, str]]:
+    """``(file, display name)`` for every image file given directly or found (recursively) in a folder."""
+    items = [paths] if isinstance(paths, str | Path) else list(paths)
+    if not items:
+        raise ValueError("`paths` is empty; pass image files or a folder of histology images.")
+    found: list[tuple[Path, str]] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            files = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+            found += [(p, p.relative_to(item).as_posix()) for p in files]
+        elif item.is_file():
+            if item.suffix.lower() not in SUFFIXES:
+                raise ValueError(f"{item.name}: unsupported image type; use one of {sorted(SUFFIXES)}.")
+            found.append((item, item.name))
+        else:
+            raise ValueError(f"{str(item)!r} does not exist; pass existing image files or folders.")
+    if not found:
+        raise ValueError(f"no image files ({sorted(SUFFIXES)}) found in {[str(p) for p in items]}.")
+    return found
+
+
+def _plausible(mpp: float | None) -> float | None:
+    return mpp if mpp is not None and MPP_RANGE[0] <= mpp <= MPP_RANGE[1] else None
+
+
+def _tiff_mpp(path: Path) -> float | None:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        aperio = _APERIO_MPP.search(page.description or "")
+        if aperio:
+            return _plausible(float(aperio.group(1)))
+        tags = page.tags
+        if "XResolution" not in tags or "ResolutionUnit" not in tags:
+            return None
+        num, den = tags["XResolution"].value
+        unit = {2: 25_400.0, 3: 10_000.0}.get(int(tags["ResolutionUnit"].value))
+        return _plausible(unit * den / num) if unit and num else None
+
+
+def _metadata_mpp(path: Path) -> float | None:
+    """Microns per pixel recorded in the file (OpenSlide/Aperio/TIFF/PNG metadata), when plausible."""
+    suffix = path.suffix.lower()
+    if suffix == ".svs":
+        try:
+            import openslide
+        except ImportError:
+            openslide = None
+        if openslide is not None:
+            with openslide.OpenSlide(str(path)) as slide:
+                value = slide.properties.get(openslide.PROPERTY_NAME_MPP_X)
+            return _plausible(float(value)) if value else None
+    if suffix in TIFF_SUFFIXES:
+        return _tiff_mpp(path)
+    from PIL import Image
+
+    with _no_pil_pixel_limit(), Image.open(path) as im:
+        dpi = im.info.get("dpi")
+    return _plausible(25_400.0 / float(dpi[0])) if dpi and float(dpi[0]) > 0 else None
+
+
+def _resolve_mpp(files: list[tuple[Path, str]], mpp: float | Mapping[str, float] | None) -> list[tuple[float, str]]:
+    """Microns per pixel of each file and where it came from; a ``ValueError`` lists the unknown ones."""
+    out: list[tuple[float, str] | None] = []
+    for path, name in files:
+        given = None
+        if isinstance(mpp, Mapping):
+            given = next((mpp[k] for k in (name, str(path), path.name, path.stem) if k in mpp), None)
+        elif mpp is not None:
+            given = mpp
+        if given is not None:
+            if not float(given) > 0:
+                raise ValueError(f"mpp={given!r} for {name} must be positive (microns per pixel).")
+            out.append((float(given), "given"))
+        else:
+            found = _metadata_mpp(path)
+            out.append((found, "file metadata") if found is not None else None)
+    unknown = [name for (_, name), m in zip(files, out, strict=True) if m is None]
+    if unknown:
+        raise ValueError(f"microns per pixel unknown for {len(unknown)} files (e.g. {unknown[:5]}): their metadata "
+                         "records no resolution. Pass `mpp=` (one float, or a dict from file name to µm/px).")
+    return out  # type: ignore[return-value]
+
+
+def _read_rgb(path: Path, mpp: float, target_mpp: float) -> tuple[np.ndarray, float]:
+    """RGB pixels ``(y, x, 3)`` of the coarsest pyramid level still at least as fine as ``target_mpp``."""
+    suffix = path.suffix.lower()
+    if suffix == ".svs":
+        try:
+            import openslide
+        except ImportError:
+            openslide = None
+        if openslide is not None:
+            with openslide.OpenSlide(str(path)) as slide:
+                fine = [k for k, d in enumerate(slide.level_downsamples) if mpp * d <= target_mpp * (1 + 1e-6)]
+                level = fine[-1] if fine else 0
+                region = slide.read_region((0, 0), level, slide.level_dimensions[level]).convert("RGB")
+                return np.asarray(region), mpp * float(slide.level_downsamples[level])
+    if suffix in TIFF_SUFFIXES:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            levels = tif.series[0].levels
+            width0 = levels[0].shape[levels[0].axes.index("X")]
+            best, best_mpp = levels[0], mpp
+            for lv in levels[1:]:
+                lv_mpp = mpp * width0 / lv.shape[lv.axes.index("X")]
+                if lv_mpp <= target_mpp * (1 + 1e-6):
+                    best, best_mpp = lv, lv_mpp
+            arr = best.asarray()
+            if best.axes.startswith("S"):
+                arr = np.moveaxis(arr, 0, -1)
+            return np.asarray(rgb_hwc(arr, what=f"image {path.name}")), best_mpp
+    from PIL import Image
+
+    with _no_pil_pixel_limit(), Image.open(path) as im:
+        if im.mode in ("RGBA", "P", "CMYK"):
+            im = im.convert("RGB")
+        return np.asarray(rgb_hwc(np.asarray(im), what=f"image {path.name}")), mpp
+
+
+def tissue_mask(rgb: np.ndarray) -> np.ndarray:
+    """Stained tissue: HSV saturation of at least ``SATURATION_MIN`` and not near-black."""
+    arr = rgb.astype(np.float32)
+    top, bottom = arr.max(-1), arr.min(-1)
+    saturation = np.divide(top - bottom, top, out=np.zeros_like(top), where=top > 0)
+    return (saturation >= SATURATION_MIN) & (top >= BRIGHTNESS_MIN * 255)
+
+
+def _tiles_of(rgb: np.ndarray, mpp: float, tile_um: float, tile_px: int, min_tissue: float) -> np.ndarray:
+    """Non-overlapping, centred tissue tiles ``(k, 3, tile_px, tile_px)`` of one image."""
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    side = tile_um / mpp  # source pixels per tile
+    nh, nw = math.floor(h / side + SHORTFALL), math.floor(w / side + SHORTFALL)
+    if nh < 1 or nw < 1:
+        return np.empty((0, 3, tile_px, tile_px), dtype=np.uint8)
+    side = min(side, h / nh, w / nw)
+    factor = tile_px / side
+    hs, ws = max(nh * tile_px, round(h * factor)), max(nw * tile_px, round(w * factor))
+    with _no_pil_pixel_limit():  # PIL's bicubic resize widens its kernel when shrinking: anti-aliased
+        small = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((ws, hs), Image.Resampling.BICUBIC))
+    tissue = tissue_mask(small)
+    r0, c0 = (hs - nh * tile_px) // 2, (ws - nw * tile_px) // 2
+    out = []
+    for i in range(nh):
+        for j in range(nw):
+            rs, cs = slice(r0 + i * tile_px, r0 + (i + 1) * tile_px), slice(c0 + j * tile_px, c0 + (j + 1) * tile_px)
+            if tissue[rs, cs].mean() >= min_tissue:
+                out.append(small[rs, cs].transpose(2, 0, 1))
+    return np.stack(out) if out else np.empty((0, 3, tile_px, tile_px), dtype=np.uint8)
+
+
+def read_histology(
+    paths: str | Path | Sequence[str | Path],
+    *,
+    mpp: float | Mapping[str, float] | None = None,
+    tile_um: float = 100.0,
+    tile_px: int = 64,
+    min_tissue: float = 0.5,
+    max_tiles: int | None = None,
+    seed: int = 0,
+) -> HistologyTiles:
+    """Cut histology-only images into tissue tiles of ``tile_um`` microns at ``tile_px`` pixels.
+
+    Each image is resampled (anti-aliased) so that ``tile_um`` µm span ``tile_px`` px, cut into a centred
+    grid of non-overlapping tiles (an image at least 90% of a tile wide still gives one, slightly
+    rescaled), and tiles with less than ``min_tissue`` stained tissue (HSV saturation at least 0.08, not
+    near-black) are dropped. For pyramidal TIFF/SVS files the coarsest level still at least as fine as
+    the target resolution is read.
+
+    Parameters
+    ----------
+    paths
+        Image files (TIFF, PNG, JPEG, SVS) and/or folders searched recursively for them.
+    mpp
+        Microns per pixel of the images: one float, or a dict from file name (or relative path, path or
+        stem) to float. Files not covered use their metadata (OpenSlide/Aperio MPP, TIFF or PNG resolution
+        within 0.05-50 µm/px).
+    tile_um
+        Physical side of a tile in microns (100 µm = one legacy ST spot).
+    tile_px
+        Side of a tile in pixels (8 to 1024).
+    min_tissue
+        Minimum fraction of tissue pixels for a tile to be kept (0 to 1).
+    max_tiles
+        Keep at most this many tiles, drawn at random without replacement (in file order).
+    seed
+        Seed of that random draw.
+
+    Returns
+    -------
+    :class:`HistologyTiles` with ``tiles`` uint8 ``(n, 3, tile_px, tile_px)``, ``source`` per tile,
+    ``mpp`` (µm per tile pixel), ``tile_um``, ``source_mpp`` and ``params``.
+
+    Raises
+    ------
+    ValueError
+        For missing files, unknown resolution (pass ``mpp``), non-RGB images, bad sizes, or when no tile
+        passes the tissue filter.
+    """
+    if not tile_um > 0:
+        raise ValueError(f"tile_um={tile_um!r} must be positive (microns).")
+    if not (isinstance(tile_px, int | np.integer) and 8 <= tile_px <= 1024):
+        raise ValueError(f"tile_px={tile_px!r} must be an integer in [8, 1024].")
+    if not 0 <= min_tissue <= 1:
+        raise ValueError(f"min_tissue={min_tissue!r} must be a fraction in [0, 1].")
+    if max_tiles is not None and not (isinstance(max_tiles, int | np.integer) and max_tiles >= 1):
+        raise ValueError(f"max_tiles={max_tiles!r} must be a positive integer or None.")
+    start = info("tiling histology images")
+    files = _collect(paths)
+    mpps = _resolve_mpp(files, mpp)
+    target = tile_um / tile_px
+    tiles, sources = [], []
+    for (path, name), (file_mpp, _) in zip(files, mpps, strict=True):
+        rgb, level_mpp = _read_rgb(path, file_mpp, target)
+        t = _tiles_of(rgb, level_mpp, tile_um, tile_px, min_tissue)
+        tiles.append(t)
+        sources += [name] * len(t)
+    all_tiles = np.concatenate(tiles)
+    source = np.asarray(sources, dtype=object)
+    if len(all_tiles) == 0:
+        raise ValueError(f"no tile of {tile_um:g} µm with at least {min_tissue:.0%} tissue in {len(files)} files; check "
+                         "`mpp` (images smaller than a tile give none) or lower `min_tissue`.")
+    n_all = len(all_tiles)
+    if max_tiles is not None and n_all > max_tiles:
+        keep = np.sort(np.random.default_rng(seed).choice(n_all, size=max_tiles, replace=False))
+        all_tiles, source = all_tiles[keep], source[keep]
+    params = {"tile_um": float(tile_um), "tile_px": int(tile_px), "min_tissue": float(min_tissue),
+              "max_tiles": max_tiles, "seed": int(seed), "n_files": len(files), "n_tiles_before_max": n_all}
+    out = HistologyTiles(tiles=all_tiles, source=source, mpp=target, tile_um=float(tile_um),
+                         source_mpp={name: m for (_, name), m in zip(files, mpps, strict=True)}, params=params)
+    info(f"cut {out!r}", time=start)
+    return out

@@ -1,0 +1,209 @@
+"""H&E images on disk -> lazy ``(c, y, x)`` uint8 dask arrays -> spatialdata image elements."""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dask.array as da
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from spatialdata.transformations import BaseTransformation
+    from xarray import DataArray, DataTree
+
+CHUNK_PX = 1024  # spatial chunk side of image elements
+PYRAMID_ABOVE_PX = 4096  # build a multiscale pyramid when the long side exceeds this
+PYRAMID_SMALLEST_PX = 1024  # halve until the long side is at most this
+TIFF_SUFFIXES = {".tif", ".tiff", ".svs", ".ome.tif", ".ome.tiff"}
+
+
+@contextmanager
+def _no_pil_pixel_limit() -> Iterator[None]:
+    """Let PIL open whole-slide-sized JPEGs (its decompression-bomb guard stops at ~89 Mpx)."""
+    from PIL import Image
+
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def rgb_hwc(arr: Any, *, what: str) -> Any:
+    """Validate an ``(y, x, 3|4)`` array (numpy or dask) as 8-bit RGB and drop an alpha channel."""
+    if arr.ndim == 2:
+        raise ValueError(f"{what} is a single-channel (grayscale) image of shape {arr.shape}; c2lst needs an RGB "
+                         "H&E image: convert it to 8-bit RGB first.")
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise ValueError(f"{what} has shape {arr.shape}; expected (height, width, 3) RGB. Convert it to 8-bit RGB "
+                         "(channels last) first.")
+    if arr.dtype != np.uint8:
+        raise ValueError(f"{what} has dtype {arr.dtype}; c2lst needs 8-bit RGB (uint8). Rescale it to 0..255 and "
+                         "cast to uint8 first.")
+    return arr[..., :3]
+
+
+PIL_TO_RGB = ("RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV")  # PIL modes converted to RGB; other non-RGB modes refused
+
+
+def _pil_size(path: Path) -> tuple[int, int]:
+    """``(height, width)`` of a JPEG/PNG from its header, refusing non-RGB modes (nothing is decoded)."""
+    from PIL import Image
+
+    try:
+        with _no_pil_pixel_limit(), Image.open(path) as im:
+            mode, (width, height) = im.mode, im.size
+    except OSError as e:  # PIL.UnidentifiedImageError is an OSError
+        raise ValueError(f"cannot read image {path.name} ({e}); use a JPEG, PNG or TIFF RGB image.") from None
+    if mode != "RGB" and mode not in PIL_TO_RGB:
+        raise ValueError(f"image {path.name} has PIL mode {mode!r} (not RGB); c2lst needs an RGB H&E image: "
+                         "convert it to 8-bit RGB first.")
+    return height, width
+
+
+def _read_pil(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with _no_pil_pixel_limit(), Image.open(path) as im:
+        return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+
+
+class _DecodedPyramid:
+    """A JPEG/PNG decoded on first access (once, thread-safe), with its 2x-halved levels, then kept in memory."""
+
+    def __init__(self, path: Path, n_levels: int) -> None:
+        self.path, self.n_levels = path, n_levels
+        self._lock = threading.Lock()
+        self._levels: list[np.ndarray] | None = None
+
+    def level(self, k: int) -> np.ndarray:
+        with self._lock:
+            if self._levels is None:
+                levels = [_read_pil(self.path)]
+                for _ in range(self.n_levels - 1):
+                    levels.append(_halve(levels[-1]))
+                self._levels = levels
+        return self._levels[k]
+
+
+class _LevelArray:
+    """Array-like ``(y, x, 3)`` view of one level of a :class:`_DecodedPyramid`, for ``dask.array.from_array``."""
+
+    dtype = np.dtype(np.uint8)
+    ndim = 3
+
+    def __init__(self, pyramid: _DecodedPyramid, k: int, shape: tuple[int, int, int]) -> None:
+        self.pyramid, self.k, self.shape = pyramid, k, shape
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.pyramid.level(self.k)[key]
+
+
+def _tiff_level0(path: Path) -> da.Array:
+    """Full-resolution level of a (possibly tiled, pyramidal) TIFF as a lazy ``(y, x, c)`` dask array."""
+    import tifffile
+    import zarr
+
+    store = tifffile.imread(path, aszarr=True, series=0, level=0)
+    z = zarr.open(store, mode="r")
+    if isinstance(z, zarr.Group):
+        z = z[sorted(z.array_keys())[0]]
+    arr = da.from_zarr(z)
+    with tifffile.TiffFile(path) as tif:
+        axes = tif.series[0].axes
+    if axes.endswith("SYX") or axes == "CYX":  # planar RGB
+        arr = arr.transpose(*range(arr.ndim - 3), arr.ndim - 2, arr.ndim - 1, arr.ndim - 3)
+    while arr.ndim > 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    return arr
+
+
+def _halve(hwc: np.ndarray) -> np.ndarray:
+    """2x2 mean (rounded) of a ``(y, x, 3)`` uint8 array, trimming an odd last row/column (as dask coarsen)."""
+    h, w = hwc.shape[0] // 2, hwc.shape[1] // 2
+    out = np.empty((h, w, hwc.shape[2]), dtype=np.uint8)
+    for r in range(0, h, CHUNK_PX):  # row blocks keep the uint16 temporaries small
+        block = hwc[2 * r : 2 * min(r + CHUNK_PX, h), : 2 * w].astype(np.uint16)
+        summed = block[0::2, 0::2] + block[1::2, 0::2] + block[0::2, 1::2] + block[1::2, 1::2]
+        out[r : r + len(summed)] = (summed + 2) // 4
+    return out
+
+
+def _as_dask(hwc: np.ndarray | _LevelArray) -> da.Array:
+    # name=False: no hashing of the whole image
+    meta = np.empty((0, 0, 0), dtype=np.uint8)
+    return da.from_array(hwc, chunks=(CHUNK_PX, CHUNK_PX, 3), name=False, meta=meta).transpose(2, 0, 1)
+
+
+def read_rgb(path: str | Path) -> list[da.Array]:
+    """Read an RGB image file as lazy ``(3, y, x)`` uint8 dask arrays: level 0 and, for a decoded image, its pyramid.
+
+    TIFF/SVS files are read lazily through ``tifffile``'s zarr store (one level; a pyramid, if needed, is
+    derived lazily by :func:`image_element`). JPEG/PNG must be decoded whole; when large, their 2x pyramid
+    is computed right away in memory (cheap next to decoding) so that reading a coarse level costs nothing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"image file {str(path)!r} does not exist; pass the path of the H&E image.")
+    suffix = "".join(path.suffixes[-2:]).lower() if path.name.lower().endswith((".ome.tif", ".ome.tiff")) else path.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        hwc = rgb_hwc(_tiff_level0(path), what=f"image {path.name}")
+        return [hwc.transpose(2, 0, 1).rechunk((3, CHUNK_PX, CHUNK_PX))]
+    shape = _pil_size(path)
+    shapes = [shape]
+    for _ in pyramid_factors(shape) or []:
+        shapes.append((shapes[-1][0] // 2, shapes[-1][1] // 2))
+    pyramid = _DecodedPyramid(path, len(shapes))
+    return [_as_dask(_LevelArray(pyramid, k, (h, w, 3))) for k, (h, w) in enumerate(shapes)]
+
+
+def in_memory_levels(hwc: np.ndarray) -> list[da.Array]:
+    """Level 0 of an in-memory ``(y, x, 3)`` image and, when it needs a pyramid, its halved levels, as dask arrays."""
+    levels = [hwc]
+    for _ in pyramid_factors(hwc.shape[:2]) or []:
+        levels.append(_halve(levels[-1]))
+    return [_as_dask(lv) for lv in levels]
+
+
+def pyramid_factors(shape: tuple[int, ...]) -> list[int] | None:
+    """Scale factors ``[2, 2, ...]`` of a pyramid for an image of ``shape`` (``None`` when small enough)."""
+    long_side = max(shape[-2:])
+    if long_side <= PYRAMID_ABOVE_PX:
+        return None
+    factors = []
+    while long_side > PYRAMID_SMALLEST_PX:
+        factors.append(2)
+        long_side = -(-long_side // 2)
+    return factors
+
+
+def image_element(levels: list[da.Array], *, transformation: BaseTransformation | None = None) -> DataArray | DataTree:
+    """``Image2DModel`` element in the ``"global"`` coordinate system (a pyramid for large images).
+
+    ``levels`` holds level 0 and optionally precomputed 2x-halved levels; missing levels of a large image
+    are derived lazily by spatialdata.
+    """
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Identity
+
+    factors = pyramid_factors(levels[0].shape[1:])
+    element = Image2DModel.parse(
+        levels[0],
+        dims=("c", "y", "x"),
+        c_coords=["r", "g", "b"],
+        transformations={"global": transformation if transformation is not None else Identity()},
+        scale_factors=factors,
+        chunks=(3, CHUNK_PX, CHUNK_PX),
+    )
+    if factors is not None and len(levels) == len(factors) + 1:
+        for name, level in zip(list(element)[1:], levels[1:], strict=True):
+            lazy = element[name]["image"]
+            if lazy.shape != level.shape:
+                raise RuntimeError(f"pyramid level {name} has shape {level.shape}, expected {lazy.shape}")
+            element[name]["image"] = lazy.copy(data=level)
+    return element
