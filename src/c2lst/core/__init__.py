@@ -1,1 +1,7 @@
 """Torch/diffusers core. Never imports anndata or spatialdata."""
+from __future__ import annotations
+
+from .configs import CONFIGS, DiffusionConfig, get_config
+from .models import CentralModel, LocalModel
+
+__all__ = ["CONFIGS", "CentralModel", "DiffusionConfig", "LocalModel", "get_config"]

@@ -1,6 +1,170 @@
+"""Adapt the central model to one section's paired (H&E patch, expression) spots."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-def adapt(*args, **kwargs):
-    """Placeholder: being written."""
-    raise NotImplementedError
+import numpy as np
+
+from .. import _logging as logg
+from .._settings import settings
+from .._utils import as_mask, check_key, resolve_table, table_uns
+from ..core.adaptation import adapt_local
+from ..core.images import as_tiles, resize_tiles
+from ..core.models import CentralModel, LocalModel
+from ..core.runtime import torch_threads
+from ..pp._panel import GenePanel, gene_panel
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+MAX_ADAPTER_SHARE = 0.05
+
+
+def _central(central: CentralModel | str | Path) -> CentralModel:
+    if isinstance(central, CentralModel):
+        return central
+    if isinstance(central, str | Path):
+        return CentralModel.load(central)
+    raise ValueError(f"`central` must be a CentralModel or the directory of a saved one, got {type(central).__name__}.")
+
+
+def _train_mask(n: int, train_mask: Any, train_fraction: float | None, seed: int) -> np.ndarray:
+    if train_mask is not None and train_fraction is not None:
+        raise ValueError("pass either `train_mask` or `train_fraction`, not both.")
+    if train_fraction is None:
+        return as_mask(train_mask, n)
+    if not 0 < train_fraction <= 1:
+        raise ValueError(f"`train_fraction` must be in (0, 1], got {train_fraction}.")
+    k = max(1, round(train_fraction * n))
+    mask = np.zeros(n, dtype=bool)
+    mask[np.random.default_rng(seed).choice(n, size=k, replace=False)] = True
+    return mask
+
+
+def _panel(table: AnnData, panel: GenePanel | None, mask: np.ndarray, n_top: int) -> GenePanel:
+    if panel is not None:
+        if not isinstance(panel, GenePanel):
+            raise ValueError(f"`panel` must be a GenePanel (c2lst.pp.gene_panel), got {type(panel).__name__}.")
+        panel.validate(table.var_names)
+        return panel
+    if "c2lst_panel" in table.uns:
+        return GenePanel.from_table(table)
+    return gene_panel(table, n_top=min(n_top, table.n_vars), train_mask=mask)
+
+
+def adapt(
+    sdata: SpatialData | AnnData,
+    central: CentralModel | str | Path,
+    *,
+    panel: GenePanel | None = None,
+    train_mask: Any = None,
+    train_fraction: float | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    cond_dropout: float = 0.1,
+    lora_rank: int = 0,
+    mixed_precision: str = "no",
+    table_key: str | None = None,
+    patch_key: str = "c2lst_patch",
+    seed: int = 0,
+    overwrite: bool = False,
+) -> LocalModel:
+    """Adapt a frozen central model to a section's paired spots with gene-conditioned modulation.
+
+    A gene encoder (MLP on the standardised log-normalised panel expression) drives zero-initialised
+    modulation of the central UNet: an additive shift of its time embedding and FiLM scale/shift on the
+    GroupNorms of its ResNet blocks (adaLN-Zero). At step 0 the local model therefore predicts exactly
+    what the central model predicts. Only the adapter is trained (at most a few % of the central
+    parameters), on the training spots only; the central weights never change. Conditioning is dropped
+    with probability ``cond_dropout`` so that generation can use classifier-free guidance.
+
+    Parameters
+    ----------
+    sdata
+        ``SpatialData`` (or ``AnnData``) whose table holds raw counts and ``.obsm[patch_key]`` patches
+        (:func:`c2lst.pp.extract_patches`); patches are resized to the model's tile size if needed.
+    central
+        The :class:`~c2lst.core.CentralModel`, or the directory it was saved to.
+    panel
+        Conditioning genes. Default: the table's ``.uns["c2lst_panel"]`` if present, else a new panel of
+        ``config.n_top_genes`` genes chosen on the training spots (:func:`c2lst.pp.gene_panel`, which
+        writes ``.var``/``.uns["c2lst_panel"]``).
+    train_mask
+        Boolean mask or indices of the training spots.
+    train_fraction
+        Alternatively, a seeded random fraction of the spots to train on. Default: all spots.
+    steps, batch_size, lr
+        Default from the central model's configuration.
+    cond_dropout
+        Probability of dropping the conditioning of a training sample (classifier-free guidance).
+    lora_rank
+        Rank of extra LoRA adapters on the UNet's convolutions/attention (needs ``peft``); 0 = none.
+    mixed_precision
+        ``"no"``, ``"bf16"`` or ``"fp16"`` (CUDA only).
+    table_key
+        Table to use when ``sdata`` has several.
+    patch_key
+        ``.obsm`` key of the spot patches.
+    seed
+        Seed of the train split (``train_fraction``), initialisation and every random draw.
+    overwrite
+        Replace an existing ``.uns["c2lst"]["adapt"]`` record.
+
+    Returns
+    -------
+    The :class:`~c2lst.core.LocalModel` (save it with ``LocalModel.save``). Also writes to the table:
+
+    - ``.uns["c2lst"]["adapt"]``: central identity, panel genes, training spots, arguments, losses;
+    - ``.var["c2lst_panel"]`` / ``.uns["c2lst_panel"]`` when a new panel had to be chosen.
+    """
+    start = logg.info("adapting the central model to the local spots")
+    _, table, table_key = resolve_table(sdata, table_key)
+    model = _central(central)
+    cfg = model.config
+    steps = cfg.adapt_steps if steps is None else steps
+    batch_size = cfg.adapt_batch_size if batch_size is None else batch_size
+    lr = cfg.adapt_lr if lr is None else lr
+    if not isinstance(steps, int | np.integer) or steps < 1:
+        raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
+    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    if not lr > 0:
+        raise ValueError(f"`lr` must be positive, got {lr!r}.")
+    if not 0 <= cond_dropout < 1:
+        raise ValueError(f"`cond_dropout` must be in [0, 1), got {cond_dropout}.")
+    if not isinstance(lora_rank, int | np.integer) or lora_rank < 0:
+        raise ValueError(f"`lora_rank` must be a non-negative integer, got {lora_rank!r}.")
+    check_key(table_uns(table), "adapt", where=".uns['c2lst']", overwrite=overwrite)
+    if patch_key not in table.obsm:
+        raise ValueError(f"no patches in .obsm[{patch_key!r}]; run c2lst.pp.extract_patches(sdata) first.")
+    mask = _train_mask(table.n_obs, train_mask, train_fraction, seed)
+    gp = _panel(table, panel, mask, cfg.n_top_genes)
+    genes = gp.standardize(gp.expression(table))[mask]
+    patches = resize_tiles(as_tiles(np.asarray(table.obsm[patch_key])[mask], name=f"obsm[{patch_key!r}]"),
+                           cfg.tile_px)
+    with torch_threads(settings.n_threads):
+        local = adapt_local(model, patches, genes, gp.to_dict(), steps=int(steps), batch_size=int(batch_size),
+                            lr=float(lr), cond_dropout=float(cond_dropout), lora_rank=int(lora_rank), seed=int(seed),
+                            mixed_precision=mixed_precision, progress=settings.progress_bar)
+    share = local.n_trainable / model.n_params
+    if share > MAX_ADAPTER_SHARE:
+        logg.warning(f"the adapter has {share:.1%} of the central parameters (> 5%); use a smaller panel or lora_rank.")
+    train_spots = [str(s) for s in table.obs_names[mask]]
+    local.summary |= {"train_spots": train_spots, "table_key": table_key, "patch_key": patch_key,
+                      "adapter_share": share}
+    table_uns(table)["adapt"] = {
+        "central": {"config": cfg.name, "weights_sha256": model.weights_sha256},
+        "panel_genes": list(gp.genes), "panel_identity": gp.identity(), "train_spots": train_spots,
+        "params": {"steps": int(steps), "batch_size": int(batch_size), "lr": float(lr),
+                   "cond_dropout": float(cond_dropout), "lora_rank": int(lora_rank), "seed": int(seed),
+                   "mixed_precision": mixed_precision, "patch_key": patch_key},
+        "loss_first": local.summary["loss_first"], "loss_last": local.summary["loss_last"],
+        "n_trainable": local.n_trainable,
+    }
+    logg.info(f"    added .uns['c2lst']['adapt'] ({mask.sum()} training spots, {local.n_trainable:,} adapter "
+              f"params = {share:.2%} of central; loss {local.summary['loss_first']:.4f} -> "
+              f"{local.summary['loss_last']:.4f})", time=start)
+    return local

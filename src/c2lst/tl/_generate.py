@@ -1,6 +1,217 @@
+"""Generate synthetic H&E patches from expression profiles with an adapted local model."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
 
-def generate(*args, **kwargs):
-    """Placeholder: being written."""
-    raise NotImplementedError
+import numpy as np
+import pandas as pd
+
+from .. import _logging as logg
+from .._settings import settings
+from .._utils import check_key, resolve_shapes, resolve_table, table_region_attrs
+from ..core.models import LocalModel
+from ..core.runtime import torch_threads
+from ..core.sampling import SAMPLERS
+from ..core.seeding import derive_seed
+from ..pp._panel import GenePanel
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+MIX_LOW, MIX_HIGH = 0.2, 0.8
+SYNTHETIC_FLAG = "c2lst"  # generated tables carry .uns["c2lst"]["synthetic"] = True
+
+
+def _source_table(sdata: SpatialData, local: LocalModel, table_key: str | None) -> AnnData:
+    """Pick the section table: ``table_key``, else the one adapted on, else the only non-synthetic one."""
+    if table_key is None:
+        adapted = local.summary.get("table_key")
+        real = [k for k, t in sdata.tables.items() if not t.uns.get(SYNTHETIC_FLAG, {}).get("synthetic")]
+        if adapted in sdata.tables:
+            table_key = adapted
+        elif len(real) == 1:
+            table_key = real[0]
+    return resolve_table(sdata, table_key)[1]
+
+
+def _train_rows(table: AnnData, local: LocalModel) -> np.ndarray:
+    names = local.summary.get("train_spots")
+    if not names:
+        raise ValueError("the local model does not record its training spots; pass expression profiles as `source`.")
+    rows = table.obs_names.get_indexer(names)
+    if (rows < 0).any():
+        missing = [n for n, r in zip(names, rows, strict=True) if r < 0][:5]
+        raise ValueError(f"{int((rows < 0).sum())} training spots of the local model are not in this table (e.g. "
+                         f"{missing}); generate on the section it was adapted on, or pass profiles as `source`.")
+    return rows
+
+
+def _positions(sdata: SpatialData, table: AnnData) -> np.ndarray:
+    if {"array_row", "array_col"} <= set(table.obs.columns):
+        return table.obs[["array_row", "array_col"]].to_numpy(dtype=float)
+    try:
+        shapes = resolve_shapes(sdata, table)
+        _, instance_key, _ = table_region_attrs(table)
+        centres = sdata.shapes[shapes].loc[table.obs[instance_key].to_numpy()].geometry.centroid
+    except (ValueError, KeyError):
+        raise ValueError("mixup needs spot positions: obs['array_row'/'array_col'] or spot circles annotated by the "
+                         "table.") from None
+    return np.c_[centres.x.to_numpy(), centres.y.to_numpy()]
+
+
+def _mixup(expr: np.ndarray, xy: np.ndarray, names: np.ndarray, *, n_per_profile: int, n_neighbors: int,
+           seed: int) -> tuple[np.ndarray, pd.DataFrame]:
+    from scipy.spatial import cKDTree
+
+    if len(expr) < 2:
+        raise ValueError("mixup needs at least two training spots.")
+    k = min(n_neighbors, len(expr) - 1)
+    _, nn = cKDTree(xy).query(xy, k=k + 1)
+    rng = np.random.default_rng(derive_seed(seed, "mixup"))
+    src = np.repeat(np.arange(len(expr)), n_per_profile)
+    partner = np.array([nn[i, 1 + rng.integers(k)] for i in src])
+    w = rng.uniform(MIX_LOW, MIX_HIGH, size=len(src))
+    mixed = w[:, None] * expr[src] + (1 - w[:, None]) * expr[partner]
+    obs = pd.DataFrame({"source_spot": names[src], "partner_spot": names[partner], "mix_weight": w})
+    return mixed.astype(np.float32), obs
+
+
+def _user_profiles(source: Any, panel: GenePanel) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(source, pd.DataFrame):
+        missing = [g for g in panel.genes if g not in source.columns]
+        if missing:
+            raise ValueError(f"the DataFrame lacks {len(missing)} panel genes (e.g. {missing[:5]}); give one column "
+                             "per panel gene (LocalModel.panel['genes']).")
+        return source[list(panel.genes)].to_numpy(dtype=np.float32), source.index.astype(str).to_numpy()
+    arr = np.asarray(source)
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"`source` must be 'spots', 'mixup', a numeric array or a DataFrame; got {type(source).__name__}.")
+    if arr.ndim != 2 or arr.shape[1] != len(panel):
+        raise ValueError(f"`source` has shape {arr.shape}; expected (n, {len(panel)}) lognorm expression of the panel "
+                         "genes in panel order.")
+    if not np.isfinite(arr).all():
+        raise ValueError("`source` contains NaN or infinite values; fill or drop those profiles.")
+    return arr.astype(np.float32), np.array([f"profile-{i}" for i in range(len(arr))])
+
+
+def generate(
+    sdata: SpatialData,
+    local: LocalModel,
+    *,
+    source: str | np.ndarray | pd.DataFrame = "spots",
+    n_per_profile: int = 1,
+    n_neighbors: int = 6,
+    sampler: str = "dpmsolver++",
+    steps: int = 20,
+    guidance_scale: float = 2.0,
+    seed: int = 0,
+    batch_size: int = 64,
+    table_key: str | None = None,
+    key_added: str = "c2lst_synthetic",
+    overwrite: bool = False,
+) -> None:
+    """Generate synthetic H&E patches conditioned on expression profiles.
+
+    Parameters
+    ----------
+    sdata
+        ``SpatialData`` holding the section the local model was adapted on (its table gives the
+        training spots' expression for ``"spots"``/``"mixup"``).
+    local
+        The adapted :class:`~c2lst.core.LocalModel`.
+    source
+        ``"spots"``: the training spots' own profiles; ``"mixup"``: per training spot, convex mixtures
+        ``w * x_i + (1 - w) * x_j`` (``w ~ U(0.2, 0.8)``, seeded) with one of its ``n_neighbors`` spatial
+        nearest training spots; or user log-normalised profiles, an ``(n, n_genes)`` array in panel order
+        or a DataFrame with the panel genes as columns.
+    n_per_profile
+        Patches per profile (each with its own seed).
+    n_neighbors
+        Neighbourhood size for ``"mixup"`` (array positions, else circle centres).
+    sampler
+        ``"dpmsolver++"`` (default), ``"ddim"`` or ``"ddpm"``.
+    steps
+        Denoising steps.
+    guidance_scale
+        Classifier-free guidance (1 = conditional only, 0 = central model).
+    seed
+        Seed: patch ``i`` is sampled from ``torch.Generator().manual_seed(obs["seed"][i])``, derived from
+        ``(seed, i)``; mixup partners and weights are seeded too.
+    batch_size
+        Patches per sampling batch.
+    table_key
+        Table holding the section's spots. Default: the table the model was adapted on (by name), else
+        the only table not written by :func:`generate`.
+    key_added
+        Name of the new table.
+    overwrite
+        Replace an existing table ``key_added``.
+
+    Returns
+    -------
+    ``None``; adds the table ``sdata.tables[key_added]`` (one row per synthetic patch):
+
+    - ``X``: the conditioning log-normalised expression of the panel genes (``var_names`` = panel genes,
+      in panel order);
+    - ``obsm["c2lst_patch"]``: uint8 ``(n, 3, tile_px, tile_px)`` patches;
+    - ``obs``: ``source_spot``, ``partner_spot`` (mixup, else empty), ``mix_weight`` (1 without mixup),
+      ``seed``, ``profile_index``;
+    - ``uns[key_added]["params"]``: the arguments, central/panel identities;
+    - ``uns["c2lst"]["synthetic"] = True`` (marks generated tables).
+    """
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+    if not isinstance(sdata, SpatialData):
+        raise ValueError(f"generate writes a new table into a SpatialData object; got {type(sdata).__name__}.")
+    if not isinstance(local, LocalModel):
+        raise ValueError(f"`local` must be a LocalModel (c2lst.tl.adapt), got {type(local).__name__}.")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}.")
+    for name, value, low in (("n_per_profile", n_per_profile, 1), ("n_neighbors", n_neighbors, 1), ("steps", steps, 1),
+                             ("batch_size", batch_size, 1)):
+        if not isinstance(value, int | np.integer) or value < low:
+            raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+    if not guidance_scale >= 0:
+        raise ValueError(f"`guidance_scale` must be >= 0, got {guidance_scale}.")
+    check_key(sdata.tables, key_added, where="sdata.tables", overwrite=overwrite)
+    start = logg.info(f"generating synthetic patches ({sampler}, {steps} steps, guidance {guidance_scale:g})")
+    panel = GenePanel.from_dict(local.panel)
+    if isinstance(source, str):
+        if source not in ("spots", "mixup"):
+            raise ValueError(f"`source` must be 'spots', 'mixup', an array or a DataFrame; got {source!r}.")
+        table = _source_table(sdata, local, table_key)
+        rows = _train_rows(table, local)
+        expr = panel.expression(table)[rows]
+        names = table.obs_names[rows].to_numpy().astype(str)
+        if source == "spots":
+            profiles = np.repeat(expr, n_per_profile, axis=0)
+            obs = pd.DataFrame({"source_spot": np.repeat(names, n_per_profile), "partner_spot": "", "mix_weight": 1.0})
+        else:
+            xy = _positions(sdata, table)[rows]
+            profiles, obs = _mixup(expr, xy, names, n_per_profile=n_per_profile, n_neighbors=n_neighbors, seed=seed)
+    else:
+        user, names = _user_profiles(source, panel)
+        profiles = np.repeat(user, n_per_profile, axis=0)
+        obs = pd.DataFrame({"source_spot": np.repeat(names, n_per_profile), "partner_spot": "", "mix_weight": 1.0})
+    n = len(profiles)
+    obs["seed"] = np.array([derive_seed(seed, "generate", i) for i in range(n)], dtype=np.int64)
+    obs["profile_index"] = np.repeat(np.arange(n // n_per_profile), n_per_profile)
+    obs.index = [f"synthetic-{i}" for i in range(n)]
+    with torch_threads(settings.n_threads):
+        patches = local.generate(panel.standardize(profiles), seeds=obs["seed"].tolist(), sampler=sampler,
+                                 steps=steps, guidance_scale=float(guidance_scale), batch_size=batch_size,
+                                 progress=settings.progress_bar)
+    adata = AnnData(X=profiles, obs=obs, var=pd.DataFrame(index=list(panel.genes)))
+    adata.obsm["c2lst_patch"] = patches
+    adata.uns[key_added] = {"params": {
+        "source": source if isinstance(source, str) else type(source).__name__, "n_per_profile": int(n_per_profile),
+        "n_neighbors": int(n_neighbors), "sampler": sampler, "steps": int(steps),
+        "guidance_scale": float(guidance_scale), "seed": int(seed), "batch_size": int(batch_size),
+        "central_weights_sha256": local.central.weights_sha256, "central_config": local.central.config.name,
+        "panel_identity": panel.identity(), "tile_px": local.central.tile_px, "mpp": local.central.config.mpp,
+    }}
+    adata.uns[SYNTHETIC_FLAG] = {"synthetic": True}
+    sdata.tables[key_added] = adata
+    logg.info(f"    added table {key_added!r}: {n} patches {patches.shape[1:]} (.obsm['c2lst_patch'])", time=start)

@@ -1,6 +1,221 @@
+"""Pretrain the central latent-diffusion model on histology-only tiles."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-def pretrain(*args, **kwargs):
-    """Placeholder: being written."""
-    raise NotImplementedError
+import numpy as np
+
+from .. import _logging as logg
+from .._settings import settings
+from .._utils import spot_mpp
+from ..core.checkpoint import read_json
+from ..core.configs import DiffusionConfig, get_config
+from ..core.images import as_tiles, resize_tiles
+from ..core.models import MANIFEST, CentralModel, remove_saved
+from ..core.runtime import torch_threads
+from ..core.training import has_checkpoints, pretrain_central, remove_checkpoints, tiles_sha256
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
+
+MIN_TILES = 16
+TISSUE_FRACTION = 0.5
+
+
+def _image_level0(image: Any) -> np.ndarray:
+    from xarray import DataTree
+
+    arr = next(iter(image["scale0"].values())) if isinstance(image, DataTree) else image
+    return np.asarray(arr.data)
+
+
+def _image_mpp(sdata: SpatialData, image_key: str) -> float | None:
+    """µm per level-0 pixel of an image, from a table's spot mpp and the circles -> image transformation."""
+    from spatialdata.transformations import get_transformation_between_coordinate_systems
+
+    for table in sdata.tables.values():
+        region = table.uns.get("spatialdata_attrs", {}).get("region")
+        if not isinstance(region, str) or region not in sdata.shapes:
+            continue
+        try:
+            unit_um = spot_mpp(table)
+            t = get_transformation_between_coordinate_systems(sdata, sdata.shapes[region], sdata.images[image_key])
+        except (ValueError, KeyError, RuntimeError):
+            continue
+        lin = np.asarray(t.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=float)[:2, :2]
+        return unit_um / float(np.sqrt(abs(np.linalg.det(lin))))
+    return None
+
+
+def _tile_image(rgb: np.ndarray, src_px: int) -> np.ndarray:
+    """Non-overlapping ``src_px`` tiles of a ``(3, H, W)`` image that are mostly tissue (not white background)."""
+    _, h, w = rgb.shape
+    tiles = [rgb[:, y:y + src_px, x:x + src_px] for y in range(0, h - src_px + 1, src_px)
+             for x in range(0, w - src_px + 1, src_px)]
+    keep = [t for t in tiles if (t.min(axis=0) < 200).mean() >= TISSUE_FRACTION]
+    return np.stack(keep) if keep else np.zeros((0, 3, src_px, src_px), np.uint8)
+
+
+def _tiles_from_sdata(sdata: SpatialData, config: DiffusionConfig, patch_key: str) -> tuple[np.ndarray, str]:
+    with_patches = [t for t in sdata.tables.values() if patch_key in t.obsm]
+    if with_patches:
+        tiles = [as_tiles(np.asarray(t.obsm[patch_key]), name=f"obsm[{patch_key!r}]") for t in with_patches]
+        px = {t.shape[-1] for t in tiles}
+        tiles = [resize_tiles(t, config.tile_px) for t in tiles] if len(px) > 1 else tiles
+        return np.concatenate(tiles), f"{len(with_patches)} table(s) .obsm[{patch_key!r}]"
+    if not sdata.images:
+        raise ValueError(f"the SpatialData object has neither tables with .obsm[{patch_key!r}] nor image elements; "
+                         "extract patches with c2lst.pp.extract_patches or add an image.")
+    out = []
+    for key, image in sdata.images.items():
+        rgb = _image_level0(image)
+        if rgb.ndim != 3 or rgb.shape[0] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"image {key!r} is not 8-bit RGB (c, y, x); convert it to uint8 RGB first.")
+        mpp = _image_mpp(sdata, key)
+        if mpp is None:
+            logg.warning(f"µm/px of image {key!r} unknown; tiling it at native resolution ({config.tile_px} px tiles).")
+            src = config.tile_px
+        else:
+            src = max(8, round(config.tile_px * config.mpp / mpp))
+        out.append(resize_tiles(_tile_image(rgb, src), config.tile_px))
+    return np.concatenate(out), f"{len(out)} image element(s) tiled"
+
+
+def _collect_tiles(images: Any, config: DiffusionConfig, patch_key: str) -> tuple[np.ndarray, str]:
+    from spatialdata import SpatialData
+
+    if isinstance(images, SpatialData):
+        tiles, source = _tiles_from_sdata(images, config, patch_key)
+    elif hasattr(images, "tiles"):
+        tiles, source = as_tiles(np.asarray(images.tiles), name="images.tiles"), type(images).__name__
+        mpp = getattr(images, "mpp", None)
+        field_um, want_um = (mpp or 0) * tiles.shape[-1], config.tile_px * config.mpp
+        if mpp is not None and abs(field_um - want_um) > 0.1 * want_um:
+            logg.warning(f"the tiles span {field_um:.0f} µm but the {config.name!r} model expects {want_um:.0f} µm "
+                         f"tiles; read them with read_histology(tile_um={want_um:g}).")
+    elif isinstance(images, np.ndarray):
+        tiles, source = as_tiles(images), "array"
+    else:
+        raise ValueError(f"`images` must be HistologyTiles (c2lst.io.read_histology), a SpatialData object or a uint8 "
+                         f"array (n, 3, H, W); got {type(images).__name__}.")
+    if len(tiles) < MIN_TILES:
+        raise ValueError(f"only {len(tiles)} tiles to pretrain on; at least {MIN_TILES} are needed (thousands for a "
+                         "useful model). Add histology images.")
+    return resize_tiles(as_tiles(tiles), config.tile_px), source
+
+
+def _prepare_out(out: Path, *, resume: bool, overwrite: bool, config: DiffusionConfig,
+                 run: dict[str, Any]) -> CentralModel | None:
+    """Apply the rules for an existing output directory; return the finished identical run to reuse."""
+    if (out / MANIFEST).exists():
+        meta = read_json(out / MANIFEST, what="central model")
+        summary = meta.get("summary", {})
+        same = meta.get("config") == config.to_dict() and all(summary.get(k) == v for k, v in run.items())
+        if resume and same and not overwrite:
+            return CentralModel.load(out)
+        if not overwrite:
+            raise ValueError(f"{out} already holds a central model ({meta.get('config', {}).get('name')!r}); pass "
+                             "`overwrite=True` to replace it or choose another `out`.")
+    if overwrite:
+        remove_saved(out)
+        remove_checkpoints(out)
+    elif has_checkpoints(out) and not resume:
+        raise ValueError(f"{out} holds checkpoints of an unfinished run; pass `resume=True` to continue it or "
+                         "`overwrite=True` to start over.")
+    return None
+
+
+def pretrain(
+    images: Any,
+    *,
+    config: str | DiffusionConfig = "cpu",
+    steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 500,
+    mixed_precision: str | None = None,
+    patch_key: str = "c2lst_patch",
+    overwrite: bool = False,
+) -> CentralModel:
+    """Pretrain the central latent-diffusion model on histology-only tiles.
+
+    Phase 1 trains a small KL autoencoder (pixel L1 + image-gradient L1 + KL) on the first
+    ``config.ae_fraction`` of the steps; phase 2 trains a UNet (epsilon prediction, DDPM 1000-step
+    schedule, EMA) on the scaled latents of the frozen autoencoder. Tiles are augmented with random
+    flips, 90° rotations and mild stain jitter. Every random draw of step ``k`` derives from
+    ``(seed, k)``, so a run resumed from a checkpoint ends with exactly the weights of an
+    uninterrupted run.
+
+    Parameters
+    ----------
+    images
+        ``HistologyTiles`` from :func:`c2lst.io.read_histology` (its ``.tiles``, uint8 ``(n, 3, H, W)``);
+        a ``SpatialData`` whose tables carry ``.obsm[patch_key]`` (else its image elements are tiled at
+        the configuration's µm/px, keeping tiles that are mostly tissue); or a uint8 array
+        ``(n, 3, H, W)`` / ``(n, H, W, 3)``. Tiles are resized to ``config.tile_px`` when needed.
+    config
+        ``"tiny"`` (tests), ``"cpu"`` (default; ~20 min on 2 cores for recognisable H&E), ``"gpu"``, or a
+        :class:`~c2lst.core.DiffusionConfig`.
+    steps
+        Optimisation steps of both phases together (at least 2); default ``config.steps``.
+    batch_size, lr
+        Default from the configuration.
+    seed
+        Seed of initialisation, batches, augmentation and noise.
+    out
+        Directory for checkpoints (``out/checkpoints/step-N``) and the final model (``save_pretrained``
+        subfolders ``autoencoder/``, ``unet/``, ``scheduler/`` and ``c2lst_central.json``).
+    resume
+        Continue from the latest checkpoint in ``out`` (same images and arguments required).
+    checkpoint_every
+        Steps between checkpoints (only with ``out``).
+    mixed_precision
+        ``"no"``, ``"bf16"`` or ``"fp16"`` (CUDA only); default from the configuration.
+    patch_key
+        ``.obsm`` key of spot patches when ``images`` is a SpatialData object.
+    overwrite
+        Replace a model or checkpoints already in ``out``.
+
+    Returns
+    -------
+    The trained :class:`~c2lst.core.CentralModel` (also saved to ``out`` when given).
+    """
+    cfg = get_config(config)
+    steps = cfg.steps if steps is None else steps
+    batch_size = cfg.batch_size if batch_size is None else batch_size
+    lr = cfg.lr if lr is None else lr
+    mixed_precision = cfg.mixed_precision if mixed_precision is None else mixed_precision
+    if not isinstance(steps, int | np.integer) or steps < 2:
+        raise ValueError(f"`steps` must be an integer >= 2 (one per training phase), got {steps!r}.")
+    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    if not lr > 0:
+        raise ValueError(f"`lr` must be positive, got {lr!r}.")
+    if checkpoint_every < 1:
+        raise ValueError(f"`checkpoint_every` must be >= 1, got {checkpoint_every}.")
+    if resume and out is None:
+        raise ValueError("`resume=True` needs `out`, the directory holding the checkpoints.")
+    start = logg.info(f"pretraining the central model ({cfg.name!r}, {steps} steps)")
+    tiles, source = _collect_tiles(images, cfg, patch_key)
+    out_path = None if out is None else Path(out)
+    if out_path is not None:
+        run = {"images_sha256": tiles_sha256(tiles), "steps": int(steps), "batch_size": int(batch_size),
+               "lr": float(lr), "seed": int(seed), "mixed_precision": mixed_precision}
+        done = _prepare_out(out_path, resume=resume, overwrite=overwrite, config=cfg, run=run)
+        if done is not None:
+            logg.info(f"    {out_path} already holds this finished run; loaded it", time=start)
+            return done
+    with torch_threads(settings.n_threads):
+        model = pretrain_central(tiles, cfg, steps=int(steps), batch_size=int(batch_size), lr=float(lr),
+                                 seed=int(seed), mixed_precision=mixed_precision, out=out_path, resume=resume,
+                                 checkpoint_every=int(checkpoint_every), progress=settings.progress_bar)
+    model.summary["source"] = source
+    if out_path is not None:
+        model.save(out_path, overwrite=True)
+    logg.info(f"    trained on {len(tiles)} tiles from {source}: autoencoder loss "
+              f"{model.summary['autoencoder_loss']:.4f}, unet loss {model.summary['unet_loss']:.4f}", time=start)
+    return model

@@ -1,0 +1,484 @@
+"""The central model (autoencoder + latent UNet + noise schedule) and local models (central + gene adapter)."""
+from __future__ import annotations
+
+import copy
+import shutil
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+from tqdm.auto import tqdm
+
+from .autoencoder import TileAutoencoder
+from .checkpoint import (
+    atomic_dir,
+    load_module,
+    load_tensors,
+    read_json,
+    save_module,
+    save_tensors,
+    state_sha256,
+    write_json,
+)
+from .configs import DiffusionConfig
+from .images import as_tiles, to_model, to_uint8
+from .modulation import GeneModulation
+from .networks import unet_features
+from .sampling import sample_latents
+from .seeding import generator, randn
+
+MANIFEST = "c2lst_central.json"
+FORMAT = "c2lst-central/1"
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class CentralModel:
+    """Pretrained central latent-diffusion model (frozen): autoencoder, UNet, noise schedule, latent scale.
+
+    Parameters
+    ----------
+    autoencoder
+        Trained :class:`~c2lst.core.autoencoder.TileAutoencoder`.
+    unet
+        Trained ``UNet2DModel`` (EMA weights) predicting the noise of scaled latents.
+    config
+        The :class:`~c2lst.core.configs.DiffusionConfig` it was built from.
+    scaling_factor
+        Latents are multiplied by it before diffusion (1 / std of the training latents).
+    summary
+        Training summary (steps, images, losses, throughput), JSON-safe.
+    """
+
+    def __init__(self, autoencoder: TileAutoencoder, unet: UNet2DModel, config: DiffusionConfig,
+                 scaling_factor: float, summary: dict[str, Any] | None = None) -> None:
+        self.autoencoder = autoencoder.eval().requires_grad_(False)
+        self.unet = unet.eval().requires_grad_(False)
+        self.config = config
+        self.scaling_factor = float(scaling_factor)
+        self.summary = dict(summary or {})
+        self.scheduler_config = dict(DDPMScheduler(**config.scheduler_config()).config)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return next(self.unet.parameters()).device
+
+    def to(self, device: str | torch.device) -> CentralModel:
+        """Move the networks to ``device`` (in place); return ``self``."""
+        self.autoencoder.to(device)
+        self.unet.to(device)
+        return self
+
+    @property
+    def tile_px(self) -> int:
+        """Side of the tiles the model works on (pixels)."""
+        return self.config.tile_px
+
+    @property
+    def n_params(self) -> int:
+        """Parameters of autoencoder + UNet."""
+        return _count(self.autoencoder) + _count(self.unet)
+
+    @cached_property
+    def weights_sha256(self) -> str:
+        """Fingerprint of the weights and latent scale (format-independent)."""
+        scale = {"scaling_factor": torch.tensor([self.scaling_factor], dtype=torch.float64)}
+        return state_sha256(self.autoencoder.state_dict(), self.unet.state_dict(), scale)
+
+    def identity(self) -> dict[str, Any]:
+        """``{"config": ..., "weights_sha256": ...}``: what adapters record and check."""
+        return {"config": self.config.to_dict(), "weights_sha256": self.weights_sha256}
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"CentralModel(config={c.name!r}, tiles={c.tile_px}px @ {c.mpp:g} µm/px, "
+                f"latent={c.latent_channels}x{c.latent_px}x{c.latent_px}, autoencoder={_count(self.autoencoder):,} "
+                f"params, unet={_count(self.unet):,} params {tuple(c.unet_channels)}, "
+                f"trained_steps={self.summary.get('steps', 0)}, device={self.device})")
+
+    # ------------------------------------------------------------------ latents
+    @torch.no_grad()
+    def encode(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Scaled latent means of model-space tiles ``(n, 3, tile_px, tile_px)`` in ``[-1, 1]``."""
+        return self.autoencoder.encode(tiles)[0] * self.scaling_factor
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """uint8 tiles ``(n, 3, tile_px, tile_px)`` from scaled latents."""
+        return to_uint8(self.autoencoder.decode(latents / self.scaling_factor))
+
+    @torch.no_grad()
+    def features(self, patches: np.ndarray, *, t: int = 50, batch_size: int = 64, seed: int = 0) -> np.ndarray:
+        """Diffusion features of RGB patches for downstream predictors.
+
+        Each patch is resized to the model's tile size, encoded with the autoencoder (latent mean),
+        noised to timestep ``t`` (noise of patch ``i`` seeded by ``(seed, i)``), and passed through the
+        UNet's down blocks and mid block; each block output is global-average-pooled and the pooled
+        vectors are concatenated.
+
+        Parameters
+        ----------
+        patches
+            uint8 ``(n, 3, H, W)`` (or ``(n, H, W, 3)``) RGB patches.
+        t
+            Diffusion timestep (0 = clean latents; small values keep the image content).
+        batch_size
+            Patches per forward pass (the noise of a patch does not depend on it; results agree up to
+            float rounding).
+        seed
+            Seed of the noise.
+
+        Returns
+        -------
+        ``(n, F)`` float32 features, ``F = sum(unet_channels) + unet_channels[-1]``.
+        """
+        tiles = as_tiles(patches, name="patches")
+        if not 0 <= t < self.config.num_train_timesteps:
+            raise ValueError(f"`t` must be in [0, {self.config.num_train_timesteps}), got {t}.")
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
+        scheduler = DDPMScheduler.from_config(self.scheduler_config)
+        out = []
+        for start in range(0, len(tiles), batch_size):
+            x = to_model(tiles[start:start + batch_size], self.tile_px, device=self.device)
+            z = self.encode(x)
+            gens = [generator(seed, "features", start + i) for i in range(len(z))]
+            timesteps = torch.full((len(z),), t, dtype=torch.long, device=z.device)
+            noisy = scheduler.add_noise(z, randn(z.shape, gens, like=z), timesteps)
+            out.append(unet_features(self.unet, noisy, timesteps).float().cpu().numpy())
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write ``autoencoder/``, ``unet/`` (``save_pretrained``), ``scheduler/`` and ``c2lst_central.json``.
+
+        Subfolders are written to a temporary directory and renamed into place; the manifest (config,
+        scaling factor, summary, weights sha256, per-file sha256) is written last.
+
+        Returns
+        -------
+        The model directory.
+        """
+        path = Path(path)
+        if (path / MANIFEST).exists() and not overwrite:
+            existing = read_json(path / MANIFEST, what="central model")
+            if existing.get("weights_sha256") != self.weights_sha256:
+                raise ValueError(f"{path} already holds a different central model; pass `overwrite=True` or "
+                                 "choose another directory.")
+        path.mkdir(parents=True, exist_ok=True)
+        files: dict[str, str] = {}
+        with atomic_dir(path / "autoencoder") as d:
+            files["autoencoder"] = save_module(self.autoencoder, d)
+        with atomic_dir(path / "unet") as d:
+            files["unet"] = save_module(self.unet, d)
+        with atomic_dir(path / "scheduler") as d:
+            DDPMScheduler.from_config(self.scheduler_config).save_pretrained(str(d))
+        write_json(path / MANIFEST, {
+            "format": FORMAT, "config": self.config.to_dict(), "scaling_factor": self.scaling_factor,
+            "tile_px": self.tile_px, "mpp": self.config.mpp, "summary": self.summary,
+            "weights_sha256": self.weights_sha256, "files_sha256": files,
+        })
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | torch.device | None = None) -> CentralModel:
+        """Load a directory written by :meth:`save` (checks every file's sha256 and the weights fingerprint)."""
+        path = Path(path)
+        meta = read_json(path / MANIFEST, what="central model")
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path / MANIFEST} has format {meta.get('format')!r}, expected {FORMAT!r}.")
+        config = DiffusionConfig.from_dict(meta["config"])
+        files = meta["files_sha256"]
+        ae = load_module(TileAutoencoder, path / "autoencoder", sha256=files["autoencoder"], what="central model")
+        unet = load_module(UNet2DModel, path / "unet", sha256=files["unet"], what="central model")
+        model = cls(ae, unet, config, meta["scaling_factor"], meta.get("summary"))
+        if model.weights_sha256 != meta["weights_sha256"]:
+            raise ValueError(f"the weights in {path} do not match the fingerprint in {MANIFEST}: corrupt model.")
+        return model.to(device) if device is not None else model
+
+
+def remove_saved(path: str | Path) -> None:
+    """Delete a saved central model (manifest first, so a partial removal never looks complete)."""
+    path = Path(path)
+    (path / MANIFEST).unlink(missing_ok=True)
+    for sub in ("autoencoder", "unet", "scheduler"):
+        shutil.rmtree(path / sub, ignore_errors=True)
+
+
+LOCAL_MANIFEST = "c2lst_local.json"
+LOCAL_WEIGHTS = "adapter.safetensors"
+LOCAL_FORMAT = "c2lst-local/1"
+LORA_TARGETS = ("conv1", "conv2", "to_q", "to_k", "to_v", "to_out.0")
+
+
+def add_lora(unet: UNet2DModel, rank: int) -> UNet2DModel:
+    """Copy ``unet`` and add zero-initialised LoRA adapters (peft) on its ResNet convs and attention."""
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        raise ValueError("`lora_rank > 0` needs the peft package (pip install 'c2lst[lora]'); or use "
+                         "lora_rank=0 (modulation only).") from None
+    names = [n for n, _ in unet.named_modules()]
+    targets = [t for t in LORA_TARGETS if any(n == t or n.endswith("." + t) for n in names)]
+    lora = copy.deepcopy(unet)
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights=True), lora)
+    for name, p in lora.named_parameters():
+        p.requires_grad_("lora_" in name)
+    return lora
+
+
+class LocalModel:
+    """A central model adapted to one lab's paired (patch, expression) spots.
+
+    The central networks stay frozen and shared; the adapter is a gene encoder with zero-initialised
+    modulation (:class:`~c2lst.core.modulation.GeneModulation`) and, optionally, LoRA weights on a copy
+    of the UNet.
+
+    Parameters
+    ----------
+    central
+        The frozen :class:`CentralModel`.
+    modulation
+        Trained gene modulation.
+    panel
+        ``GenePanel.to_dict()`` of the conditioning genes (JSON-safe; carries ``"identity"``).
+    lora_rank
+        Rank of the LoRA adapters (0: none).
+    lora_unet
+        The UNet copy carrying LoRA weights (``None`` when ``lora_rank == 0``).
+    summary
+        Adaptation summary (steps, spots, losses, arguments), JSON-safe.
+    """
+
+    def __init__(self, central: CentralModel, modulation: GeneModulation, panel: dict[str, Any], *,
+                 lora_rank: int = 0, lora_unet: UNet2DModel | None = None,
+                 summary: dict[str, Any] | None = None) -> None:
+        self.central = central
+        self.modulation = modulation.to(central.device).eval()
+        self.panel = dict(panel)
+        self.lora_rank = int(lora_rank)
+        self.lora_unet = lora_unet.eval() if lora_unet is not None else None
+        self.summary = dict(summary or {})
+
+    @property
+    def unet(self) -> UNet2DModel:
+        """The UNet the adapter modulates (the central one, or its LoRA copy)."""
+        return self.lora_unet if self.lora_unet is not None else self.central.unet
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return self.central.device
+
+    def to(self, device: str | torch.device) -> LocalModel:
+        """Move central networks and adapter to ``device``; return ``self``."""
+        self.central.to(device)
+        self.modulation.to(device)
+        if self.lora_unet is not None:
+            self.lora_unet.to(device)
+        return self
+
+    @property
+    def n_genes(self) -> int:
+        """Panel size."""
+        return len(self.panel["genes"])
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """Return the trainable tensors: modulation (``modulation.*``) and LoRA (``lora.*``) weights."""
+        state = {f"modulation.{k}": v for k, v in self.modulation.state_dict().items()}
+        if self.lora_unet is not None:
+            state |= {f"lora.{k}": v for k, v in self.lora_unet.state_dict().items() if "lora_" in k}
+        return state
+
+    @property
+    def n_trainable(self) -> int:
+        """Parameters of the adapter."""
+        return sum(v.numel() for v in self.adapter_state().values())
+
+    def __repr__(self) -> str:
+        c = self.central.config
+        share = self.n_trainable / self.central.n_params
+        return (f"LocalModel(central={c.name!r} {self.central.weights_sha256[:12]}, panel={self.n_genes} genes, "
+                f"adapter={self.n_trainable:,} params ({share:.2%} of central), lora_rank={self.lora_rank}, "
+                f"tiles={c.tile_px}px, trained_steps={self.summary.get('steps', 0)}, device={self.device})")
+
+    # ------------------------------------------------------------------ prediction
+    def eps(self, latents: torch.Tensor, t: torch.Tensor, genes: torch.Tensor,
+            keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted noise of scaled ``latents`` at ``t`` given standardised ``genes`` (keep=0: central)."""
+        with self.modulation.applied(self.unet, genes, keep):
+            return self.unet(latents, t).sample
+
+    def _genes(self, genes: np.ndarray) -> torch.Tensor:
+        arr = np.asarray(genes, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[1] != self.n_genes:
+            raise ValueError(f"conditioning expression has shape {arr.shape}, expected (n, {self.n_genes}) "
+                             "standardised panel genes.")
+        if not np.isfinite(arr).all():
+            raise ValueError("conditioning expression contains NaN or infinite values; fill or drop those profiles.")
+        return torch.from_numpy(arr).to(self.device)
+
+    @torch.no_grad()
+    def generate(self, genes: np.ndarray, *, seeds: Sequence[int], sampler: str = "dpmsolver++", steps: int = 20,
+                 guidance_scale: float = 2.0, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Sample one tile per standardised expression profile.
+
+        Parameters
+        ----------
+        genes
+            ``(n, n_genes)`` standardised panel expression (``GenePanel.standardize``).
+        seeds
+            One seed per profile: the initial noise and any sampler noise of tile ``i`` come from
+            ``torch.Generator().manual_seed(seeds[i])`` (so tiles do not depend on batching).
+        sampler
+            ``"dpmsolver++"``, ``"ddim"`` or ``"ddpm"``.
+        steps
+            Denoising steps.
+        guidance_scale
+            Classifier-free guidance ``eps_u + g (eps_c - eps_u)``; 1 = conditional only, 0 = central model.
+        batch_size
+            Profiles per batch.
+        progress
+            Show a tqdm bar over batches.
+
+        Returns
+        -------
+        uint8 tiles ``(n, 3, tile_px, tile_px)``.
+        """
+        g = self._genes(genes)
+        seeds = [int(s) for s in seeds]
+        if len(seeds) != len(g):
+            raise ValueError(f"{len(seeds)} seeds for {len(g)} profiles; pass one seed per profile.")
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
+        c = self.central.config
+        like = torch.empty(0, device=self.device)
+        out = []
+        for start in tqdm(range(0, len(g), batch_size), disable=not progress, desc="generate", unit="batch"):
+            gb = g[start:start + batch_size]
+            n = len(gb)
+
+            def eps_fn(x: torch.Tensor, t: torch.Tensor, gb: torch.Tensor = gb, n: int = n) -> torch.Tensor:
+                if guidance_scale == 1.0:
+                    return self.eps(x, t, gb)
+                if guidance_scale == 0.0:
+                    return self.eps(x, t, gb, torch.zeros(n, device=x.device))
+                keep = torch.cat([torch.ones(n), torch.zeros(n)]).to(x.device)
+                cond, uncond = self.eps(torch.cat([x, x]), t, torch.cat([gb, gb]), keep).chunk(2)
+                return uncond + guidance_scale * (cond - uncond)
+
+            gens = [torch.Generator().manual_seed(s) for s in seeds[start:start + n]]
+            latents = sample_latents(eps_fn, sampler=sampler, scheduler_config=self.central.scheduler_config,
+                                     steps=steps, shape=(n, c.latent_channels, c.latent_px, c.latent_px),
+                                     generators=gens, like=like)
+            out.append(self.central.decode(latents))
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def denoising_loss(self, patches: np.ndarray, genes: np.ndarray, *, seed: int = 0, n_draws: int = 8,
+                       conditional: bool = True) -> float:
+        """Mean noise-prediction MSE on (patch, expression) pairs, with seeded timesteps and noise.
+
+        Timestep and noise of draw ``j`` of pair ``i`` come from ``(seed, i, j)``, so two calls on the same
+        patches compare conditionings on identical noise. ``conditional=False`` scores the central model.
+
+        Returns
+        -------
+        The mean squared error over pairs, draws and latent elements.
+        """
+        tiles = as_tiles(patches, name="patches")
+        g = self._genes(genes)
+        if len(g) != len(tiles):
+            raise ValueError(f"{len(tiles)} patches but {len(g)} expression profiles.")
+        z = self.central.encode(to_model(tiles, self.central.tile_px, device=self.device))
+        noise_sched = DDPMScheduler.from_config(self.central.scheduler_config)
+        keep = torch.full((len(z),), float(conditional), device=self.device)
+        total = 0.0
+        for j in range(n_draws):
+            gens = [generator(seed, "denoising-loss", i, j) for i in range(len(z))]
+            t = torch.cat([torch.randint(0, self.central.config.num_train_timesteps, (1,), generator=gn)
+                           for gn in gens]).to(self.device)
+            noise = randn(z.shape, gens, like=z)
+            pred = self.eps(noise_sched.add_noise(z, noise, t), t, g, keep)
+            total += float(((pred - noise) ** 2).mean())
+        return total / n_draws
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write ``adapter.safetensors`` + ``c2lst_local.json`` (central identity, panel, settings) atomically.
+
+        Returns
+        -------
+        The adapter directory.
+        """
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise ValueError(f"{path} already exists; pass `overwrite=True` or choose another path.")
+        with atomic_dir(path) as tmp:
+            sha = save_tensors(self.adapter_state(), tmp / LOCAL_WEIGHTS)
+            write_json(tmp / LOCAL_MANIFEST, {
+                "format": LOCAL_FORMAT, "central": self.central.identity(), "panel": self.panel,
+                "modulation": self.modulation_settings(), "lora_rank": self.lora_rank,
+                "summary": self.summary, "adapter_sha256": sha,
+            })
+        return path
+
+    def modulation_settings(self) -> dict[str, int]:
+        """Gene-encoder widths (what :meth:`load` rebuilds the modulation from)."""
+        enc = self.modulation.encoder
+        return {"n_genes": enc[0].in_features, "hidden": enc[0].out_features, "cond_dim": enc[2].out_features}
+
+    @classmethod
+    def load(cls, path: str | Path, central: CentralModel, *, panel: Any = None) -> LocalModel:
+        """Load an adapter saved by :meth:`save` onto ``central``.
+
+        Parameters
+        ----------
+        path
+            Adapter directory.
+        central
+            The central model it was adapted from (checked: configuration and weights sha256).
+        panel
+            Optional ``GenePanel`` the data is expected to use (checked against the adapter's panel).
+
+        Returns
+        -------
+        The :class:`LocalModel`.
+        """
+        path = Path(path)
+        meta = read_json(path / LOCAL_MANIFEST, what="local adapter")
+        if meta.get("format") != LOCAL_FORMAT:
+            raise ValueError(f"{path / LOCAL_MANIFEST} has format {meta.get('format')!r}, expected {LOCAL_FORMAT!r}.")
+        if meta["central"] != central.identity():
+            raise ValueError(f"the adapter in {path} was trained on another central model (weights "
+                             f"{meta['central']['weights_sha256'][:12]}, config {meta['central']['config']['name']!r}), "
+                             f"not on this one ({central.weights_sha256[:12]}); load it with its own central model.")
+        if panel is not None and panel.identity() != meta["panel"].get("identity"):
+            raise ValueError(f"the adapter in {path} was trained on another gene panel; use its panel "
+                             "(LocalModel.panel) or adapt a new model for this one.")
+        state = load_tensors(path / LOCAL_WEIGHTS, sha256=meta["adapter_sha256"], what="local adapter")
+        s = meta["modulation"]
+        modulation = GeneModulation.for_unet(central.unet, s["n_genes"], hidden=s["hidden"], cond_dim=s["cond_dim"])
+        pre = "modulation."
+        try:
+            modulation.load_state_dict({k[len(pre):]: v for k, v in state.items() if k.startswith(pre)}, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"the adapter weights in {path} do not fit: {err}") from None
+        lora_unet = None
+        if meta["lora_rank"] > 0:
+            lora_unet = add_lora(central.unet, meta["lora_rank"])
+            lora = {k[5:]: v for k, v in state.items() if k.startswith("lora.")}
+            missing = [k for k, _ in lora_unet.named_parameters() if "lora_" in k and k not in lora]
+            if missing:
+                raise ValueError(f"the adapter in {path} lacks LoRA weights {missing[:3]}: corrupt adapter.")
+            lora_unet.load_state_dict(lora, strict=False)
+        return cls(central, modulation.to(central.device), meta["panel"], lora_rank=meta["lora_rank"],
+                   lora_unet=None if lora_unet is None else lora_unet.to(central.device), summary=meta["summary"])

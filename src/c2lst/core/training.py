@@ -1,0 +1,294 @@
+"""Central pretraining: phase 1 trains the autoencoder, phase 2 the latent UNet on the frozen autoencoder.
+
+The loop follows diffusers' ``train_unconditional.py`` (``accelerate.Accelerator`` for device placement
+and mixed precision, AdamW, ``EMAModel``, a tqdm bar with the loss), with one difference that makes runs
+resumable bit for bit: every random draw of step ``k`` (batch indices, augmentation, posterior sample,
+noise, timesteps) comes from a generator seeded by ``(seed, k)``, and checkpoints hold the full state
+(weights, EMA, optimizer moments, latent scale, loss history) as safetensors + JSON.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DModel
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from .autoencoder import TileAutoencoder, autoencoder_loss
+from .checkpoint import (
+    atomic_dir,
+    flatten_optimizer,
+    load_tensors,
+    read_json,
+    save_tensors,
+    unflatten_optimizer,
+    write_json,
+)
+from .configs import DiffusionConfig
+from .images import augment, to_model
+from .models import CentralModel
+from .networks import build_autoencoder, build_unet
+from .runtime import make_accelerator
+from .seeding import derive_seed, generator, randn
+
+CHECKPOINTS = "checkpoints"
+KEEP_CHECKPOINTS = 2
+SCALE_SAMPLE = 1024
+
+
+def tiles_sha256(tiles: np.ndarray) -> str:
+    """Fingerprint of a uint8 tile array (shape + bytes)."""
+    h = hashlib.sha256(str(tiles.shape).encode())
+    h.update(np.ascontiguousarray(tiles).tobytes())
+    return h.hexdigest()
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    """Linear warm-up over ``min(warmup, total // 10 + 1)`` steps, then cosine decay to 10 % of ``base``."""
+    warm = max(1, min(warmup, total // 10 + 1))
+    if step < warm:
+        return base * (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return base * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+
+
+def _seeded_init(module_fn, seed: int, key: str):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, key))
+        return module_fn()
+
+
+def _checkpoint_dirs(out: Path) -> list[tuple[int, Path]]:
+    root = out / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := re.fullmatch(r"step-(\d+)", p.name))]
+    return sorted(found)
+
+
+def has_checkpoints(out: Path) -> bool:
+    """Whether ``out`` holds training checkpoints."""
+    return bool(_checkpoint_dirs(out))
+
+
+def remove_checkpoints(out: Path) -> None:
+    """Delete ``out/checkpoints``."""
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+
+
+class _Run:
+    """State of one pretraining run (the models, optimizers and bookkeeping that checkpoints hold)."""
+
+    def __init__(self, tiles: np.ndarray, config: DiffusionConfig, *, steps: int, batch_size: int, lr: float,
+                 seed: int, mixed_precision: str, signature: dict[str, Any]) -> None:
+        self.tiles, self.config, self.steps, self.batch_size = tiles, config, steps, batch_size
+        self.lr, self.seed, self.signature = lr, seed, signature
+        self.ae_steps = max(1, round(config.ae_fraction * steps))
+        self.accelerator = make_accelerator(mixed_precision)
+        self.device = self.accelerator.device
+        ae = _seeded_init(lambda: build_autoencoder(config), seed, "init-autoencoder")
+        unet = _seeded_init(lambda: build_unet(config), seed, "init-unet")
+        self.ae: TileAutoencoder = ae.to(self.device)
+        self.unet: UNet2DModel = unet.to(self.device)
+        self.noise = DDPMScheduler(**config.scheduler_config())
+        self.ae_opt = torch.optim.AdamW(self.ae.parameters(), lr=lr, weight_decay=0.0)
+        self.unet_opt = torch.optim.AdamW(self.unet.parameters(), lr=lr, weight_decay=0.0)
+        self.ema = EMAModel(self.unet.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=3 / 4)
+        self.ae, self.ae_opt, self.unet, self.unet_opt = self.accelerator.prepare(
+            self.ae, self.ae_opt, self.unet, self.unet_opt)
+        self.step = 0
+        self.scaling_factor: float | None = None
+        self.losses: list[float] = []
+        self.seconds = {"autoencoder": 0.0, "unet": 0.0}
+
+    # ------------------------------------------------------------------ batches
+    def _batch(self, k: int) -> tuple[torch.Tensor, torch.Generator]:
+        gen = generator(self.seed, "pretrain-step", k, self.accelerator.process_index)
+        idx = torch.randint(0, len(self.tiles), (self.batch_size,), generator=gen).numpy()
+        x = to_model(self.tiles[np.sort(idx)], self.config.tile_px, device=self.device)
+        return augment(x, gen), gen
+
+    def _set_lr(self, opt: torch.optim.Optimizer, k: int, total: int) -> None:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(k, total, self.lr, self.config.warmup_steps)
+
+    def ae_step(self, k: int) -> float:
+        x, gen = self._batch(k)
+        self.ae.train()
+        self._set_lr(self.ae_opt, k, self.ae_steps)
+        with self.accelerator.autocast():
+            recon, mean, logvar = self.ae(x, gen)
+            loss = autoencoder_loss(x.float(), recon.float(), mean.float(), logvar.float(),
+                                    grad_weight=self.config.ae_grad_weight, kl_weight=self.config.ae_kl_weight)
+        self.accelerator.backward(loss)
+        self.accelerator.clip_grad_norm_(self.ae.parameters(), 1.0)
+        self.ae_opt.step()
+        self.ae_opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def measure_scaling(self) -> float:
+        """1 / std of the latent means of (up to 1024, seeded) unaugmented training tiles."""
+        self.ae.eval()
+        gen = generator(self.seed, "scaling-sample")
+        n = min(SCALE_SAMPLE, len(self.tiles))
+        idx = np.sort(torch.randperm(len(self.tiles), generator=gen)[:n].numpy())
+        means = [self.accelerator.unwrap_model(self.ae).encode(
+            to_model(self.tiles[idx[i:i + 256]], self.config.tile_px, device=self.device))[0].float()
+            for i in range(0, n, 256)]
+        std = float(torch.cat(means).std())
+        if not math.isfinite(std) or std <= 0:
+            raise ValueError("the autoencoder produced constant or non-finite latents; train longer or check the images.")
+        return 1.0 / std
+
+    def unet_step(self, k: int) -> float:
+        x, gen = self._batch(k)
+        self.ae.eval()
+        self.unet.train()
+        self._set_lr(self.unet_opt, k - self.ae_steps, self.steps - self.ae_steps)
+        with torch.no_grad(), self.accelerator.autocast():
+            mean, logvar = self.accelerator.unwrap_model(self.ae).encode(x)
+        mean, logvar = mean.float(), logvar.float()
+        z = (mean + torch.exp(0.5 * logvar) * randn(mean.shape, gen, like=mean)) * self.scaling_factor
+        noise = randn(z.shape, gen, like=z)
+        t = torch.randint(0, self.config.num_train_timesteps, (len(z),), generator=gen).to(self.device)
+        noisy = self.noise.add_noise(z, noise, t)
+        with self.accelerator.autocast():
+            pred = self.unet(noisy, t).sample
+        loss = F.mse_loss(pred.float(), noise)
+        self.accelerator.backward(loss)
+        self.accelerator.clip_grad_norm_(self.unet.parameters(), 1.0)
+        self.unet_opt.step()
+        self.unet_opt.zero_grad(set_to_none=True)
+        self.ema.step(self.accelerator.unwrap_model(self.unet).parameters())
+        return float(loss.detach())
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, out: Path) -> Path:
+        ae = self.accelerator.unwrap_model(self.ae)
+        unet = self.accelerator.unwrap_model(self.unet)
+        tensors = {f"autoencoder.{k}": v for k, v in ae.state_dict().items()}
+        tensors |= {f"unet.{k}": v for k, v in unet.state_dict().items()}
+        tensors |= {f"ema.{i}": p for i, p in enumerate(self.ema.shadow_params)}
+        ae_opt, ae_meta = flatten_optimizer(self.ae_opt, "ae_opt")
+        unet_opt, unet_meta = flatten_optimizer(self.unet_opt, "unet_opt")
+        tensors |= ae_opt | unet_opt
+        ema_meta = {k: v for k, v in self.ema.state_dict().items() if k != "shadow_params"}
+        target = out / CHECKPOINTS / f"step-{self.step}"
+        with atomic_dir(target) as tmp:
+            sha = save_tensors(tensors, tmp / "state.safetensors")
+            write_json(tmp / "state.json", {
+                "step": self.step, "signature": self.signature, "scaling_factor": self.scaling_factor,
+                "losses": self.losses, "seconds": self.seconds, "ae_opt": ae_meta, "unet_opt": unet_meta,
+                "ema": ema_meta, "state_sha256": sha,
+            })
+        for _, old in _checkpoint_dirs(out)[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    def load_latest(self, out: Path) -> bool:
+        found = _checkpoint_dirs(out)
+        if not found:
+            return False
+        step, path = found[-1]
+        meta = read_json(path / "state.json", what="checkpoint")
+        if meta.get("signature") != self.signature:
+            diff = sorted(k for k in set(self.signature) | set(meta.get("signature", {}))
+                          if self.signature.get(k) != meta.get("signature", {}).get(k))
+            raise ValueError(f"the checkpoint {path} belongs to another run (different {diff}); resume with the "
+                             "same images and arguments, or pass `overwrite=True` to start over.")
+        tensors = load_tensors(path / "state.safetensors", sha256=meta["state_sha256"], what="checkpoint")
+        ae = self.accelerator.unwrap_model(self.ae)
+        unet = self.accelerator.unwrap_model(self.unet)
+        ae.load_state_dict({k[12:]: v for k, v in tensors.items() if k.startswith("autoencoder.")}, strict=True)
+        unet.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("unet.")}, strict=True)
+        self.ae_opt.load_state_dict(unflatten_optimizer(tensors, meta["ae_opt"], "ae_opt"))
+        self.unet_opt.load_state_dict(unflatten_optimizer(tensors, meta["unet_opt"], "unet_opt"))
+        shadow = [tensors[f"ema.{i}"].to(self.device) for i in range(len(self.ema.shadow_params))]
+        self.ema.load_state_dict(meta["ema"] | {"shadow_params": shadow})
+        self.step, self.scaling_factor = step, meta["scaling_factor"]
+        self.losses, self.seconds = list(meta["losses"]), dict(meta["seconds"])
+        return True
+
+    # ------------------------------------------------------------------ result
+    def result(self) -> CentralModel:
+        ae = self.accelerator.unwrap_model(self.ae)
+        unet = self.accelerator.unwrap_model(self.unet)
+        self.ema.copy_to(unet.parameters())
+        n_ae, n_unet = self.ae_steps, self.steps - self.ae_steps
+        tail = max(1, n_ae // 10), max(1, n_unet // 10)
+        summary = {
+            "steps": self.steps, "autoencoder_steps": n_ae, "unet_steps": n_unet, "batch_size": self.batch_size,
+            "lr": self.lr, "seed": self.seed, "n_images": len(self.tiles),
+            "images_sha256": self.signature["images_sha256"], "mixed_precision": self.signature["mixed_precision"],
+            "autoencoder_loss": float(np.mean(self.losses[n_ae - tail[0]:n_ae])),
+            "unet_loss": float(np.mean(self.losses[self.steps - tail[1]:])),
+            "autoencoder_img_per_s": n_ae * self.batch_size / max(self.seconds["autoencoder"], 1e-9),
+            "unet_img_per_s": n_unet * self.batch_size / max(self.seconds["unet"], 1e-9),
+            "device": str(self.device),
+        }
+        return CentralModel(ae.cpu().float(), unet.cpu().float(), self.config, self.scaling_factor, summary)
+
+
+def pretrain_central(tiles: np.ndarray, config: DiffusionConfig, *, steps: int, batch_size: int, lr: float,
+                     seed: int, mixed_precision: str, out: Path | None, resume: bool, checkpoint_every: int,
+                     progress: bool) -> CentralModel:
+    """Train a central model on uint8 tiles ``(n, 3, tile_px, tile_px)``.
+
+    Parameters
+    ----------
+    tiles
+        Training tiles, already at the configuration's tile size.
+    config
+        Model configuration.
+    steps
+        Optimisation steps of both phases together (``config.ae_fraction`` of them train the autoencoder).
+    batch_size, lr, seed, mixed_precision
+        Optimisation settings; the seed drives initialisation and every random draw.
+    out
+        Directory for checkpoints (``out/checkpoints/step-N``); ``None`` disables checkpointing.
+    resume
+        Continue from the latest checkpoint in ``out`` (same images and arguments required).
+    checkpoint_every
+        Steps between checkpoints.
+    progress
+        Show a tqdm bar.
+
+    Returns
+    -------
+    The trained :class:`~c2lst.core.models.CentralModel` (EMA UNet weights), on the CPU.
+    """
+    signature = {"config": config.to_dict(), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+                 "mixed_precision": mixed_precision, "images_sha256": tiles_sha256(tiles)}
+    run = _Run(tiles, config, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+               mixed_precision=mixed_precision, signature=signature)
+    if resume and out is not None:
+        run.load_latest(out)
+    bar = tqdm(total=steps, initial=run.step, disable=not progress, desc="pretrain", unit="step")
+    while run.step < steps:
+        k = run.step
+        phase = "autoencoder" if k < run.ae_steps else "unet"
+        if phase == "unet" and run.scaling_factor is None:
+            run.scaling_factor = run.measure_scaling()
+        start = time.perf_counter()
+        loss = run.ae_step(k) if phase == "autoencoder" else run.unet_step(k)
+        run.seconds[phase] += time.perf_counter() - start
+        if not math.isfinite(loss):
+            raise ValueError(f"the {phase} loss became {loss} at step {k}; lower `lr` or use mixed_precision='no'.")
+        run.losses.append(loss)
+        run.step = k + 1
+        bar.update(1)
+        bar.set_postfix(phase=phase, loss=f"{loss:.4f}")
+        if out is not None and checkpoint_every > 0 and run.step % checkpoint_every == 0 and run.step < steps:
+            run.save_checkpoint(out)
+    bar.close()
+    return run.result()

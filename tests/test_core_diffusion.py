@@ -1,0 +1,252 @@
+"""Diffusion core on the tiny configuration: real training, sampling and persistence code paths, CPU, 1 thread."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from c2lst.core import CONFIGS, CentralModel, DiffusionConfig, get_config
+from c2lst.core.adaptation import adapt_local
+from c2lst.core.checkpoint import state_sha256
+from c2lst.core.models import LocalModel
+from c2lst.core.modulation import GeneModulation
+from c2lst.core.networks import build_autoencoder, build_unet
+from c2lst.core.training import _Run, pretrain_central
+
+TINY = get_config("tiny")
+N_GENES = 12
+
+
+def he_tiles(n: int, px: int = 32, seed: int = 0, *, dark: np.ndarray | None = None) -> np.ndarray:
+    """Synthetic H&E-like tiles: pink stroma with purple nuclei; ``dark[i]`` gives tile i dense dark nuclei."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:px, :px]
+    out = np.empty((n, 3, px, px), np.uint8)
+    for i in range(n):
+        img = np.empty((px, px, 3), float)
+        img[:] = (235, 170, 200) if dark is None or not dark[i] else (150, 90, 160)
+        img += rng.normal(0, 6, img.shape)
+        for _ in range(rng.integers(3, 8) if dark is None or not dark[i] else rng.integers(10, 16)):
+            cy, cx, r = rng.uniform(0, px), rng.uniform(0, px), rng.uniform(1.5, 3.5)
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = (80, 40, 120)
+        out[i] = np.clip(img, 0, 255).astype(np.uint8).transpose(2, 0, 1)
+    return out
+
+
+def paired_spots(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spots whose expression determines the tissue: type 1 (dark, nuclei-dense) vs type 0 (light stroma)."""
+    rng = np.random.default_rng(seed)
+    kind = rng.random(n) < 0.5
+    genes = rng.normal(0, 0.3, (n, N_GENES)).astype(np.float32)
+    genes[:, :4] += np.where(kind, 1.5, -1.5)[:, None]
+    return he_tiles(n, seed=seed + 1, dark=kind), genes, kind
+
+
+def _panel(n: int = N_GENES) -> dict:
+    return {"genes": [f"g{i}" for i in range(n)], "identity": f"panel-{n}"}
+
+
+@pytest.fixture(scope="module")
+def central() -> CentralModel:
+    torch.set_num_threads(1)
+    tiles = np.concatenate([he_tiles(48, seed=0), he_tiles(48, seed=1, dark=np.ones(48, bool))])
+    return pretrain_central(tiles, TINY, steps=200, batch_size=16, lr=5e-3, seed=0, mixed_precision="no", out=None,
+                            resume=False, checkpoint_every=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def adapted(central: CentralModel) -> tuple[LocalModel, str]:
+    torch.set_num_threads(1)
+    before = state_sha256(central.autoencoder.state_dict(), central.unet.state_dict())
+    patches, genes, _ = paired_spots(96, seed=10)
+    local = adapt_local(central, patches, genes, _panel(), steps=150, batch_size=16, lr=1e-2, cond_dropout=0.1,
+                        lora_rank=0, seed=0)
+    return local, before
+
+
+def test_configs_roundtrip_and_unknown():
+    for cfg in CONFIGS.values():
+        assert DiffusionConfig.from_dict(cfg.to_dict()) == cfg
+        assert cfg.tile_px // cfg.latent_px == 2 ** len(cfg.ae_channels)
+    assert get_config(TINY) is TINY
+    with pytest.raises(ValueError, match="unknown model configuration"):
+        get_config("huge")
+    with pytest.raises(ValueError, match="unknown configuration fields"):
+        DiffusionConfig.from_dict(TINY.to_dict() | {"bogus": 1})
+
+
+@pytest.mark.parametrize("name", ["tiny", "cpu", "gpu"])
+def test_adapter_at_most_5_percent(name):
+    cfg = get_config(name)
+    unet, ae = build_unet(cfg), build_autoencoder(cfg)
+    mod = GeneModulation.for_unet(unet, cfg.n_top_genes, hidden=cfg.gene_hidden, cond_dim=cfg.cond_dim)
+    n_central = sum(p.numel() for p in unet.parameters()) + sum(p.numel() for p in ae.parameters())
+    n_adapter = sum(p.numel() for p in mod.parameters())
+    assert 0 < n_adapter <= 0.05 * n_central
+
+
+def test_zero_init_equals_central(central):
+    mod = GeneModulation.for_unet(central.unet, N_GENES, hidden=TINY.gene_hidden, cond_dim=TINY.cond_dim)
+    local = LocalModel(central, mod, _panel())
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(5, 4, TINY.latent_px, TINY.latent_px, generator=g)
+    t = torch.tensor([0, 10, 200, 500, 999])
+    genes = torch.randn(5, N_GENES, generator=g) * 3
+    with torch.no_grad():
+        assert torch.equal(local.eps(z, t, genes), central.unet(z, t).sample)
+    # and the sampler path end to end: identical tiles with and without the (untrained) adapter
+    a = local.generate(genes.numpy(), seeds=[1, 2, 3, 4, 5], steps=3, guidance_scale=1.0)
+    b = local.generate(genes.numpy(), seeds=[1, 2, 3, 4, 5], steps=3, guidance_scale=0.0)
+    assert np.array_equal(a, b)
+
+
+def test_adaptation_leaves_central_unchanged(central, adapted):
+    local, before = adapted
+    assert state_sha256(central.autoencoder.state_dict(), central.unet.state_dict()) == before
+    assert not any(p.requires_grad for p in central.unet.parameters())
+    assert local.n_trainable <= 0.05 * central.n_params
+
+
+def test_conditioning_changes_images(adapted):
+    local, _ = adapted
+    profiles = np.zeros((2, N_GENES), np.float32)
+    profiles[0, :4], profiles[1, :4] = 1.5, -1.5  # dark/nuclei-dense vs light stroma
+    seeds = list(range(8))
+    dark = local.generate(np.repeat(profiles[:1], 8, 0), seeds=seeds, steps=10, guidance_scale=2.0)
+    light = local.generate(np.repeat(profiles[1:], 8, 0), seeds=seeds, steps=10, guidance_scale=2.0)
+    diff = np.abs(dark.astype(float) - light.astype(float)).mean()
+    assert diff > 15, diff
+    assert dark.mean() < light.mean() - 15, (dark.mean(), light.mean())
+
+
+def test_true_pairs_fit_better_than_shuffled(adapted):
+    local, _ = adapted
+    patches, genes, kind = paired_spots(48, seed=99)  # held-out spots
+    shuffled = genes[np.random.default_rng(0).permutation(len(genes))]
+    true_loss = local.denoising_loss(patches, genes, seed=1, n_draws=6)
+    shuffled_loss = local.denoising_loss(patches, shuffled, seed=1, n_draws=6)
+    central_loss = local.denoising_loss(patches, genes, seed=1, n_draws=6, conditional=False)
+    assert true_loss < 0.98 * shuffled_loss, (true_loss, shuffled_loss)
+    assert true_loss < central_loss
+
+
+def test_generation_deterministic_and_seeded(adapted, tmp_path):
+    local, _ = adapted
+    genes = paired_spots(4, seed=5)[1]
+    for sampler, steps in (("dpmsolver++", 4), ("ddim", 4), ("ddpm", 6)):
+        a = local.generate(genes, seeds=[0, 1, 2, 3], sampler=sampler, steps=steps, batch_size=3)
+        b = local.generate(genes, seeds=[0, 1, 2, 3], sampler=sampler, steps=steps, batch_size=3)
+        assert a.dtype == np.uint8 and a.shape == (4, 3, TINY.tile_px, TINY.tile_px)
+        assert np.array_equal(a, b)
+        c = local.generate(genes, seeds=[10, 11, 12, 13], sampler=sampler, steps=steps)
+        assert not np.array_equal(a, c)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        local.generate(genes, seeds=[0, 1, 2, 3], sampler="euler")
+    with pytest.raises(ValueError, match="one seed per profile"):
+        local.generate(genes, seeds=[0])
+    with pytest.raises(ValueError, match="NaN"):
+        local.generate(np.full_like(genes, np.nan), seeds=[0, 1, 2, 3])
+
+
+def test_save_load_bit_identical(central, adapted, tmp_path):
+    local, _ = adapted
+    genes = paired_spots(3, seed=7)[1]
+    before = local.generate(genes, seeds=[5, 6, 7], steps=4)
+    central.save(tmp_path / "central")
+    local.save(tmp_path / "local")
+    central2 = CentralModel.load(tmp_path / "central")
+    local2 = LocalModel.load(tmp_path / "local", central2)
+    assert central2.weights_sha256 == central.weights_sha256
+    assert np.array_equal(local2.generate(genes, seeds=[5, 6, 7], steps=4), before)
+    assert "CentralModel(config='tiny'" in repr(central2) and "LocalModel(" in repr(local2)
+    with pytest.raises(ValueError, match="already exists"):
+        local.save(tmp_path / "local")
+
+
+def test_corrupt_or_mismatched_files(central, adapted, tmp_path):
+    local, _ = adapted
+    local.save(tmp_path / "local")
+    central.save(tmp_path / "central")
+    # another central model (different weights) -> refused
+    other = CentralModel(build_autoencoder(TINY), build_unet(TINY), TINY, central.scaling_factor)
+    with pytest.raises(ValueError, match="another central model"):
+        LocalModel.load(tmp_path / "local", other)
+
+    # another gene panel -> refused
+    class Panel:
+        def identity(self) -> str:
+            return "something-else"
+
+    with pytest.raises(ValueError, match="another gene panel"):
+        LocalModel.load(tmp_path / "local", central, panel=Panel())
+    # truncated adapter weights -> refused
+    weights = tmp_path / "local" / "adapter.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="truncated or modified"):
+        LocalModel.load(tmp_path / "local", central)
+    # truncated central weights -> refused
+    unet = tmp_path / "central" / "unet" / "diffusion_pytorch_model.safetensors"
+    unet.write_bytes(unet.read_bytes()[: len(unet.read_bytes()) // 2])
+    with pytest.raises(ValueError, match="truncated or modified"):
+        CentralModel.load(tmp_path / "central")
+    with pytest.raises(ValueError, match="not found"):
+        CentralModel.load(tmp_path / "nowhere")
+    (tmp_path / "central" / "c2lst_central.json").write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt"):
+        CentralModel.load(tmp_path / "central")
+
+
+def test_features(central):
+    patches = he_tiles(5, px=48, seed=3)
+    f1 = central.features(patches, t=50, seed=0, batch_size=2)
+    f2 = central.features(patches.transpose(0, 2, 3, 1), t=50, seed=0, batch_size=2)
+    assert f1.shape == (5, sum(TINY.unet_channels) + TINY.unet_channels[-1]) and f1.dtype == np.float32
+    assert np.array_equal(f1, f2) and np.isfinite(f1).all()
+    assert not np.array_equal(f1, central.features(patches, t=50, seed=1, batch_size=2))
+    np.testing.assert_allclose(f1, central.features(patches, t=50, seed=0, batch_size=5), atol=1e-5)
+    with pytest.raises(ValueError, match="uint8"):
+        central.features(patches.astype(np.float32))
+    with pytest.raises(ValueError, match="`t`"):
+        central.features(patches, t=1000)
+
+
+def _train(tiles: np.ndarray, out: Path | None, *, resume: bool = False) -> CentralModel:
+    return pretrain_central(tiles, TINY, steps=12, batch_size=8, lr=1e-3, seed=3, mixed_precision="no", out=out,
+                            resume=resume, checkpoint_every=2, progress=False)
+
+
+# 4 autoencoder steps then 8 unet steps, a checkpoint every 2: interrupt right after phase 1, and inside phase 2
+@pytest.mark.parametrize(("stop_at", "left"), [(5, ["step-2", "step-4"]), (9, ["step-6", "step-8"])])
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch, stop_at, left):
+    tiles = he_tiles(24, seed=4)
+    full = _train(tiles, tmp_path / "full")
+    real_step = _Run.unet_step
+
+    def crash(self, k):
+        if k == stop_at:
+            raise KeyboardInterrupt
+        return real_step(self, k)
+
+    with monkeypatch.context() as m:
+        m.setattr(_Run, "unet_step", crash)
+        with pytest.raises(KeyboardInterrupt):
+            _train(tiles, tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == left
+    with pytest.raises(ValueError, match="unfinished run"):
+        from c2lst.tl._pretrain import _prepare_out
+
+        _prepare_out(tmp_path / "run", resume=False, overwrite=False, config=TINY, run={})
+    resumed = _train(tiles, tmp_path / "run", resume=True)
+    assert resumed.weights_sha256 == full.weights_sha256
+    assert resumed.scaling_factor == full.scaling_factor
+    # a different run must not resume from these checkpoints
+    with pytest.raises(ValueError, match="belongs to another run"):
+        _train(he_tiles(24, seed=5), tmp_path / "run", resume=True)
+    # a truncated checkpoint is refused
+    latest = max((tmp_path / "run" / "checkpoints").iterdir(), key=lambda p: int(p.name.split("-")[1]))
+    state = latest / "state.safetensors"
+    state.write_bytes(state.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="truncated or modified"):
+        _train(tiles, tmp_path / "run", resume=True)

@@ -1,0 +1,206 @@
+"""tl.pretrain / tl.adapt / tl.generate on the tiny synthetic section (tiny config, CPU, 1 thread)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import c2lst
+from c2lst.core import CentralModel
+from c2lst.core.models import LocalModel
+from c2lst.pp import GenePanel
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    before = c2lst.settings.progress_bar
+    c2lst.settings.progress_bar = False
+    yield
+    c2lst.settings.progress_bar = before
+
+
+@pytest.fixture
+def sdata(tiny_sdata):
+    c2lst.pp.extract_patches(tiny_sdata, patch_um=100, patch_px=32)
+    return tiny_sdata
+
+
+@pytest.fixture(scope="module")
+def central(tmp_path_factory) -> CentralModel:
+    rng = np.random.default_rng(0)
+    tiles = rng.integers(60, 230, size=(48, 3, 40, 40), dtype=np.uint8)
+    return c2lst.tl.pretrain(tiles, config="tiny", steps=8, batch_size=8, seed=0,
+                             out=tmp_path_factory.mktemp("central") / "model")
+
+
+def test_pretrain_bad_inputs(tmp_path):
+    tiles = np.random.default_rng(0).integers(0, 255, size=(20, 3, 32, 32), dtype=np.uint8)
+    with pytest.raises(ValueError, match="uint8"):
+        c2lst.tl.pretrain(tiles.astype(np.float32), config="tiny", steps=4)
+    with pytest.raises(ValueError, match="shape"):
+        c2lst.tl.pretrain(tiles[:, 0], config="tiny", steps=4)
+    with pytest.raises(ValueError, match="at least 16"):
+        c2lst.tl.pretrain(tiles[:5], config="tiny", steps=4)
+    with pytest.raises(ValueError, match="no tile"):
+        c2lst.tl.pretrain(tiles[:0], config="tiny", steps=4)
+    for steps in (0, -3, 1):
+        with pytest.raises(ValueError, match="`steps`"):
+            c2lst.tl.pretrain(tiles, config="tiny", steps=steps)
+    with pytest.raises(ValueError, match="unknown model configuration"):
+        c2lst.tl.pretrain(tiles, config="huge", steps=4)
+    with pytest.raises(ValueError, match="needs `out`"):
+        c2lst.tl.pretrain(tiles, config="tiny", steps=4, resume=True)
+    with pytest.raises(ValueError, match="mixed_precision"):
+        c2lst.tl.pretrain(tiles, config="tiny", steps=4, mixed_precision="fp8")
+    with pytest.raises(ValueError, match="HistologyTiles"):
+        c2lst.tl.pretrain([1, 2, 3], config="tiny", steps=4)
+
+
+def test_pretrain_out_rules(central, tmp_path):
+    out = tmp_path / "model"
+    tiles = np.random.default_rng(1).integers(60, 230, size=(16, 32, 32, 3), dtype=np.uint8)  # channel-last
+    model = c2lst.tl.pretrain(tiles, config="tiny", steps=4, seed=0, out=out)
+    assert (out / "c2lst_central.json").is_file() and (out / "unet" / "config.json").is_file()
+    assert (out / "autoencoder" / "diffusion_pytorch_model.safetensors").is_file()
+    assert CentralModel.load(out).weights_sha256 == model.weights_sha256
+    with pytest.raises(ValueError, match="already holds a central model"):
+        c2lst.tl.pretrain(tiles, config="tiny", steps=4, seed=1, out=out)
+    # resuming a finished identical run returns it
+    again = c2lst.tl.pretrain(tiles, config="tiny", steps=4, seed=0, out=out, resume=True)
+    assert again.weights_sha256 == model.weights_sha256
+    other = c2lst.tl.pretrain(tiles, config="tiny", steps=4, seed=1, out=out, overwrite=True)
+    assert CentralModel.load(out).weights_sha256 == other.weights_sha256 != model.weights_sha256
+    with pytest.raises(ValueError, match="different central model"):
+        model.save(out)
+
+
+def test_pretrain_inputs_histology_and_sdata(sdata):
+    tiles = np.random.default_rng(2).integers(60, 230, size=(20, 3, 64, 64), dtype=np.uint8)
+    histo = SimpleNamespace(tiles=tiles, mpp=1.5625)  # the HistologyTiles interface
+    m = c2lst.tl.pretrain(histo, config="tiny", steps=2, batch_size=4)
+    assert m.summary["n_images"] == 20 and m.summary["source"] == "SimpleNamespace"
+    # SpatialData: spot patches when present (25 spots)...
+    m = c2lst.tl.pretrain(sdata, config="tiny", steps=2, batch_size=4)
+    assert m.summary["n_images"] == 25
+    # ...else the image element is tiled at the configuration's µm/px (600 px at 2 µm/px, 100 µm tiles)
+    del sdata.tables["table"].obsm["c2lst_patch"]
+    m = c2lst.tl.pretrain(sdata, config="tiny", steps=2, batch_size=4)
+    assert m.summary["n_images"] == 144
+
+
+def test_adapt_records_and_rules(sdata, central, tmp_path):
+    table = sdata.tables["table"]
+    central.save(tmp_path / "central")
+    local = c2lst.tl.adapt(sdata, tmp_path / "central", train_fraction=0.6, steps=3, batch_size=4, seed=0)
+    assert isinstance(local, LocalModel) and local.central.weights_sha256 == central.weights_sha256
+    rec = table.uns["c2lst"]["adapt"]
+    assert len(rec["train_spots"]) == 15 and set(rec["train_spots"]) <= set(table.obs_names)
+    assert rec["central"]["weights_sha256"] == central.weights_sha256
+    panel = GenePanel.from_table(table)  # chosen on the training spots, stored
+    assert rec["panel_genes"] == list(panel.genes) and panel.params["n_train"] == 15
+    assert local.n_trainable <= 0.05 * central.n_params
+    with pytest.raises(ValueError, match="already exists"):
+        c2lst.tl.adapt(sdata, central, steps=2, batch_size=4)
+    # an existing panel is used, not replaced
+    local2 = c2lst.tl.adapt(sdata, central, steps=2, batch_size=4, overwrite=True)
+    assert local2.panel["genes"] == list(panel.genes)
+    assert table.uns["c2lst"]["adapt"]["train_spots"] == list(table.obs_names)
+    with pytest.raises(ValueError, match="either `train_mask` or `train_fraction`"):
+        c2lst.tl.adapt(sdata, central, train_mask=np.arange(5), train_fraction=0.5, overwrite=True)
+    with pytest.raises(ValueError, match="train_fraction"):
+        c2lst.tl.adapt(sdata, central, train_fraction=1.5, overwrite=True)
+    with pytest.raises(ValueError, match="cond_dropout"):
+        c2lst.tl.adapt(sdata, central, cond_dropout=1.0, overwrite=True)
+    with pytest.raises(ValueError, match="`central`"):
+        c2lst.tl.adapt(sdata, 3, overwrite=True)
+    with pytest.raises(ValueError, match="extract_patches"):
+        c2lst.tl.adapt(sdata, central, patch_key="nope", overwrite=True)
+
+
+def test_lora_is_optional(sdata, central):
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="peft"):
+            c2lst.tl.adapt(sdata, central, lora_rank=2, steps=1, batch_size=2)
+        return
+    plain = c2lst.tl.adapt(sdata, central, steps=1, batch_size=2)
+    lora = c2lst.tl.adapt(sdata, central, lora_rank=2, steps=1, batch_size=2, overwrite=True)
+    assert lora.lora_rank == 2 and lora.n_trainable > plain.n_trainable
+
+
+def test_generate_sources(sdata, central):
+    table = sdata.tables["table"]
+    mask = np.zeros(table.n_obs, bool)
+    mask[::2] = True  # 13 training spots
+    local = c2lst.tl.adapt(sdata, central, train_mask=mask, steps=3, batch_size=4, seed=0)
+    panel = GenePanel.from_dict(local.panel)
+    expr = panel.expression(table)
+
+    c2lst.tl.generate(sdata, local, source="spots", n_per_profile=2, steps=3, seed=0)
+    syn = sdata.tables["c2lst_synthetic"]
+    patches = np.asarray(syn.obsm["c2lst_patch"])
+    assert syn.n_obs == 26 and patches.shape == (26, 3, 32, 32) and patches.dtype == np.uint8
+    assert list(syn.var_names) == list(panel.genes)
+    np.testing.assert_allclose(syn.X, np.repeat(expr[mask], 2, axis=0), rtol=1e-6)
+    assert list(syn.obs.columns) == ["source_spot", "partner_spot", "mix_weight", "seed", "profile_index"]
+    assert set(syn.obs["source_spot"]) == set(table.obs_names[mask])
+    assert syn.obs["seed"].nunique() == 26 and syn.uns["c2lst_synthetic"]["params"]["sampler"] == "dpmsolver++"
+    assert not np.array_equal(patches[0], patches[1])  # two seeds of one profile
+    with pytest.raises(ValueError, match="already exists"):
+        c2lst.tl.generate(sdata, local, steps=3)
+    c2lst.tl.generate(sdata, local, source="spots", n_per_profile=2, steps=3, seed=0, key_added="again")
+    assert np.array_equal(np.asarray(sdata.tables["again"].obsm["c2lst_patch"]), patches)
+    c2lst.tl.generate(sdata, local, source="spots", n_per_profile=2, steps=3, seed=0, key_added="again",
+                      overwrite=True, sampler="ddim")
+    assert not np.array_equal(np.asarray(sdata.tables["again"].obsm["c2lst_patch"]), patches)
+
+    c2lst.tl.generate(sdata, local, source="mixup", n_per_profile=3, n_neighbors=2, steps=3, seed=1, key_added="mix")
+    mix = sdata.tables["mix"]
+    train = set(table.obs_names[mask])
+    assert mix.n_obs == 39 and set(mix.obs["partner_spot"]) <= train
+    assert (mix.obs["partner_spot"] != mix.obs["source_spot"]).all()
+    w = mix.obs["mix_weight"].to_numpy()
+    assert ((w >= 0.2) & (w <= 0.8)).all()
+    rows = table.obs_names.get_indexer(mix.obs["source_spot"]), table.obs_names.get_indexer(mix.obs["partner_spot"])
+    np.testing.assert_allclose(mix.X, w[:, None] * expr[rows[0]] + (1 - w[:, None]) * expr[rows[1]], rtol=1e-5,
+                               atol=1e-6)
+
+    user = expr[:3]
+    c2lst.tl.generate(sdata, local, source=user, steps=2, key_added="user")
+    assert sdata.tables["user"].n_obs == 3
+    df = pd.DataFrame(user, columns=list(panel.genes), index=["a", "b", "c"]).iloc[:, ::-1]
+    c2lst.tl.generate(sdata, local, source=df, steps=2, key_added="user_df")
+    assert list(sdata.tables["user_df"].obs["source_spot"]) == ["a", "b", "c"]
+    assert np.array_equal(np.asarray(sdata.tables["user_df"].obsm["c2lst_patch"]),
+                          np.asarray(sdata.tables["user"].obsm["c2lst_patch"]))
+
+    bad = user.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        c2lst.tl.generate(sdata, local, source=bad, steps=2, key_added="bad")
+    with pytest.raises(ValueError, match="expected"):
+        c2lst.tl.generate(sdata, local, source=user[:, :3], steps=2, key_added="bad")
+    with pytest.raises(ValueError, match="lacks"):
+        c2lst.tl.generate(sdata, local, source=df.iloc[:, 1:], steps=2, key_added="bad")
+    with pytest.raises(ValueError, match="source"):
+        c2lst.tl.generate(sdata, local, source="everything", key_added="bad")
+    with pytest.raises(ValueError, match="unknown sampler"):
+        c2lst.tl.generate(sdata, local, sampler="euler", key_added="bad")
+    with pytest.raises(ValueError, match="SpatialData"):
+        c2lst.tl.generate(table, local, key_added="bad")
+    with pytest.raises(ValueError, match="LocalModel"):
+        c2lst.tl.generate(sdata, central, key_added="bad")
+
+
+def test_central_default_missing_is_clear():
+    from c2lst.datasets._central import CENTRAL_DIR
+
+    if (CENTRAL_DIR / "c2lst_central.json").is_file():
+        model = c2lst.datasets.central_default()
+        assert model.config.name == "cpu"
+    else:
+        with pytest.raises(ValueError, match="no bundled central model"):
+            c2lst.datasets.central_default()
