@@ -1,6 +1,293 @@
+"""Evaluate predictions on held-out spots per section, and synthetic patches against real ones."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
 
-def evaluate(*args, **kwargs):
-    """Placeholder: being written."""
-    raise NotImplementedError
+import numpy as np
+import pandas as pd
+
+from .. import _logging as logg
+from .._utils import as_mask, check_key, resolve_table
+from ..metrics import (
+    composition_distances,
+    fidelity_report,
+    handcrafted_features,
+    mae_per_gene,
+    memorisation_audit,
+    mse_per_gene,
+    pearson_per_gene,
+)
+from ..pp import GenePanel
+from ._predict import PANEL_KEY, resolve_central
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+SECTION_KEY = "library_id"
+MIN_TEST_SPOTS = 3
+
+
+def _panel_of(table: AnnData, layer: str) -> GenePanel:
+    params = table.uns.get(layer, {}).get("params", {})
+    if "panel" in params:
+        return GenePanel.from_dict(params["panel"])
+    if PANEL_KEY in table.uns:
+        return GenePanel.from_table(table, PANEL_KEY)
+    raise ValueError(f"no gene panel for layer {layer!r}: neither .uns[{layer!r}]['params']['panel'] (written by "
+                     f"c2lst.tl.predict) nor .uns[{PANEL_KEY!r}]; predict with c2lst.tl.predict first.")
+
+
+def _train_mask(table: AnnData, layer: str, train_mask: Any) -> np.ndarray:
+    stored = table.uns.get(layer, {}).get("params", {}).get("train_spots")
+    fitted = None if stored is None else table.obs_names.isin(list(stored))
+    if train_mask is None:
+        if fitted is None:
+            raise ValueError(f"which spots were used for training is unknown (no .uns[{layer!r}]['params']"
+                             "['train_spots']); pass `train_mask=`.")
+        return fitted
+    mask = as_mask(train_mask, table.n_obs)
+    if fitted is not None and (fitted & ~mask).any():
+        raise ValueError(f"{int((fitted & ~mask).sum())} spots that trained the predictor are outside `train_mask`, so "
+                         "they would be scored as held-out spots; pass the train_mask used for c2lst.tl.predict.")
+    return mask
+
+
+def _ground_truth(table: AnnData, panel: GenePanel) -> np.ndarray:
+    if table.X is None:
+        raise ValueError("no ground truth: the table has no counts in X; evaluation needs measured expression "
+                         "(predictions on a slide without spots cannot be scored).")
+    missing = [g for g in panel.genes if g not in set(table.var_names)]
+    if missing:
+        raise ValueError(f"no ground truth for {len(missing)} panel genes (e.g. {missing[:3]}); evaluate on a table "
+                         "that measured the panel genes.")
+    return panel.expression(table)
+
+
+def _coords(table: AnnData) -> np.ndarray | None:
+    if {"array_col", "array_row"} <= set(table.obs.columns):
+        return table.obs[["array_col", "array_row"]].to_numpy(dtype=np.float64)
+    if "spatial" in table.obsm:
+        return np.asarray(table.obsm["spatial"], dtype=np.float64)[:, :2]
+    return None
+
+
+def _moran(measured: np.ndarray, predicted: np.ndarray, xy: np.ndarray, genes: list[str],
+           n_neighs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Moran's I of measured and predicted maps with ``squidpy.gr.spatial_autocorr`` (k-NN graph)."""
+    import squidpy as sq
+    from anndata import AnnData
+
+    tmp = AnnData(X=measured.astype(np.float32), layers={"pred": predicted.astype(np.float32)},
+                  obsm={"spatial": xy}, var=pd.DataFrame(index=genes))
+    sq.gr.spatial_neighbors_knn(tmp, n_neighs=min(n_neighs, len(xy) - 1))
+    out = []
+    for layer in (None, "pred"):
+        df = sq.gr.spatial_autocorr(tmp, mode="moran", genes=genes, layer=layer, n_perms=None, copy=True,
+                                    show_progress_bar=False, n_jobs=1)
+        out.append(df["I"].reindex(genes).to_numpy(dtype=np.float64))
+    return out[0], out[1]
+
+
+def evaluate(
+    sdata: SpatialData | AnnData,
+    *,
+    layer: str = "c2lst_pred",
+    train_mask: Any = None,
+    table_key: str | None = None,
+    n_top_hvg: int = 50,
+    n_neighs: int = 6,
+    key_added: str = "c2lst_eval",
+    overwrite: bool = False,
+) -> pd.DataFrame:
+    """Score predictions against measured expression on held-out spots, per section and per gene.
+
+    Held-out spots are those outside ``train_mask``. Each section (``obs["library_id"]``) is scored on its
+    own held-out spots; values are never pooled across sections. The ground truth is the panel genes'
+    log-normalised expression with the panel's training-spot ``target_sum`` (the scale ``tl.predict``
+    predicts on). The top ``n_top_hvg`` genes are the panel genes with the largest variance over the
+    training spots (never the held-out spots).
+
+    Parameters
+    ----------
+    sdata
+        ``SpatialData`` or ``AnnData`` with raw counts in ``X`` and predictions in ``.layers[layer]``.
+    layer
+        Layer written by :func:`c2lst.tl.predict`.
+    train_mask
+        Training spots. ``None`` uses the spots recorded by ``tl.predict``; a mask that leaves any of them
+        among the held-out spots is refused.
+    table_key
+        Table to use when ``sdata`` has several (default: the only one holding ``layer``).
+    n_top_hvg
+        Number of most variable panel genes (on training spots) flagged ``top_hvg``.
+    n_neighs
+        Neighbours of the k-NN graph used for Moran's I.
+    key_added
+        Key of the ``.uns`` entry and prefix of the ``.var`` column written.
+    overwrite
+        Replace an existing ``.uns[key_added]``.
+
+    Returns
+    -------
+    Per-gene, per-section DataFrame with columns ``section``, ``gene``, ``pearson``, ``mse``, ``mae``,
+    ``moran_measured``, ``moran_pred``, ``top_hvg``, ``n_test``. Also writes to the table:
+
+    - ``.var[f"{key_added}_pearson"]``: mean over sections of the per-section Pearson (NaN outside the panel).
+    - ``.uns[key_added]``: ``{"summary": {section: {"n_test", "n_genes", "mean_pearson",
+      "mean_pearson_top_hvg", "mean_mse", "mean_mae"}}, "params": {...}}``.
+    """
+    start = logg.info(f"evaluating .layers[{layer!r}] on held-out spots")
+    if table_key is None and hasattr(sdata, "tables") and len(sdata.tables) > 1:
+        with_layer = [k for k, t in sdata.tables.items() if layer in t.layers]
+        table_key = with_layer[0] if len(with_layer) == 1 else None
+    _, table, _ = resolve_table(sdata, table_key)
+    if layer not in table.layers:
+        raise ValueError(f"no .layers[{layer!r}] to evaluate; run c2lst.tl.predict(sdata, key_added={layer!r}) first.")
+    check_key(table.uns, key_added, where=".uns", overwrite=overwrite)
+    panel = _panel_of(table, layer)
+    mask = _train_mask(table, layer, train_mask)
+    truth = _ground_truth(table, panel)
+    cols = table.var_names.get_indexer(list(panel.genes))
+    pred = table.layers[layer][:, cols]
+    pred = np.asarray(pred.toarray() if hasattr(pred, "toarray") else pred, dtype=np.float64)
+    train_var = truth[mask].var(axis=0)
+    top = np.zeros(len(panel), dtype=bool)
+    top[np.argsort(-train_var, kind="stable")[: min(n_top_hvg, len(panel))]] = True
+    sections = (table.obs[SECTION_KEY].astype(str).to_numpy() if SECTION_KEY in table.obs
+                else np.full(table.n_obs, "all"))
+    xy = _coords(table)
+    frames, summary = [], {}
+    for sec in pd.unique(sections):
+        test = (~mask) & (sections == sec)
+        n_test = int(test.sum())
+        if n_test < MIN_TEST_SPOTS:
+            logg.warning(f"section {sec!r} has {n_test} held-out spots (< {MIN_TEST_SPOTS}); not scored.")
+            continue
+        t, p = truth[test], pred[test]
+        if not np.isfinite(p).all():
+            raise ValueError(f"predictions in .layers[{layer!r}] are not finite on held-out spots of section {sec!r}.")
+        df = pd.DataFrame({"section": sec, "gene": list(panel.genes), "pearson": pearson_per_gene(t, p),
+                           "mse": mse_per_gene(t, p), "mae": mae_per_gene(t, p), "top_hvg": top, "n_test": n_test})
+        if xy is not None and n_test > n_neighs:
+            df["moran_measured"], df["moran_pred"] = _moran(t, p, xy[test], list(panel.genes), n_neighs)
+        else:
+            df["moran_measured"] = df["moran_pred"] = np.nan
+        frames.append(df)
+        summary[str(sec)] = {"n_test": n_test, "n_genes": len(panel),
+                             "mean_pearson": float(np.nanmean(df["pearson"])) if df["pearson"].notna().any() else float("nan"),
+                             "mean_pearson_top_hvg": float(np.nanmean(df.loc[top, "pearson"])) if df.loc[top, "pearson"].notna().any() else float("nan"),
+                             "mean_mse": float(df["mse"].mean()), "mean_mae": float(df["mae"].mean())}
+    if not frames:
+        raise ValueError(f"too few held-out spots: no section has at least {MIN_TEST_SPOTS} spots outside `train_mask`.")
+    result = pd.concat(frames, ignore_index=True)[
+        ["section", "gene", "pearson", "mse", "mae", "moran_measured", "moran_pred", "top_hvg", "n_test"]]
+    per_gene = result.groupby("gene", sort=False)["pearson"].mean()
+    table.var[f"{key_added}_pearson"] = per_gene.reindex(table.var_names).to_numpy(dtype=np.float64)
+    table.uns[key_added] = {"summary": summary, "params": {
+        "layer": layer, "n_top_hvg": int(n_top_hvg), "n_neighs": int(n_neighs), "n_train": int(mask.sum()),
+        "section_key": SECTION_KEY, "panel_genes": list(panel.genes)}}
+    for sec, s in summary.items():
+        logg.info(f"    {sec}: mean PCC {s['mean_pearson']:.3f} (top-{n_top_hvg} HVG {s['mean_pearson_top_hvg']:.3f}) "
+                  f"on {s['n_test']} held-out spots")
+    logg.info(f"    added .var['{key_added}_pearson'] and .uns[{key_added!r}]", time=start)
+    return result
+
+
+def _feature_fn(features: str | Callable[[np.ndarray], np.ndarray], central: Any) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    if callable(features):
+        return features, getattr(features, "__name__", "callable")
+    if features == "handcrafted":
+        return handcrafted_features, "handcrafted"
+    if features == "central":
+        model = resolve_central(central)
+        return (lambda p: model.features(p)), "central"
+    raise ValueError(f"`features` must be 'handcrafted', 'central' or a callable patches -> (n, F); got {features!r}.")
+
+
+def evaluate_synthetic(
+    sdata: SpatialData,
+    *,
+    synthetic: str = "c2lst_synthetic",
+    table_key: str | None = None,
+    patch_key: str = "c2lst_patch",
+    train_mask: Any = None,
+    features: str | Callable[[np.ndarray], np.ndarray] = "handcrafted",
+    central: Any = None,
+    seed: int = 0,
+    key_added: str = "c2lst_synthetic_eval",
+    overwrite: bool = False,
+) -> dict[str, float]:
+    """Fidelity, cellular composition and memorisation of synthetic patches against the real spot patches.
+
+    Parameters
+    ----------
+    sdata
+        ``SpatialData`` with the real spot table (patches in ``.obsm[patch_key]``) and the synthetic table.
+    synthetic
+        Name of the synthetic table written by :func:`c2lst.tl.generate`.
+    table_key
+        The real spot table when ``sdata`` has several non-synthetic tables.
+    patch_key
+        ``.obsm`` key of the patches in both tables.
+    train_mask
+        Spots the generator was adapted on (for the memorisation audit). ``None``: the synthetic table's
+        recorded ``train_spots`` when present, else all spots (and no audit).
+    features
+        Feature space: ``"handcrafted"`` (no weights), ``"central"`` (``CentralModel.features``) or a callable.
+    central
+        Central model for ``features="central"`` (model, path or ``None`` for the bundled default).
+    seed
+        Seed of the KID subsets.
+    key_added
+        Key written in the synthetic table's ``.uns``.
+    overwrite
+        Replace an existing ``.uns[key_added]``.
+
+    Returns
+    -------
+    Dict of metrics: ``frechet``, ``kid``, ``kid_std``, ``precision``, ``recall``, ``density``, ``coverage``,
+    ``diversity_ratio``, ``out_of_range`` (features standardised on the real patches, clipped to ±5), the
+    nuclei composition (``*_real``, ``*_synthetic``, ``*_wasserstein``) and, when held-out spots exist, the
+    memorisation audit (``nn_synthetic_median``, ``nn_heldout_median``, ``nn_ratio``,
+    ``share_below_heldout_q``). Also written to the synthetic table's ``.uns[key_added]`` as
+    ``{"metrics": ..., "params": ...}``.
+    """
+    start = logg.info(f"evaluating synthetic table {synthetic!r}")
+    if not hasattr(sdata, "tables") or synthetic not in sdata.tables:
+        raise ValueError(f"no synthetic table {synthetic!r} in the SpatialData object; run c2lst.tl.generate first.")
+    syn = sdata.tables[synthetic]
+    check_key(syn.uns, key_added, where=f"tables[{synthetic!r}].uns", overwrite=overwrite)
+    if table_key is None:
+        others = [k for k in sdata.tables if k != synthetic]
+        if len(others) != 1:
+            raise ValueError(f"several candidate real tables {others}; choose one with `table_key=`.")
+        table_key = others[0]
+    table = sdata.tables[table_key]
+    for name, t in ((table_key, table), (synthetic, syn)):
+        if patch_key not in t.obsm:
+            raise ValueError(f"table {name!r} has no .obsm[{patch_key!r}] patches; extract or generate them first.")
+    real, fake = np.asarray(table.obsm[patch_key]), np.asarray(syn.obsm[patch_key])
+    if real.shape[1:] != fake.shape[1:]:
+        raise ValueError(f"real patches {real.shape[1:]} and synthetic patches {fake.shape[1:]} differ in size; compare "
+                         "patches extracted at the model's tile size.")
+    stored = syn.uns.get(synthetic, {}).get("params", {}).get("train_spots")
+    if train_mask is not None:
+        mask = as_mask(train_mask, table.n_obs)
+    elif stored is not None:
+        mask = table.obs_names.isin(list(stored))
+    else:
+        mask = np.ones(table.n_obs, dtype=bool)
+    fn, fname = _feature_fn(features, central)
+    f_real, f_fake = np.asarray(fn(real), dtype=np.float64), np.asarray(fn(fake), dtype=np.float64)
+    metrics = {**fidelity_report(f_real, f_fake, seed=seed), **composition_distances(real, fake)}
+    if mask.any() and (~mask).any():
+        metrics.update(memorisation_audit(f_real[mask], f_fake, f_real[~mask]))
+    syn.uns[key_added] = {"metrics": metrics, "params": {"features": fname, "real_table": table_key,
+                                                         "n_real": int(len(real)), "n_train": int(mask.sum()),
+                                                         "seed": int(seed)}}
+    logg.info(f"    FD {metrics['frechet']:.2f}, KID {metrics['kid']:.3f}, precision {metrics['precision']:.2f}, "
+              f"recall {metrics['recall']:.2f}; added tables[{synthetic!r}].uns[{key_added!r}]", time=start)
+    return metrics

@@ -1,6 +1,215 @@
+"""Train a histology -> expression predictor on the training spots (+ synthetic pairs) and predict every spot."""
 from __future__ import annotations
 
+import copy as _copy
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-def predict(*args, **kwargs):
-    """Placeholder: being written."""
-    raise NotImplementedError
+import numpy as np
+
+from .. import _logging as logg
+from .._utils import as_mask, check_key, resolve_table
+from ..core.predictor import ENCODERS, Predictor
+from ..pp import GenePanel, gene_panel
+from ..pp._counts import library_sizes, lognorm, raw_counts
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+PANEL_KEY = "c2lst_panel"
+
+
+def resolve_central(central: Any) -> Any:
+    """Return a central model from ``central`` (a model, a checkpoint path, or ``None`` for the bundled default)."""
+    if central is not None and callable(getattr(central, "features", None)):
+        return central
+    if central is None:
+        from ..datasets import central_default
+
+        return central_default()
+    from ..core.models import CentralModel
+
+    path = Path(central)
+    if not path.exists():
+        raise ValueError(f"central model path {str(path)!r} does not exist; pass a CentralModel or an existing "
+                         "checkpoint directory written by c2lst.tl.pretrain.")
+    return CentralModel.load(path)
+
+
+def train_panel(table: AnnData, mask: np.ndarray, panel: GenePanel | None, n_top: int) -> tuple[GenePanel, str]:
+    """Return the gene panel to model: ``panel``, else ``uns['c2lst_panel']``, else a new one from training spots only.
+
+    A new panel is computed on a throw-away view of the counts, so nothing is written to ``table``.
+    """
+    if panel is not None:
+        panel.validate(table.var_names)
+        return panel, "argument"
+    if PANEL_KEY in table.uns:
+        stored = GenePanel.from_table(table, PANEL_KEY)
+        stored.validate(table.var_names)
+        n_train = stored.params.get("n_train")
+        if n_train is not None and int(n_train) != int(mask.sum()):
+            logg.warning(f"the stored panel .uns[{PANEL_KEY!r}] was chosen on {n_train} spots, not on the "
+                         f"{int(mask.sum())} training spots: if it saw test spots, evaluation leaks. Rebuild it with "
+                         "c2lst.pp.gene_panel(..., train_mask=train_mask, overwrite=True).")
+        return stored, f"uns[{PANEL_KEY!r}]"
+    from anndata import AnnData
+
+    scratch = AnnData(X=table.X, obs=table.obs[[]], var=table.var[[]])
+    n_top = min(int(n_top), table.n_vars)
+    return gene_panel(scratch, n_top=n_top, train_mask=mask, key_added="panel"), "training spots"
+
+
+def synthetic_pairs(sdata: SpatialData | None, synthetic: str | None, panel: GenePanel,
+                    patch_key: str) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+    """Patches and conditioning expression of the synthetic table, checked against the panel."""
+    if synthetic is None or sdata is None or synthetic not in sdata.tables:
+        return None, None, 0
+    syn = sdata.tables[synthetic]
+    if list(map(str, syn.var_names)) != list(panel.genes):
+        raise ValueError(f"the synthetic table {synthetic!r} has {syn.n_vars} genes that are not the panel's "
+                         f"{len(panel)} genes in order; regenerate it with the same panel (tl.adapt/tl.generate) or "
+                         "pass `synthetic=None`.")
+    if patch_key not in syn.obsm:
+        raise ValueError(f"the synthetic table {synthetic!r} has no .obsm[{patch_key!r}] patches; regenerate it.")
+    x = syn.X.toarray() if hasattr(syn.X, "toarray") else np.asarray(syn.X)
+    return np.asarray(syn.obsm[patch_key]), np.asarray(x, dtype=np.float32), syn.n_obs
+
+
+def _fill_outside_panel(table: AnnData, mask: np.ndarray, panel: GenePanel) -> np.ndarray:
+    counts = raw_counts(table)
+    lib = library_sizes(counts)
+    rows = np.flatnonzero(mask)
+    return lognorm(counts[rows], lib[rows], panel.target_sum).mean(axis=0)
+
+
+def predict(
+    sdata: SpatialData | AnnData,
+    *,
+    train_mask: Any = None,
+    synthetic: str | None = "c2lst_synthetic",
+    encoder: str | Path = "central",
+    central: Any = None,
+    head: str = "ridge",
+    panel: GenePanel | None = None,
+    n_top: int = 256,
+    table_key: str | None = None,
+    patch_key: str = "c2lst_patch",
+    seed: int = 0,
+    key_added: str = "c2lst_pred",
+    return_model: bool = False,
+    overwrite: bool = False,
+    copy: bool = False,
+    **predictor_kwargs: Any,
+) -> SpatialData | AnnData | Predictor | tuple[SpatialData | AnnData, Predictor] | None:
+    """Train a histology -> expression predictor on the training spots and predict every spot.
+
+    The targets are the panel genes' log-normalised expression computed with the panel's own (training-spot)
+    ``target_sum``, so predictions are on the scale of ``pp.normalize``'s ``lognorm`` layer. Every fitted
+    quantity (panel, target and feature statistics, ridge penalties, network weights) comes from the
+    training spots, plus the synthetic pairs when a synthetic table is present.
+
+    Parameters
+    ----------
+    sdata
+        ``SpatialData`` (or ``AnnData``) whose table has raw counts in ``X`` and patches in ``.obsm[patch_key]``
+        (:func:`c2lst.pp.extract_patches`).
+    train_mask
+        Boolean mask or indices of the training spots. ``None`` trains on every spot.
+    synthetic
+        Name of the synthetic table written by :func:`c2lst.tl.generate`; its pairs are added to the training
+        set when it is present (its genes must be the panel's, in order). ``None`` trains on real spots only.
+    encoder
+        ``"central"`` (features of the central diffusion model), ``"cnn"`` (small CNN trained end-to-end),
+        ``"handcrafted"`` (colour/texture/nuclei features) or the path of a local ResNet ``.safetensors``
+        checkpoint (torchvision/timm layout).
+    central
+        Central model for ``encoder="central"``: a ``CentralModel``, its checkpoint directory, or ``None`` for
+        :func:`c2lst.datasets.central_default`.
+    head
+        ``"ridge"`` (per-gene penalty by leave-one-out CV on the training spots) or ``"mlp"``.
+    panel
+        Gene panel to predict. ``None``: ``.uns['c2lst_panel']`` when present, else the ``n_top`` most
+        variable genes of the training spots (computed in memory; not written to the table).
+    n_top
+        Size of a new panel.
+    table_key
+        Table of the spots when ``sdata`` has several (the synthetic table is never chosen by default).
+    patch_key
+        ``.obsm`` key of the spot patches.
+    seed
+        Seed of every random choice; the same seed gives the same predictions.
+    key_added
+        Layer and ``.uns`` key written.
+    return_model
+        Also return the fitted :class:`c2lst.core.predictor.Predictor` (save it with ``Predictor.save``).
+    overwrite
+        Replace an existing ``.layers[key_added]``.
+    copy
+        Work on a copy of ``sdata`` and return it.
+    **predictor_kwargs
+        Passed to :class:`~c2lst.core.predictor.Predictor` (``epochs``, ``batch_size``, ``lr``...).
+
+    Returns
+    -------
+    ``None`` (or the copy when ``copy=True``; the predictor, or ``(copy, predictor)``, when
+    ``return_model=True``). Writes to the table:
+
+    - ``.layers[key_added]``: float32 spots x genes; predicted lognorm for the panel genes and, outside the
+      panel, the training spots' mean lognorm (the constant no-information prediction).
+    - ``.var[f"{key_added}_panel"]``: bool, the gene is predicted from histology.
+    - ``.uns[key_added]["params"]``: panel genes and dict, training spot names, encoder, head, seed,
+      synthetic table and rows used, predictor hyperparameters and fit summary.
+    """
+    start = logg.info(f"training a {encoder} + {head} predictor")
+    if copy:
+        sdata = _copy.deepcopy(sdata)
+    if table_key is None and hasattr(sdata, "tables") and synthetic in sdata.tables:
+        spots = [k for k in sdata.tables if k != synthetic]
+        table_key = spots[0] if len(spots) == 1 else None
+    sd, table, tkey = resolve_table(sdata, table_key)
+    check_key(table.layers, key_added, where=".layers", overwrite=overwrite)
+    mask = as_mask(train_mask, table.n_obs)
+    if int(mask.sum()) < 3:
+        raise ValueError(f"only {int(mask.sum())} training spots; a predictor needs at least 3. Select more spots in "
+                         "`train_mask`.")
+    if patch_key not in table.obsm:
+        raise ValueError(f"no patches in .obsm[{patch_key!r}]; run c2lst.pp.extract_patches(sdata) first.")
+    patches = np.asarray(table.obsm[patch_key])
+    if str(encoder) == "central":
+        central = resolve_central(central)
+    elif str(encoder) not in ENCODERS and not Path(encoder).exists():
+        raise ValueError(f"encoder {str(encoder)!r} is neither one of {ENCODERS} nor an existing checkpoint path.")
+    the_panel, panel_source = train_panel(table, mask, panel, n_top)
+    expr = the_panel.expression(table)
+    syn_p, syn_y, n_syn = synthetic_pairs(sd, synthetic, the_panel, patch_key)
+    if n_syn:
+        logg.info(f"    adding {n_syn} synthetic pairs from table {synthetic!r}")
+    rows = np.flatnonzero(mask)
+    model = Predictor(encoder=encoder, head=head, genes=list(the_panel.genes), central=central, seed=seed,
+                      **predictor_kwargs)
+    model.fit(patches[rows], expr[rows], extra_patches=syn_p, extra_targets=syn_y)
+    pred = model.predict(patches)
+
+    layer = np.repeat(_fill_outside_panel(table, mask, the_panel)[None, :], table.n_obs, axis=0)
+    cols = table.var_names.get_indexer(list(the_panel.genes))
+    layer[:, cols] = pred
+    table.layers[key_added] = layer.astype(np.float32)
+    table.var[f"{key_added}_panel"] = table.var_names.isin(the_panel.genes)
+    table.uns[key_added] = {"params": _drop_none({
+        "panel_genes": list(the_panel.genes), "panel": the_panel.to_dict(), "panel_source": panel_source,
+        "train_spots": [str(s) for s in table.obs_names[rows]], "encoder": str(encoder), "head": head, "seed": int(seed),
+        "synthetic": synthetic if n_syn else None, "n_synthetic": int(n_syn), "patch_key": patch_key,
+        "table_key": tkey, "predictor": {k: v for k, v in model.params.items() if k != "genes"},
+    })}
+    logg.info(f"    added .layers[{key_added!r}] ({len(the_panel)} panel genes), .var['{key_added}_panel'] and "
+              f".uns[{key_added!r}]", time=start)
+    if return_model:
+        return (sdata, model) if copy else model
+    return sdata if copy else None
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` without ``None`` values, recursively (AnnData cannot store ``None`` in ``.uns``)."""
+    return {k: _drop_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}

@@ -1,0 +1,73 @@
+"""Benchmark inputs: per-section arrays (patches, raw counts, array positions), cached as ``.npz``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_ROOT = Path("..") / "shared" / "data" / "her2st"
+PATCH_UM, PATCH_PX = 100.0, 64
+
+
+@dataclass(frozen=True)
+class Section:
+    """One section's arrays.
+
+    ``patches`` (n, 3, 64, 64) uint8, raw ``counts`` (n, genes), ``library`` (total counts per spot over all
+    measured genes), ``genes`` and array positions ``xy``.
+    """
+
+    name: str
+    patches: np.ndarray
+    counts: np.ndarray
+    library: np.ndarray
+    genes: np.ndarray
+    xy: np.ndarray
+
+    def subset_genes(self, genes: np.ndarray) -> Section:
+        """Return the same section restricted to ``genes`` (in that order); library sizes keep all genes."""
+        idx = {g: i for i, g in enumerate(self.genes)}
+        return Section(self.name, self.patches, self.counts[:, [idx[g] for g in genes]], self.library,
+                       np.asarray(genes), self.xy)
+
+
+def _read(name: str, root: Path) -> Section:
+    import scipy.sparse as sp
+
+    from .. import io, pp
+
+    folder = root / name
+    images = sorted(folder.glob("*.jpg"))
+    if not images or not (folder / f"{name}.tsv.gz").exists():
+        raise ValueError(f"section {name!r} not found under {root}: expected {name}.tsv.gz, {name}_selection.tsv and "
+                         "one .jpg; pass `root=` (the her2st folder).")
+    sdata = io.read_legacy_st(folder / f"{name}.tsv.gz", folder / f"{name}_selection.tsv", images[0])
+    pp.extract_patches(sdata, patch_um=PATCH_UM, patch_px=PATCH_PX)
+    table = sdata.tables["table"]
+    x = table.X.toarray() if sp.issparse(table.X) else np.asarray(table.X)
+    return Section(name, np.asarray(table.obsm["c2lst_patch"]), x.astype(np.float32), x.sum(axis=1, dtype=np.float64),
+                   np.asarray(table.var_names).astype(str), table.obs[["array_col", "array_row"]].to_numpy(dtype=np.float64))
+
+
+def load_sections(names: tuple[str, ...], *, root: str | Path | None = None, cache_dir: str | Path | None = None) -> list[Section]:
+    """Read her2st sections (100 µm patches at 64 px), using ``cache_dir/<name>.npz`` when present.
+
+    Genes are restricted to those measured in every section, in a common order.
+    """
+    root = Path(root) if root is not None else DEFAULT_ROOT
+    out = []
+    for name in names:
+        cached = Path(cache_dir) / f"{name}.npz" if cache_dir is not None else None
+        if cached is not None and cached.exists():
+            with np.load(cached, allow_pickle=False) as z:
+                sec = Section(name, z["patches"], z["counts"], z["library"], z["genes"].astype(str), z["xy"])
+        else:
+            sec = _read(name, root)
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                np.savez_compressed(cached, patches=sec.patches, counts=sec.counts, library=sec.library, genes=sec.genes,
+                                    xy=sec.xy)
+        out.append(sec)
+    common = sorted(set.intersection(*(set(s.genes) for s in out)))
+    return [s.subset_genes(np.asarray(common)) for s in out]

@@ -1,0 +1,105 @@
+"""Benchmark outputs: CSV tables, a markdown summary and the PCC-vs-fraction figure."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+SYNTHETIC_COLUMNS = ("frechet", "kid", "precision", "recall", "density", "coverage", "diversity_ratio", "out_of_range",
+                     "nuclei_count_wasserstein", "nn_ratio", "share_below_heldout_q")
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean PCC per (condition, fraction): folds averaged within a seed, then mean/sd/min/max over seeds."""
+    per_seed = results.groupby(["condition", "fraction", "seed"], sort=False)["pcc"].mean().reset_index()
+    folds = results.groupby(["condition", "fraction"], sort=False)["test_section"].nunique().rename("n_folds")
+    agg = per_seed.groupby(["condition", "fraction"], sort=False)["pcc"].agg(["mean", "std", "min", "max", "count"])
+    return agg.rename(columns={"count": "n_seeds"}).join(folds).reset_index()
+
+
+def markdown(results: pd.DataFrame, synthetic: pd.DataFrame, meta: dict[str, Any]) -> str:
+    """Render the summary tables as markdown."""
+    summ = summarize(results)
+    fr = sorted(summ["fraction"].unique())
+    lines = ["| condition | " + " | ".join(f"f={f:g}" for f in fr) + " |", "|---" * (len(fr) + 1) + "|"]
+    for cond in pd.unique(summ["condition"]):
+        cells = []
+        for f in fr:
+            r = summ[(summ["condition"] == cond) & (summ["fraction"] == f)]
+            if r.empty:
+                cells.append("–")
+                continue
+            r = r.iloc[0]
+            sd = "" if not np.isfinite(r["std"]) else f" ± {r['std']:.3f}"
+            cells.append(f"{r['mean']:.3f}{sd} ({int(r['n_folds'])}f×{int(r['n_seeds'])}s)")
+        lines.append(f"| {cond} | " + " | ".join(cells) + " |")
+    out = [f"Mean PCC over the top-{meta.get('n_top', 50)} training HVGs on the held-out section "
+           "(folds averaged within a seed; ± sd over seeds; nf×ms = folds × seeds).", "", *lines, ""]
+    tcols = [c for c in results.columns if c.startswith("t_")]
+    mcols = [c for c in results.columns if c.startswith("mem_")]
+    cost = results.groupby("condition", sort=False)[tcols + mcols].mean()
+    out += ["Mean wall time (s) and peak resident memory (MB) per stage and run:", "",
+            "| condition | " + " | ".join(tcols + mcols) + " |", "|---" * (len(tcols + mcols) + 1) + "|"]
+    for cond, r in cost.iterrows():
+        out.append(f"| {cond} | " + " | ".join("–" if not np.isfinite(v) else f"{v:.1f}" for v in r.to_numpy()) + " |")
+    if not synthetic.empty:
+        cols = [c for c in SYNTHETIC_COLUMNS if c in synthetic.columns]
+        syn = synthetic.groupby(["condition", "fraction"], sort=False)[cols].mean()
+        out += ["", "Synthetic tiles vs the paired training tiles (handcrafted features standardised on the real "
+                "tiles; memorisation vs the held-out section):", "",
+                "| condition | fraction | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+        for (cond, f), r in syn.iterrows():
+            out.append(f"| {cond} | {f:g} | " + " | ".join(f"{v:.3f}" for v in r.to_numpy()) + " |")
+    return "\n".join(out) + "\n"
+
+
+def plot(results: pd.DataFrame, path: Path) -> None:
+    """Mean PCC vs paired fraction, one line per condition, bars = min..max over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summ = summarize(results)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for cond in pd.unique(summ["condition"]):
+        r = summ[summ["condition"] == cond].sort_values("fraction")
+        yerr = np.clip(np.vstack([r["mean"] - r["min"], r["max"] - r["mean"]]), 0, None)
+        ax.errorbar(r["fraction"], r["mean"], yerr=yerr, marker="o", capsize=3, label=cond)
+    ax.set_xscale("log")
+    ax.set_xticks([], minor=True)
+    ax.set_xticks(sorted(summ["fraction"].unique()), [f"{f:g}" for f in sorted(summ["fraction"].unique())])
+    ax.set_xlabel("fraction of training spots paired")
+    ax.set_ylabel("mean PCC (top-50 HVG), held-out section")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def write_outputs(results: pd.DataFrame, synthetic: pd.DataFrame, out: Path, *, meta: dict[str, Any]) -> None:
+    """Write ``results.csv``, ``synthetic.csv``, ``summary.md``, ``meta.json`` and ``pcc_vs_fraction.png``."""
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / "results.csv", lambda tmp: results.to_csv(tmp, index=False))
+    _atomic_write(out / "synthetic.csv", lambda tmp: synthetic.to_csv(tmp, index=False))
+    text = markdown(results, synthetic, meta)
+    _atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(text))
+    _atomic_write(out / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    plot(results, out / "pcc_vs_fraction.png")

@@ -1,0 +1,334 @@
+"""The data-limited benchmark: leave-one-section-out, fractions of paired training spots, six conditions."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import _logging as logg
+from ..core.predictor import Predictor
+from ..metrics import (
+    composition_distances,
+    fidelity_report,
+    handcrafted_features,
+    memorisation_audit,
+    pearson_per_gene,
+)
+from ..pp._panel import GenePanel
+from ._conditions import CachedFeatures, augmented_pairs, diffusion_pairs, resize
+from ._data import PATCH_PX, Section, load_sections
+
+CONDITIONS = ("handcrafted", "real", "augment", "c2l", "local_only", "mixup")
+SECTIONS = ("C2", "C3", "C4", "C5", "C6")
+DIFFUSION = ("c2l", "local_only")
+
+
+class StageMeter:
+    """Wall time and peak resident memory (and peak CUDA memory) of named stages."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.peak_mb: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time ``name`` and sample the process RSS every 20 ms while it runs."""
+        import psutil
+        import torch
+
+        proc, peak, done = psutil.Process(), [proc_rss := psutil.Process().memory_info().rss], threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.02):
+                peak.append(proc.memory_info().rss)
+
+        thread = threading.Thread(target=sample, daemon=True)
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            mb = max(max(peak), proc_rss) / 2**20
+            if cuda:
+                self.peak_mb[f"{name}_gpu"] = max(self.peak_mb.get(f"{name}_gpu", 0.0), torch.cuda.max_memory_allocated() / 2**20)
+            self.peak_mb[name] = max(self.peak_mb.get(name, 0.0), mb)
+
+    def row(self) -> dict[str, float]:
+        """Flat ``t_<stage>_s`` / ``mem_<stage>_mb`` columns."""
+        return {**{f"t_{k}_s": v for k, v in self.seconds.items()}, **{f"mem_{k}_mb": v for k, v in self.peak_mb.items()}}
+
+
+def _select(sections: Sequence[Section], fraction: float, seed: int) -> list[np.ndarray]:
+    """Pick the paired spots of each training section: ``round(fraction * n)`` (>= 2), seeded."""
+    rng = np.random.default_rng(seed)
+    return [np.sort(rng.choice(len(s.patches), max(2, int(round(fraction * len(s.patches)))), replace=False))
+            for s in sections]
+
+
+def _panel(counts: np.ndarray, library: np.ndarray, genes: np.ndarray, n_top: int, min_spots: float = 0.1) -> tuple[GenePanel, np.ndarray]:
+    """Top ``n_top`` genes by lognorm variance on the training spots (as ``pp.gene_panel``); their column indices."""
+    target_sum = float(np.median(library[library > 0]))
+    y = np.log1p(counts / library[:, None] * target_sum)
+    var = y.var(axis=0)
+    var[(y > 0).mean(axis=0) < min_spots] = -np.inf
+    top = np.argsort(-var, kind="stable")[:n_top]
+    panel = GenePanel(tuple(genes[top]), y[:, top].mean(axis=0), np.maximum(y[:, top].std(axis=0), 1e-3), target_sum,
+                      {"n_top": n_top, "flavor": "variance", "min_spots": min_spots, "n_train": len(counts)})
+    return panel, top
+
+
+def _lognorm(section: Section, cols: np.ndarray, panel: GenePanel, rows: np.ndarray | None = None) -> np.ndarray:
+    rows = np.arange(len(section.patches)) if rows is None else rows
+    return np.log1p(section.counts[np.ix_(rows, cols)] / section.library[rows, None] * panel.target_sum).astype(np.float32)
+
+
+def _local_only_central(central_like: Any, patches: np.ndarray, *, steps: int, seed: int) -> Any:
+    """Pretrain a model of the central configuration from random initialisation on local patches only."""
+    from ..core.training import pretrain_central
+
+    cfg = central_like.config
+    tiles = resize(patches, cfg.tile_px)
+    return pretrain_central(tiles, cfg, steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
+                            mixed_precision="bf16" if _cuda() else "no", out=None, resume=False,
+                            checkpoint_every=10**9, progress=False)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _quick_central(patches: np.ndarray, seed: int) -> Any:
+    """Pretrain a tiny central model for a handful of steps (smoke tests only)."""
+    from ..core.configs import get_config
+    from ..core.training import pretrain_central
+
+    cfg = get_config("tiny")
+    return pretrain_central(resize(patches, cfg.tile_px), cfg, steps=12, batch_size=8, lr=cfg.lr, seed=seed,
+                            mixed_precision="no", out=None, resume=False, checkpoint_every=10**9, progress=False)
+
+
+def _resolve_central(central: Any) -> Any:
+    if central is None:
+        from ..datasets import central_default
+
+        return central_default()
+    if callable(getattr(central, "features", None)):
+        return central
+    from ..core.models import CentralModel
+
+    return CentralModel.load(central)
+
+
+def run_benchmark(
+    sections: Sequence[str] = SECTIONS,
+    *,
+    root: str | Path | None = None,
+    fractions: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
+    seeds: Sequence[int] = (0, 1, 2),
+    conditions: Sequence[str] = CONDITIONS,
+    quick: bool = False,
+    out_dir: str | Path = "benchmarks/results",
+    central: Any = None,
+    encoder: str = "handcrafted",
+    n_top: int = 50,
+    n_per_profile: int = 2,
+    n_augment: int = 2,
+    adapt_steps: int | None = None,
+    local_steps: int = 2000,
+    sample_steps: int = 20,
+    guidance_scale: float = 2.0,
+    test_sections: Sequence[str] | None = None,
+    cache_dir: str | Path | None = None,
+    n_jobs: int = 1,
+) -> pd.DataFrame:
+    """Run the data-limited prediction benchmark and write its tables and figure.
+
+    Leave-one-section-out over ``sections``: each fold trains on the other sections, of which a fraction
+    ``f`` of each section's spots is paired (chosen with ``seed``), and scores the held-out section. The
+    gene panel (top ``n_top`` genes by variance), normalisation and every fitted quantity come from the
+    paired training spots only. Conditions:
+
+    ``handcrafted``  handcrafted features + ridge (the floor);
+    ``real``         c2lst's predictor (``encoder`` features + ridge; learned features are concatenated with
+                     the handcrafted ones) on the real pairs;
+    ``augment``      + ``n_augment`` flip/rot90/stain-jitter copies of each pair;
+    ``c2l``          + ``n_per_profile`` tiles per spot generated by the central model adapted on the pairs,
+                     conditioned on spatial-mixup profiles (``tl.adapt`` + ``tl.generate(source="mixup")``);
+    ``local_only``   the same with a model of the same architecture pretrained from random initialisation
+                     on the training sections' patches only (``local_steps`` steps), then adapted;
+    ``mixup``        + ``n_per_profile`` feature-space mixup rows per spot (mixed features, mixed
+                     expression; no generated image).
+
+    Parameters
+    ----------
+    sections
+        her2st section names.
+    root
+        Folder holding one sub-folder per section (default ``../shared/data/her2st``).
+    fractions, seeds
+        Paired fractions and seeds.
+    conditions
+        Subset of :data:`CONDITIONS`.
+    quick
+        Smoke test: first two sections, one fold, ``f=0.5``, seed 0, a tiny central model pretrained for a
+        handful of steps (numbers meaningless; only the code path is exercised).
+    out_dir
+        Where ``results.csv``, ``synthetic.csv``, ``summary.md`` and ``pcc_vs_fraction.png`` are written.
+    central
+        Central model (``CentralModel`` or checkpoint directory); ``None``: the bundled default.
+    encoder
+        Predictor features of the non-floor conditions: ``"handcrafted"`` (default: the same predictor as the
+        floor, so conditions differ only in their training pairs), ``"central"`` (central-model features +
+        handcrafted) or ``"cnn"`` (trained end-to-end).
+    n_top
+        Gene-panel size.
+    n_per_profile, n_augment
+        Extra rows per paired spot of the generative/mixup and augmentation conditions.
+    adapt_steps
+        Adaptation steps (default: the central configuration's).
+    local_steps
+        Pretraining steps of the local-only model.
+    sample_steps, guidance_scale
+        DPM-Solver++ steps and classifier-free guidance of generation.
+    test_sections
+        Only run the folds holding out these sections (default: all).
+    cache_dir
+        Cache of the section arrays (default ``out_dir/cache``).
+    n_jobs
+        Worker processes for handcrafted features.
+
+    Returns
+    -------
+    One row per (condition, held-out section, fraction, seed): ``pcc`` (mean Pearson over the panel =
+    top-``n_top`` HVGs of the training spots), ``n_train``, ``n_extra`` and per-stage ``t_*_s`` /
+    ``mem_*_mb``. Also writes the files listed under ``out_dir``.
+    """
+    from ._report import write_outputs
+
+    unknown = sorted(set(conditions) - set(CONDITIONS))
+    if unknown:
+        raise ValueError(f"unknown conditions {unknown}; choose from {CONDITIONS}.")
+    if not conditions:
+        raise ValueError("no condition to run; pass at least one of " + ", ".join(CONDITIONS) + ".")
+    if encoder not in ("handcrafted", "central", "cnn"):
+        raise ValueError(f"`encoder` must be 'handcrafted', 'central' or 'cnn', got {encoder!r}.")
+    if any(not 0 < f <= 1 for f in fractions):
+        raise ValueError(f"fractions must be in (0, 1], got {list(fractions)}.")
+    if len(sections) < 2:
+        raise ValueError("leave-one-section-out needs at least two sections.")
+    out = Path(out_dir)
+    if quick:
+        sections, fractions, seeds = tuple(sections[:2]), (0.5,), (0,)
+        test_sections = test_sections or (sections[0],)
+    cache = Path(cache_dir) if cache_dir is not None else out / "cache"
+    meter_data = StageMeter()
+    with meter_data.stage("data"):
+        data = load_sections(tuple(sections), root=root, cache_dir=cache)
+    logg.info(f"benchmark: {len(data)} sections, {len(data[0].genes)} common genes, data {meter_data.seconds['data']:.1f}s")
+
+    needs_central = ((encoder == "central" and any(c != "handcrafted" for c in conditions))
+                     or any(c in DIFFUSION for c in conditions))
+    if needs_central:
+        the_central = (_quick_central(np.concatenate([s.patches for s in data[1:]]), 0) if quick and central is None
+                       else _resolve_central(central))
+    else:
+        the_central = None
+    meta = {"sections": list(sections), "quick": quick, "encoder": encoder, "n_top": n_top,
+            "fractions": list(fractions), "seeds": list(seeds), "conditions": list(conditions),
+            "data_s": meter_data.seconds["data"], "data_mb": meter_data.peak_mb["data"]}
+    hand = CachedFeatures(lambda p: handcrafted_features(p, n_jobs=n_jobs), "handcrafted")
+    cent = CachedFeatures(lambda p: the_central.features(p, seed=0), "central") if the_central is not None else None
+    rows, syn_rows = [], []
+    for test_i, test in enumerate(data):
+        if test_sections is not None and test.name not in test_sections:
+            continue
+        train = [s for i, s in enumerate(data) if i != test_i]
+        local_models: dict[int, Any] = {}
+        for fraction in fractions:
+            for seed in seeds:
+                picks = _select(train, fraction, seed)
+                counts = np.concatenate([s.counts[p] for s, p in zip(train, picks, strict=True)])
+                library = np.concatenate([s.library[p] for s, p in zip(train, picks, strict=True)])
+                panel, cols = _panel(counts, library, data[0].genes, n_top)
+                patches = np.concatenate([s.patches[p] for s, p in zip(train, picks, strict=True)])
+                y = np.concatenate([_lognorm(s, cols, panel, p) for s, p in zip(train, picks, strict=True)])
+                xy = np.concatenate([s.xy[p] for s, p in zip(train, picks, strict=True)])
+                group = np.concatenate([np.full(len(p), i) for i, p in enumerate(picks)])
+                truth = _lognorm(test, cols, panel)
+                for cond in conditions:
+                    meter = StageMeter()
+                    extra_p = extra_y = None
+                    n_mixup = 0
+                    if cond == "augment":
+                        with meter.stage("augment"):
+                            extra_p, extra_y = augmented_pairs(patches, y, n_copies=n_augment, seed=seed)
+                    elif cond == "mixup":
+                        n_mixup = n_per_profile * len(patches)
+                    elif cond in DIFFUSION:
+                        gen_model = the_central
+                        if cond == "local_only":
+                            if seed not in local_models:
+                                with meter.stage("pretrain_local"):
+                                    steps = 12 if quick else local_steps
+                                    local_models[seed] = (_quick_central(np.concatenate([s.patches for s in train]), seed + 1)
+                                                          if quick else _local_only_central(
+                                                              the_central, np.concatenate([s.patches for s in train]),
+                                                              steps=steps, seed=seed))
+                            gen_model = local_models[seed]
+                        z = panel.standardize(y)
+                        a_steps = 4 if quick else (adapt_steps or gen_model.config.adapt_steps)
+                        with meter.stage("diffusion"):
+                            extra_p, zs, tms = diffusion_pairs(
+                                gen_model, patches, z, xy, group, panel.to_dict(), adapt_steps=a_steps,
+                                adapt_batch_size=8 if quick else gen_model.config.adapt_batch_size,
+                                adapt_lr=gen_model.config.adapt_lr, n_per_profile=1 if quick else n_per_profile,
+                                sample_steps=3 if quick else sample_steps, guidance_scale=guidance_scale, seed=seed,
+                                out_px=PATCH_PX)
+                        meter.seconds.update({f"{k[:-2]}": v for k, v in tms.items()})
+                        extra_y = panel.destandardize(zs)
+                        with meter.stage("synthetic_metrics"):
+                            syn_rows.append({"condition": cond, "test_section": test.name, "fraction": fraction,
+                                             "seed": seed, **_synthetic_metrics(hand, patches, extra_p, test.patches, seed)})
+                    if cond == "handcrafted" or encoder == "handcrafted":
+                        model = Predictor(encoder=hand, handcrafted=False, seed=seed)
+                    elif encoder == "central":
+                        model = Predictor(encoder=cent, handcrafted=hand, seed=seed)
+                    else:
+                        model = Predictor(encoder="cnn", handcrafted=False, seed=seed, epochs=2 if quick else 30)
+                    with meter.stage("fit"):
+                        model.fit(patches, y, extra_patches=extra_p, extra_targets=extra_y, n_mixup=n_mixup)
+                    with meter.stage("predict"):
+                        pred = model.predict(test.patches)
+                    r = pearson_per_gene(truth, pred)
+                    rows.append({"condition": cond, "test_section": test.name, "fraction": fraction, "seed": seed,
+                                 "n_train": len(patches), "n_extra": 0 if extra_p is None else len(extra_p),
+                                 "n_mixup": n_mixup, "n_test": len(test.patches),
+                                 "pcc": float(np.nanmean(r)) if np.isfinite(r).any() else float("nan"),
+                                 "n_genes": int(np.isfinite(r).sum()), **meter.row()})
+                    logg.info(f"    {cond:<11s} test {test.name} f={fraction:<4} seed {seed}: PCC {rows[-1]['pcc']:.3f} "
+                              f"({sum(meter.seconds.values()):.1f}s)")
+                write_outputs(pd.DataFrame(rows), pd.DataFrame(syn_rows), out, meta=meta)  # partial results survive
+    if not rows:
+        raise ValueError(f"no fold was run: `test_sections` {list(test_sections or [])} not among {list(sections)}.")
+    return pd.DataFrame(rows)
+
+
+def _synthetic_metrics(hand: CachedFeatures, train_patches: np.ndarray, synthetic: np.ndarray, heldout: np.ndarray,
+                       seed: int) -> dict[str, float]:
+    f_train, f_syn, f_held = hand(train_patches), hand(synthetic), hand(heldout)
+    return {**fidelity_report(f_train, f_syn, seed=seed), **composition_distances(train_patches, synthetic),
+            **memorisation_audit(f_train, f_syn, f_held)}

@@ -1,0 +1,610 @@
+"""Histology -> expression predictor: a patch encoder followed by a ridge or MLP head.
+
+Encoders turn ``(n, 3, H, W)`` uint8 RGB patches into ``(n, F)`` features:
+
+``"handcrafted"``
+    Colour / HED / GLCM / nuclei statistics (:func:`c2lst.metrics.handcrafted_features`), no weights.
+``"cnn"``
+    A small CNN trained end-to-end on the training patches (with a linear probe on the standardised
+    targets), then frozen.
+``"central"``
+    ``central.features(patches, t=..., batch_size=..., seed=...)`` of a central diffusion model.
+a path (or a :class:`ResNetEncoder`)
+    A local torchvision/timm ResNet checkpoint (``.safetensors``; architecture inferred from the keys),
+    frozen, ImageNet-normalised, global-average-pooled (saved predictors record it as ``"resnet"``).
+a callable
+    Any ``patches -> (n, F)`` feature function (not savable).
+
+Frozen encoders' features (central, ResNet, callable) are by default concatenated with the handcrafted
+ones; the end-to-end CNN's are not (its features are fitted to the training targets, so a ridge refit on
+them would trust them over the handcrafted ones; measured on her2st: worse than either alone).
+
+The head maps standardised features to standardised targets: ``"ridge"`` (one alpha per gene chosen by
+efficient leave-one-out CV on the real training rows only, then refit on real + extra rows) or ``"mlp"``.
+Extra rows (synthetic or augmented patches with their expression) and feature-space mixup rows only ever
+enter fitting; every statistic (feature and target mean/std, ridge alphas) comes from the real rows.
+Weights are saved as ``config.json`` + ``model.safetensors`` (never pickled).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
+from safetensors.torch import load_file as load_torch
+from torch import nn
+
+from ..metrics import check_patches, handcrafted_features
+
+ENCODERS = ("handcrafted", "cnn", "central")
+HEADS = ("ridge", "mlp")
+RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_FORMAT = "c2lst-predictor"
+
+
+class FeatureModel(Protocol):
+    """Anything with the central model's ``features`` method (e.g. ``c2lst.core.models.CentralModel``)."""
+
+    def features(self, patches: np.ndarray, *, t: int = 50, batch_size: int = 64, seed: int = 0) -> np.ndarray:
+        """``(n, F)`` float32 features of ``(n, 3, H, W)`` uint8 patches."""
+
+
+def _to_tensor(patches: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(patches)).float().div_(255.0)
+
+
+def _batches(n: int, batch_size: int) -> list[slice]:
+    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+class PatchCNN(nn.Module):
+    """Small convolutional encoder: four conv/GroupNorm/ReLU stages, global average pooling.
+
+    Parameters
+    ----------
+    width
+        Channels of the first stage (doubled in the second, quadrupled in the third).
+    feat_dim
+        Output feature size.
+    """
+
+    def __init__(self, width: int = 16, feat_dim: int = 64) -> None:
+        super().__init__()
+        chans = (3, width, 2 * width, 4 * width)
+        layers: list[nn.Module] = []
+        for cin, cout in zip(chans[:-1], chans[1:], strict=True):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(4, cout), nn.ReLU(), nn.MaxPool2d(2)]
+        layers += [nn.Conv2d(chans[-1], feat_dim, 3, padding=1), nn.GroupNorm(4, feat_dim), nn.ReLU(),
+                   nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, 3, H, W)`` floats in [0, 1] -> ``(n, feat_dim)``."""
+        return self.net((x - 0.5) / 0.25)
+
+
+class MLPHead(nn.Module):
+    """Two-layer perceptron head: ``Linear -> GELU -> Dropout -> Linear``."""
+
+    def __init__(self, n_in: int, n_out: int, hidden: int = 256, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardised features -> standardised targets."""
+        return self.net(x)
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, mid: int, stride: int, bottleneck: bool, downsample: bool) -> None:
+        super().__init__()
+        cout = mid * 4 if bottleneck else mid
+        self.bottleneck = bottleneck
+        if bottleneck:
+            self.conv1, self.bn1 = nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid)
+            self.conv2, self.bn2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid)
+            self.conv3, self.bn3 = nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)
+        else:
+            self.conv1, self.bn1 = nn.Conv2d(cin, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid)
+            self.conv2, self.bn2 = nn.Conv2d(mid, mid, 3, 1, 1, bias=False), nn.BatchNorm2d(mid)
+        self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                           if downsample else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.bottleneck:
+            out = self.bn3(self.conv3(torch.relu(out)))
+        return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNetEncoder(nn.Module):
+    """ResNet trunk with torchvision's (and timm's) parameter names, so their checkpoints load unchanged.
+
+    Parameters
+    ----------
+    blocks
+        Residual blocks per stage, e.g. ``(2, 2, 2, 2)`` for ResNet-18, ``(3, 4, 6, 3)`` for ResNet-50.
+    bottleneck
+        Bottleneck blocks (ResNet-50 and deeper) instead of basic blocks.
+    """
+
+    def __init__(self, blocks: tuple[int, ...], bottleneck: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        expansion = 4 if bottleneck else 1
+        cin = 64
+        for i, n in enumerate(blocks):
+            mid = 64 * 2**i
+            stage = []
+            for j in range(n):
+                stride = 2 if (i > 0 and j == 0) else 1
+                stage.append(_Block(cin, mid, stride, bottleneck, downsample=j == 0 and (stride != 1 or cin != mid * expansion)))
+                cin = mid * expansion
+            setattr(self, f"layer{i + 1}", nn.Sequential(*stage))
+        self.n_stages = len(blocks)
+        self.feat_dim = cin
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> ResNetEncoder:
+        """Infer the architecture from a torchvision/timm ResNet state dict and load it (``fc.*`` ignored)."""
+        stages = sorted({int(k.split(".")[0][5:]) for k in state if k.startswith("layer") and k[5].isdigit()})
+        if "conv1.weight" not in state or not stages:
+            raise ValueError("the checkpoint is not a torchvision/timm ResNet (no 'conv1.weight' / 'layerN.*' keys); "
+                             "pass a ResNet .safetensors file or use encoder='cnn'/'handcrafted'/'central'.")
+        blocks = tuple(len({k.split(".")[1] for k in state if k.startswith(f"layer{s}.")}) for s in stages)
+        model = cls(blocks, bottleneck="layer1.0.conv3.weight" in state)
+        trunk = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = model.load_state_dict(trunk, strict=False)
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise ValueError(f"ResNet checkpoint does not match the inferred architecture {blocks}: missing "
+                             f"{missing[:5]}, unexpected {unexpected[:5]}.")
+        return model.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, 3, H, W)`` floats in [0, 1] -> ``(n, feat_dim)`` pooled features."""
+        x = (x - self.mean) / self.std
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = nn.functional.max_pool2d(x, 3, 2, 1)
+        for i in range(self.n_stages):
+            x = getattr(self, f"layer{i + 1}")(x)
+        return x.mean(dim=(2, 3))
+
+
+def _load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(p.glob("*.safetensors"))
+        if len(files) != 1:
+            raise ValueError(f"expected exactly one .safetensors file in {p}, found {[f.name for f in files]}.")
+        p = files[0]
+    if not p.exists():
+        raise ValueError(f"encoder checkpoint {str(p)!r} does not exist; pass an existing .safetensors path or "
+                         "encoder='cnn'/'handcrafted'/'central'.")
+    if p.suffix != ".safetensors":
+        raise ValueError(f"encoder checkpoint {p.name!r} is not a .safetensors file; only safetensors weights are "
+                         "loaded (convert with safetensors.torch.save_file(model.state_dict(), path)).")
+    state = load_torch(str(p))
+    prefix = next((pre for pre in ("model.", "module.", "backbone.") if all(k.startswith(pre) for k in state)), "")
+    return {k[len(prefix):]: v for k, v in state.items()}
+
+
+def ridge_per_target(x: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted ridge regression with one penalty per target column, from one SVD.
+
+    Minimises ``sum_i w_i (y_ij - b_j - x_i . c_j)^2 + alpha_j |c_j|^2`` for every target ``j``.
+
+    Returns
+    -------
+    ``(coef (n_targets, n_features), intercept (n_targets,))``.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    xm, ym = np.average(x, axis=0, weights=w), np.average(y, axis=0, weights=w)
+    sw = np.sqrt(w)[:, None]
+    u, s, vt = np.linalg.svd((x - xm) * sw, full_matrices=False)
+    uty = u.T @ ((y - ym) * sw)  # (k, targets)
+    shrink = s[:, None] / (s[:, None] ** 2 + np.asarray(alpha, dtype=np.float64)[None, :])
+    coef = (vt.T @ (shrink * uty)).T
+    return coef, ym - coef @ xm
+
+
+def _seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+class Predictor:
+    """Patch encoder + regression head predicting log-normalised expression of a gene panel.
+
+    Parameters
+    ----------
+    encoder
+        ``"handcrafted"``, ``"cnn"``, ``"central"``, the path of a ResNet ``.safetensors`` checkpoint, a
+        :class:`ResNetEncoder` or a feature callable.
+    handcrafted
+        Append handcrafted features to a learned encoder's (``True``), or not (``False``); a callable is used
+        in place of :func:`c2lst.metrics.handcrafted_features` (e.g. a cached version). ``None``: ``True``
+        for frozen encoders, ``False`` for ``"cnn"``.
+    head
+        ``"ridge"`` or ``"mlp"``.
+    genes
+        Names of the predicted genes, in target-column order (stored with the model).
+    central
+        Model with a ``features`` method; required for ``encoder="central"``.
+    central_t
+        Diffusion timestep at which central features are read.
+    seed
+        Seed of every random choice (initialisation, batches, mixup).
+    epochs, batch_size, lr, weight_decay
+        Optimisation of the CNN encoder and of the MLP head.
+    cnn_width, feat_dim
+        Size of the CNN encoder.
+    hidden
+        Hidden units of the MLP head.
+    alphas
+        Ridge penalties searched (per gene) by leave-one-out CV on the real rows.
+    mixup_alpha
+        Beta(``mixup_alpha``, ``mixup_alpha``) mixing weights of feature-space mixup rows.
+    batch_features
+        Batch size when encoding patches with a network.
+    """
+
+    def __init__(self, *, encoder: str | Path | ResNetEncoder | Callable[[np.ndarray], np.ndarray] = "cnn",
+                 handcrafted: bool | Callable[[np.ndarray], np.ndarray] | None = None, head: str = "ridge",
+                 genes: list[str] | tuple[str, ...] | None = None, central: FeatureModel | None = None,
+                 central_t: int = 50, seed: int = 0, epochs: int = 30, batch_size: int = 32, lr: float = 2e-3,
+                 weight_decay: float = 1e-4, cnn_width: int = 16, feat_dim: int = 64, hidden: int = 256,
+                 alphas: tuple[float, ...] = RIDGE_ALPHAS, mixup_alpha: float = 0.4, batch_features: int = 64) -> None:
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; use one of {HEADS}.")
+        if encoder == "central" and (central is None or not callable(getattr(central, "features", None))):
+            raise ValueError("encoder='central' needs `central=`, a model with a features(patches) method "
+                             "(a c2lst CentralModel); or choose encoder='cnn'/'handcrafted'.")
+        if int(epochs) < 1 or int(batch_size) < 1:
+            raise ValueError(f"`epochs` and `batch_size` must be >= 1, got {epochs} and {batch_size}.")
+        self.resnet: ResNetEncoder | None = None
+        self.encoder_path: str | None = None
+        self.encoder_fn = encoder if callable(encoder) and not isinstance(encoder, nn.Module) else None
+        if isinstance(encoder, ResNetEncoder):
+            self.resnet = encoder.eval()
+        elif self.encoder_fn is None and str(encoder) not in ENCODERS:
+            self.encoder_path = str(encoder)
+            self.resnet = ResNetEncoder.from_state_dict(_load_checkpoint(encoder))
+        self.encoder_kind = ("resnet" if self.resnet is not None else "callable" if self.encoder_fn is not None
+                             else str(encoder))
+        if handcrafted is None:
+            handcrafted = self.encoder_kind != "cnn"
+        self.handcrafted_fn = (None if self.encoder_kind == "handcrafted" or handcrafted is False
+                               else handcrafted if callable(handcrafted) else handcrafted_features)
+        self.head_kind = head
+        self.genes = list(genes) if genes is not None else None
+        self.central = central
+        self.hparams: dict[str, Any] = {
+            "central_t": int(central_t), "seed": int(seed), "epochs": int(epochs), "batch_size": int(batch_size),
+            "lr": float(lr), "weight_decay": float(weight_decay), "cnn_width": int(cnn_width), "feat_dim": int(feat_dim),
+            "hidden": int(hidden), "alphas": [float(a) for a in alphas], "mixup_alpha": float(mixup_alpha),
+            "batch_features": int(batch_features),
+        }
+        self.cnn: PatchCNN | None = None
+        self.mlp: MLPHead | None = None
+        self.stats: dict[str, np.ndarray] = {}
+        self.fit_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ encoding
+    def _net_features(self, net: nn.Module, patches: np.ndarray) -> np.ndarray:
+        net.eval()
+        bs = self.hparams["batch_features"]
+        with torch.no_grad():
+            out = [net(_to_tensor(patches[s])).numpy() for s in _batches(len(patches), bs)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+    def _learned(self, p: np.ndarray) -> np.ndarray:
+        if self.encoder_kind == "callable":
+            return np.asarray(self.encoder_fn(p), dtype=np.float32).reshape(len(p), -1)
+        if self.encoder_kind == "central":
+            f = self.central.features(p, t=self.hparams["central_t"], batch_size=self.hparams["batch_features"],
+                                      seed=self.hparams["seed"])
+            return np.asarray(f, dtype=np.float32).reshape(len(p), -1)
+        net = self.cnn if self.encoder_kind == "cnn" else self.resnet
+        if net is None:
+            raise ValueError("the CNN encoder is not trained yet; call fit() first.")
+        return self._net_features(net, p)
+
+    def features(self, patches: np.ndarray) -> np.ndarray:
+        """Raw (unstandardised) features ``(n, F)`` float32 of uint8 ``(n, 3, H, W)`` patches."""
+        p = check_patches(patches)
+        if self.encoder_kind == "handcrafted":
+            return handcrafted_features(p)
+        learned = self._learned(p)
+        if self.handcrafted_fn is None:
+            return learned
+        return np.concatenate([np.asarray(self.handcrafted_fn(p), dtype=np.float32), learned], axis=1)
+
+    def _train_cnn(self, patches: np.ndarray, z: np.ndarray, weight: np.ndarray) -> None:
+        hp = self.hparams
+        gen = _seeded(hp["seed"])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hp["seed"])
+            cnn = PatchCNN(hp["cnn_width"], hp["feat_dim"])
+            probe = nn.Linear(hp["feat_dim"], z.shape[1])
+        params = list(cnn.parameters()) + list(probe.parameters())
+        opt = torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
+        n = len(patches)
+        steps = hp["epochs"] * max(1, int(np.ceil(n / hp["batch_size"])))
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp["lr"], total_steps=steps, pct_start=0.2)
+        zt, wt = torch.from_numpy(z), torch.from_numpy(weight.astype(np.float32))
+        cnn.train()
+        losses = []
+        for _ in range(hp["epochs"]):
+            order = torch.randperm(n, generator=gen)
+            for s in _batches(n, hp["batch_size"]):
+                idx = order[s]
+                pred = probe(cnn(_to_tensor(patches[idx.numpy()])))
+                loss = (((pred - zt[idx]) ** 2).mean(dim=1) * wt[idx]).sum() / wt[idx].sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+        self.cnn = cnn.eval()
+        self.fit_info["cnn_final_loss"] = float(np.mean(losses[-max(1, len(losses) // 10):]))
+
+    # ------------------------------------------------------------------ heads
+    def _fit_ridge(self, x_real: np.ndarray, z_real: np.ndarray, x_all: np.ndarray, z_all: np.ndarray,
+                   w_all: np.ndarray) -> None:
+        from sklearn.linear_model import RidgeCV
+
+        alphas = np.asarray(self.hparams["alphas"])
+        if len(x_real) >= 3:
+            cv = RidgeCV(alphas=alphas, alpha_per_target=True).fit(x_real, z_real)
+            alpha = np.broadcast_to(np.asarray(cv.alpha_, dtype=np.float64), (z_real.shape[1],)).copy()
+        else:
+            alpha = np.full(z_real.shape[1], alphas.max())
+        coef, intercept = ridge_per_target(x_all, z_all, w_all, alpha)
+        self.stats.update({"ridge_coef": coef, "ridge_intercept": intercept, "ridge_alpha": alpha})
+
+    def _fit_mlp(self, x: np.ndarray, z: np.ndarray, w: np.ndarray) -> None:
+        hp = self.hparams
+        gen = _seeded(hp["seed"] + 1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hp["seed"] + 1)
+            mlp = MLPHead(x.shape[1], z.shape[1], hp["hidden"])
+        opt = torch.optim.AdamW(mlp.parameters(), lr=hp["lr"], weight_decay=max(hp["weight_decay"], 1e-2))
+        xt, zt, wt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(z), torch.from_numpy(w.astype(np.float32))
+        n = len(x)
+        mlp.train()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hp["seed"] + 2)  # dropout masks
+            for _ in range(max(hp["epochs"], 100)):
+                order = torch.randperm(n, generator=gen)
+                for s in _batches(n, hp["batch_size"]):
+                    idx = order[s]
+                    loss = (((mlp(xt[idx]) - zt[idx]) ** 2).mean(dim=1) * wt[idx]).sum() / wt[idx].sum()
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+        self.mlp = mlp.eval()
+
+    def _head(self, x: np.ndarray) -> np.ndarray:
+        if self.head_kind == "ridge":
+            return x @ self.stats["ridge_coef"].T + self.stats["ridge_intercept"]
+        with torch.no_grad():
+            return self.mlp(torch.from_numpy(x.astype(np.float32))).numpy()
+
+    # ------------------------------------------------------------------ public API
+    def fit(self, patches: np.ndarray, targets: np.ndarray, *, extra_patches: np.ndarray | None = None,
+            extra_targets: np.ndarray | None = None, extra_weight: float = 1.0, n_mixup: int = 0) -> Predictor:
+        """Fit the encoder (``"cnn"``) and the head.
+
+        Parameters
+        ----------
+        patches
+            ``(n, 3, H, W)`` uint8 patches of the real training spots.
+        targets
+            ``(n, G)`` log-normalised expression of the panel genes at those spots.
+        extra_patches, extra_targets
+            Additional training pairs (synthetic or augmented patches); never used for statistics or the
+            ridge penalty.
+        extra_weight
+            Sample weight of each extra row (real rows weigh 1).
+        n_mixup
+            Number of feature-space mixup rows added to the head's training set: random pairs of real
+            training spots, features and expression mixed with the same Beta weight.
+
+        Returns
+        -------
+        ``self``.
+        """
+        p = check_patches(patches)
+        y = np.asarray(targets, dtype=np.float32)
+        if y.ndim != 2 or len(y) != len(p):
+            raise ValueError(f"targets {y.shape} must be (n_patches={len(p)}, n_genes).")
+        if len(p) < 2:
+            raise ValueError(f"need at least 2 training spots to fit a predictor, got {len(p)}; add training spots.")
+        if not np.isfinite(y).all():
+            raise ValueError("training targets contain NaN or infinite values.")
+        if self.genes is not None and len(self.genes) != y.shape[1]:
+            raise ValueError(f"{y.shape[1]} target columns but {len(self.genes)} genes were given.")
+        if (extra_patches is None) != (extra_targets is None):
+            raise ValueError("pass both `extra_patches` and `extra_targets`, or neither.")
+        if extra_patches is not None:
+            ep = check_patches(extra_patches, "extra_patches")
+            ey = np.asarray(extra_targets, dtype=np.float32)
+            if ey.shape != (len(ep), y.shape[1]):
+                raise ValueError(f"extra targets {ey.shape} must be (n_extra={len(ep)}, {y.shape[1]}) in the same gene order.")
+            if ep.shape[2:] != p.shape[2:]:
+                raise ValueError(f"extra patches are {ep.shape[2:]} px, training patches {p.shape[2:]}; extract both at one size.")
+        else:
+            ep, ey = p[:0], y[:0]
+        y_mean, y_std = y.mean(axis=0), np.maximum(y.std(axis=0), 1e-3)
+        self.stats = {"y_mean": y_mean.astype(np.float64), "y_std": y_std.astype(np.float64)}
+        z_real, z_extra = (y - y_mean) / y_std, (ey - y_mean) / y_std
+        all_p = np.concatenate([p, ep]) if len(ep) else p
+        z_all = np.concatenate([z_real, z_extra]).astype(np.float32)
+        w_all = np.concatenate([np.ones(len(p)), np.full(len(ep), float(extra_weight))])
+        if self.encoder_kind == "cnn":
+            self._train_cnn(all_p, z_all, w_all)
+        f_all = self.features(all_p).astype(np.float64)
+        f_real = f_all[: len(p)]
+        self.stats["x_mean"] = f_real.mean(axis=0)
+        self.stats["x_std"] = np.maximum(f_real.std(axis=0), 1e-6)
+        x_all = (f_all - self.stats["x_mean"]) / self.stats["x_std"]
+        x_real = x_all[: len(p)]
+        if n_mixup > 0:
+            rng = np.random.default_rng(self.hparams["seed"] + 3)
+            i, j = rng.integers(0, len(p), n_mixup), rng.integers(0, len(p), n_mixup)
+            lam = rng.beta(self.hparams["mixup_alpha"], self.hparams["mixup_alpha"], n_mixup)[:, None]
+            x_all = np.concatenate([x_all, lam * x_real[i] + (1 - lam) * x_real[j]])
+            z_all = np.concatenate([z_all, (lam * z_real[i] + (1 - lam) * z_real[j]).astype(np.float32)])
+            w_all = np.concatenate([w_all, np.ones(n_mixup)])
+        if self.head_kind == "ridge":
+            self._fit_ridge(x_real, z_real, x_all, z_all, w_all)
+        else:
+            self._fit_mlp(x_all, z_all, w_all)
+        self.fit_info.update({"patch_px": int(p.shape[-1]), "n_real": len(p), "n_extra": len(ep), "n_mixup": int(n_mixup), "n_features": x_all.shape[1]})
+        return self
+
+    def predict(self, patches: np.ndarray) -> np.ndarray:
+        """Predicted log-normalised expression ``(n, G)`` float32 of ``(n, 3, H, W)`` uint8 patches."""
+        if "x_mean" not in self.stats:
+            raise ValueError("the predictor is not fitted; call fit() or Predictor.load().")
+        f = self.features(patches).astype(np.float64)
+        if f.shape[1] != len(self.stats["x_mean"]):
+            raise ValueError(f"encoder gives {f.shape[1]} features, the head expects {len(self.stats['x_mean'])}.")
+        z = self._head((f - self.stats["x_mean"]) / self.stats["x_std"])
+        return (z * self.stats["y_std"] + self.stats["y_mean"]).astype(np.float32)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """JSON-safe description: encoder, head, genes, hyperparameters, fit summary."""
+        central_id = getattr(self.central, "identity", None)
+        return {
+            "format": _FORMAT, "encoder": self.encoder_kind, "encoder_path": self.encoder_path, "head": self.head_kind,
+            "handcrafted": self.handcrafted_fn is not None,
+            "genes": self.genes, **self.hparams, "fit": dict(self.fit_info),
+            "central_identity": central_id() if callable(central_id) else None,
+        }
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` to the directory ``path`` (atomically).
+
+        Returns
+        -------
+        The directory written.
+        """
+        if "x_mean" not in self.stats:
+            raise ValueError("nothing to save: the predictor is not fitted.")
+        if self.encoder_kind == "callable":
+            raise ValueError("a predictor with a callable encoder cannot be saved; use a named encoder or a checkpoint.")
+        target = Path(path)
+        if target.exists() and not overwrite:
+            raise ValueError(f"{target} already exists; pass `overwrite=True` or choose another path.")
+        tensors = {f"stats.{k}": np.ascontiguousarray(v) for k, v in self.stats.items()}
+        for prefix, net in (("cnn.", self.cnn), ("resnet.", self.resnet), ("mlp.", self.mlp)):
+            if net is not None:
+                tensors.update({prefix + k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()})
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            save_numpy(tensors, str(tmp / "model.safetensors"))
+            (tmp / "config.json").write_text(json.dumps(self.params, indent=2))
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path, *, central: FeatureModel | None = None) -> Predictor:
+        """Read a predictor written by :meth:`save` (weights from safetensors, nothing unpickled).
+
+        Parameters
+        ----------
+        path
+            Directory holding ``config.json`` and ``model.safetensors``.
+        central
+            The central model, required when the predictor uses ``encoder="central"``; its identity is checked.
+        """
+        d = Path(path)
+        if not (d / "config.json").exists() or not (d / "model.safetensors").exists():
+            raise ValueError(f"{d} is not a saved predictor (needs config.json and model.safetensors).")
+        cfg = json.loads((d / "config.json").read_text())
+        if cfg.get("format") != _FORMAT:
+            raise ValueError(f"{d}/config.json is not a c2lst predictor config.")
+        if cfg["encoder"] == "central" and cfg.get("central_identity") and central is not None:
+            got = central.identity() if callable(getattr(central, "identity", None)) else None
+            if got != cfg["central_identity"]:
+                raise ValueError("the central model passed is not the one this predictor was fitted with; pass that model.")
+        tensors = load_numpy(str(d / "model.safetensors"))
+        keys = ("central_t", "seed", "epochs", "batch_size", "lr", "weight_decay", "cnn_width", "feat_dim", "hidden",
+                "alphas", "mixup_alpha", "batch_features")
+        kwargs = {k: cfg[k] for k in keys}
+        kwargs["alphas"] = tuple(kwargs["alphas"])
+
+        def sub(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix):]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith(prefix)}
+
+        encoder = ResNetEncoder.from_state_dict(sub("resnet.")) if cfg["encoder"] == "resnet" else cfg["encoder"]
+        obj = cls(encoder=encoder, handcrafted=bool(cfg.get("handcrafted", False)), head=cfg["head"], genes=cfg["genes"],
+                  central=central, **kwargs)
+        obj.encoder_path = cfg["encoder_path"]
+        obj.stats = {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
+
+        if cfg["encoder"] == "cnn":
+            obj.cnn = PatchCNN(cfg["cnn_width"], cfg["feat_dim"])
+            obj.cnn.load_state_dict(sub("cnn."))
+            obj.cnn.eval()
+        if cfg["head"] == "mlp":
+            obj.mlp = MLPHead(len(obj.stats["x_mean"]), len(obj.stats["y_mean"]), cfg["hidden"])
+            obj.mlp.load_state_dict(sub("mlp."))
+            obj.mlp.eval()
+        obj.fit_info = dict(cfg.get("fit", {}))
+        return obj
+
+
+def augment_patches(patches: np.ndarray, *, n_copies: int = 1, stain_sigma: float = 0.05,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Classic augmentation: random flip + rot90 and HED stain jitter of each patch, ``n_copies`` times.
+
+    Stain jitter scales and shifts each haematoxylin/eosin/DAB optical-density channel by
+    ``1 + N(0, stain_sigma)`` and ``N(0, stain_sigma / 5)`` (Tellez et al. 2018).
+
+    Returns
+    -------
+    ``(augmented patches (n * n_copies, 3, H, W) uint8, source index of each row)``.
+    """
+    from skimage.color import hed2rgb, rgb2hed
+
+    p = check_patches(patches)
+    rng = np.random.default_rng(seed)
+    out, src = [], []
+    for _ in range(int(n_copies)):
+        for i, patch in enumerate(p):
+            img = np.moveaxis(patch, 0, -1)
+            img = np.rot90(img, k=int(rng.integers(4)))
+            if rng.random() < 0.5:
+                img = img[:, ::-1]
+            hed = rgb2hed(img)
+            hed = hed * (1 + rng.normal(0, stain_sigma, 3)) + rng.normal(0, stain_sigma / 5, 3)
+            rgb = np.clip(hed2rgb(hed) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            out.append(np.moveaxis(rgb, -1, 0))
+            src.append(i)
+    if not out:
+        return p[:0].copy(), np.zeros(0, dtype=np.int64)
+    return np.stack(out), np.asarray(src, dtype=np.int64)
+

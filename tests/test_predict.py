@@ -1,0 +1,329 @@
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import c2lst
+from c2lst.core.predictor import Predictor, ResNetEncoder, augment_patches
+
+PX = 32
+
+
+@pytest.fixture
+def sdata(tiny_sdata):
+    """Tiny section with 32 px patches and 5 genes driven by the patch colour (a learnable signal)."""
+    c2lst.pp.extract_patches(tiny_sdata, patch_um=100, patch_px=PX)
+    table = tiny_sdata.tables["table"]
+    x = table.X.toarray() if sp.issparse(table.X) else np.asarray(table.X)
+    colour = np.asarray(table.obsm["c2lst_patch"], dtype=float).mean(axis=(2, 3))  # (n, 3)
+    x[:, :3] = np.round(colour * 2.0)
+    x[:, 3:5] = np.round(600 - colour[:, :2] * 2.0)
+    table.X = sp.csr_matrix(x.astype(np.float32))
+    return tiny_sdata
+
+
+def _table(sd):
+    return sd.tables["table"]
+
+
+def _mask(n, seed=0):
+    m = np.zeros(n, bool)
+    m[np.random.default_rng(seed).permutation(n)[: int(0.6 * n)]] = True
+    return m
+
+
+def test_predict_writes_only_its_keys(sdata):
+    table = _table(sdata)
+    mask = _mask(table.n_obs)
+    before = copy.deepcopy(table)
+    elements = {k: list(getattr(sdata, k)) for k in ("images", "shapes", "tables")}
+    c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=10, seed=0)
+    pred = table.layers["c2lst_pred"]
+    assert pred.shape == table.shape and pred.dtype == np.float32 and np.isfinite(pred).all()
+    params = table.uns["c2lst_pred"]["params"]
+    assert len(params["panel_genes"]) == 10 and params["encoder"] == "handcrafted" and params["head"] == "ridge"
+    assert params["train_spots"] == list(table.obs_names[mask]) and params["seed"] == 0
+    assert table.var["c2lst_pred_panel"].sum() == 10
+    # nothing else changed
+    assert {k: list(getattr(sdata, k)) for k in ("images", "shapes", "tables")} == elements
+    assert set(table.layers) == set(before.layers) | {"c2lst_pred"}
+    assert set(table.uns) == set(before.uns) | {"c2lst_pred"}
+    assert list(table.var.columns) == [*before.var.columns, "c2lst_pred_panel"]
+    pd.testing.assert_frame_equal(table.obs, before.obs)
+    assert (table.X != before.X).nnz == 0
+    assert np.array_equal(table.obsm["c2lst_patch"], before.obsm["c2lst_patch"])
+    # outside the panel: the training-spot mean (a constant column)
+    outside = ~table.var["c2lst_pred_panel"].to_numpy()
+    assert np.allclose(pred[:, outside], pred[0, outside])
+
+
+def test_predict_same_seed_same_predictions_cnn(sdata):
+    mask = _mask(_table(sdata).n_obs)
+    kw = dict(train_mask=mask, encoder="cnn", synthetic=None, n_top=8, epochs=3, batch_size=8)
+    c2lst.tl.predict(sdata, seed=3, **kw)
+    c2lst.tl.predict(sdata, seed=3, key_added="again", **kw)
+    c2lst.tl.predict(sdata, seed=4, key_added="other", **kw)
+    layers = _table(sdata).layers
+    assert np.allclose(layers["c2lst_pred"], layers["again"])
+    assert not np.allclose(layers["c2lst_pred"], layers["other"])
+
+
+@pytest.mark.parametrize("encoder", ["handcrafted", "cnn"])
+def test_no_leakage_from_test_spots(sdata, encoder):
+    """Perturbing held-out spots' counts and patches changes nothing fitted on the training spots."""
+    table = _table(sdata)
+    mask = _mask(table.n_obs)
+    kw = dict(train_mask=mask, encoder=encoder, synthetic=None, n_top=8, seed=0, epochs=2, batch_size=8)
+    other = copy.deepcopy(sdata)
+    c2lst.tl.predict(sdata, **kw)
+    first = table.layers["c2lst_pred"].copy()
+    params = copy.deepcopy(table.uns["c2lst_pred"]["params"])
+
+    t2 = _table(other)
+    rng = np.random.default_rng(1)
+    x = t2.X.toarray()
+    x[~mask] = rng.poisson(50, size=x[~mask].shape)  # new counts: other HVGs, other library sizes
+    t2.X = sp.csr_matrix(x)
+    patches = np.asarray(t2.obsm["c2lst_patch"]).copy()
+    patches[~mask] = 255 - patches[~mask]
+    t2.obsm["c2lst_patch"] = patches
+    c2lst.tl.predict(other, **kw)
+    assert t2.uns["c2lst_pred"]["params"]["panel"] == params["panel"]
+    assert np.allclose(t2.layers["c2lst_pred"][mask], first[mask])
+    # and the perturbation was real: held-out predictions moved
+    assert not np.allclose(t2.layers["c2lst_pred"][~mask], first[~mask])
+
+
+def test_predict_copy_overwrite_and_return_model(sdata):
+    mask = _mask(_table(sdata).n_obs)
+    out, model = c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=6, copy=True,
+                                  return_model=True)
+    assert "c2lst_pred" not in _table(sdata).layers and "c2lst_pred" in _table(out).layers
+    assert isinstance(model, Predictor) and model.genes == _table(out).uns["c2lst_pred"]["params"]["panel_genes"]
+    assert np.allclose(model.predict(_table(out).obsm["c2lst_patch"]),
+                       _table(out)[:, model.genes].layers["c2lst_pred"])
+    c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=6)
+    with pytest.raises(ValueError, match="overwrite"):
+        c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=6)
+    c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=6, overwrite=True)
+
+
+def test_predict_uses_stored_panel_and_synthetic_table(sdata):
+    from anndata import AnnData
+
+    table = _table(sdata)
+    mask = _mask(table.n_obs)
+    panel = c2lst.pp.gene_panel(sdata, n_top=6, train_mask=mask)
+    c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None)
+    assert table.uns["c2lst_pred"]["params"]["panel_genes"] == list(panel.genes)
+    assert table.uns["c2lst_pred"]["params"]["panel_source"] == "uns['c2lst_panel']"
+    patches = np.asarray(table.obsm["c2lst_patch"])[mask]
+    expr = panel.expression(table)[mask]
+    syn = AnnData(X=expr, var=pd.DataFrame(index=list(panel.genes)), obsm={"c2lst_patch": patches[:, :, ::-1].copy()})
+    sdata.tables["c2lst_synthetic"] = syn
+    c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", key_added="with_syn")
+    assert table.uns["with_syn"]["params"]["n_synthetic"] == int(mask.sum())
+    assert not np.allclose(table.layers["with_syn"], table.layers["c2lst_pred"])
+    # a synthetic table on another panel is refused
+    sdata.tables["c2lst_synthetic"] = AnnData(X=expr[:, ::-1], var=pd.DataFrame(index=list(panel.genes)[::-1]),
+                                             obsm={"c2lst_patch": patches})
+    with pytest.raises(ValueError, match="panel"):
+        c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", key_added="bad")
+
+
+def test_predict_bad_input(sdata, tmp_path):
+    table = _table(sdata)
+    n = table.n_obs
+    kw = dict(encoder="handcrafted", synthetic=None, n_top=5)
+    with pytest.raises(ValueError, match="empty"):
+        c2lst.tl.predict(sdata, train_mask=np.zeros(n, bool), **kw)
+    with pytest.raises(ValueError, match="at least 3"):
+        c2lst.tl.predict(sdata, train_mask=[0, 1], **kw)
+    with pytest.raises(ValueError, match="does not exist|neither"):
+        c2lst.tl.predict(sdata, train_mask=_mask(n), encoder=str(tmp_path / "missing.safetensors"), synthetic=None)
+    with pytest.raises(ValueError, match="does not exist"):
+        c2lst.tl.predict(sdata, train_mask=_mask(n), encoder="central", central=str(tmp_path / "nope"), synthetic=None)
+    with pytest.raises(ValueError, match="head"):
+        c2lst.tl.predict(sdata, train_mask=_mask(n), head="forest", **kw)
+    del table.obsm["c2lst_patch"]
+    with pytest.raises(ValueError, match="extract_patches"):
+        c2lst.tl.predict(sdata, train_mask=_mask(n), **kw)
+
+
+@pytest.mark.parametrize(("encoder", "head"), [("cnn", "ridge"), ("handcrafted", "mlp")])
+def test_predictor_save_load_roundtrip(encoder, head, tmp_path):
+    rng = np.random.default_rng(0)
+    patches = rng.integers(0, 256, size=(24, 3, PX, PX), dtype=np.uint8)
+    y = patches.mean(axis=(2, 3)).astype(np.float32) / 50 + rng.normal(0, 0.01, (24, 3)).astype(np.float32)
+    model = Predictor(encoder=encoder, head=head, genes=["a", "b", "c"], epochs=2, batch_size=8, seed=1).fit(patches, y)
+    path = model.save(tmp_path / "pred")
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    back = Predictor.load(path)
+    assert back.genes == ["a", "b", "c"] and np.allclose(back.predict(patches), model.predict(patches), atol=1e-5)
+    with pytest.raises(ValueError, match="exists"):
+        model.save(path)
+
+
+def test_resnet_checkpoint_encoder_by_path(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = ResNetEncoder((1, 1, 1, 1), bottleneck=False)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    state["fc.weight"] = torch.zeros(10, 512)  # a classifier head is ignored
+    save_file(state, str(tmp_path / "resnet.safetensors"))
+    rng = np.random.default_rng(0)
+    patches = rng.integers(0, 256, size=(12, 3, PX, PX), dtype=np.uint8)
+    y = rng.normal(size=(12, 2)).astype(np.float32)
+    model = Predictor(encoder=tmp_path / "resnet.safetensors", handcrafted=False).fit(patches, y)
+    assert model.features(patches).shape == (12, 512)
+    back = Predictor.load(model.save(tmp_path / "saved"))
+    assert np.allclose(back.predict(patches), model.predict(patches), atol=1e-5)
+    (tmp_path / "weights.pt").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="safetensors"):
+        Predictor(encoder=tmp_path / "weights.pt")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="ResNet"):
+        Predictor(encoder=tmp_path / "other.safetensors")
+
+
+def test_predictor_extra_rows_mixup_and_checks():
+    rng = np.random.default_rng(0)
+    patches = rng.integers(0, 256, size=(20, 3, PX, PX), dtype=np.uint8)
+    y = rng.normal(size=(20, 2)).astype(np.float32)
+    base = Predictor(encoder="handcrafted").fit(patches, y)
+    mixed = Predictor(encoder="handcrafted").fit(patches, y, n_mixup=40)
+    aug, src = augment_patches(patches, n_copies=2, seed=0)
+    assert aug.shape == (40, 3, PX, PX) and np.array_equal(src, np.tile(np.arange(20), 2))
+    extra = Predictor(encoder="handcrafted").fit(patches, y, extra_patches=aug, extra_targets=y[src])
+    assert mixed.fit_info["n_mixup"] == 40 and extra.fit_info["n_extra"] == 40
+    # ridge penalties come from the real rows only
+    assert np.array_equal(base.stats["ridge_alpha"], extra.stats["ridge_alpha"])
+    assert not np.allclose(base.predict(patches), extra.predict(patches))
+    with pytest.raises(ValueError, match="extra targets"):
+        Predictor(encoder="handcrafted").fit(patches, y, extra_patches=aug, extra_targets=y)
+    with pytest.raises(ValueError, match="central"):
+        Predictor(encoder="central")
+    with pytest.raises(ValueError, match="not fitted"):
+        Predictor(encoder="handcrafted").predict(patches)
+
+
+# ----------------------------------------------------------------------------- evaluate
+def test_evaluate_perfect_predictions_give_r1(sdata):
+    table = _table(sdata)
+    mask = _mask(table.n_obs)
+    panel = c2lst.pp.gene_panel(sdata, n_top=6, train_mask=mask)
+    layer = np.zeros(table.shape, np.float32)
+    layer[:, table.var_names.get_indexer(list(panel.genes))] = panel.expression(table)
+    table.layers["truth"] = layer
+    res = c2lst.tl.evaluate(sdata, layer="truth", train_mask=mask, n_top_hvg=3)
+    assert set(res.columns) >= {"pearson", "mse", "mae", "moran_measured", "moran_pred", "section", "top_hvg"}
+    assert len(res) == 6 and res["section"].unique().tolist() == ["tiny"] and res["top_hvg"].sum() == 3
+    assert np.allclose(res["pearson"].dropna(), 1.0) and np.allclose(res["mse"], 0)
+    assert np.allclose(res["moran_measured"], res["moran_pred"], equal_nan=True)
+    summary = table.uns["c2lst_eval"]["summary"]["tiny"]
+    assert summary["n_test"] == int((~mask).sum()) and summary["mean_pearson"] == pytest.approx(1.0)
+    assert np.isnan(table.var["c2lst_eval_pearson"]).sum() == table.n_vars - 6
+
+
+def test_evaluate_after_predict_per_section_not_pooled(sdata):
+    import anndata as ad
+
+    table = _table(sdata)
+    two = ad.concat([table, table], label="library_id", keys=["s1", "s2"], index_unique="-", uns_merge="first")
+    two.obsm["c2lst_patch"] = np.concatenate([table.obsm["c2lst_patch"]] * 2)
+    x = two.X.toarray()
+    x[table.n_obs:, 3:5] = x[table.n_obs:, 3:5][::-1]  # break section 2's ground truth only
+    two.X = sp.csr_matrix(x)
+    mask = np.r_[_mask(table.n_obs), _mask(table.n_obs)]
+    c2lst.tl.predict(two, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=5)
+    res = c2lst.tl.evaluate(two)  # training spots recalled from .uns
+    assert set(res["section"]) == {"s1", "s2"}
+    from c2lst.metrics import pearson_per_gene
+
+    genes = two.uns["c2lst_pred"]["params"]["panel_genes"]
+    panel = c2lst.pp.GenePanel.from_dict(two.uns["c2lst_pred"]["params"]["panel"])
+    s1 = (two.obs["library_id"] == "s1").to_numpy() & ~mask
+    expected = pearson_per_gene(panel.expression(two)[s1], two[s1][:, genes].layers["c2lst_pred"])
+    assert np.allclose(res[res["section"] == "s1"]["pearson"], expected, equal_nan=True)
+    assert set(two.uns["c2lst_eval"]["summary"]) == {"s1", "s2"}
+
+
+def test_evaluate_bad_input(sdata):
+    table = _table(sdata)
+    mask = _mask(table.n_obs)
+    with pytest.raises(ValueError, match="predict"):
+        c2lst.tl.evaluate(sdata, train_mask=mask)
+    c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=5)
+    with pytest.raises(ValueError, match="held-out"):
+        c2lst.tl.evaluate(sdata, train_mask=np.ones(table.n_obs, bool) & ~np.eye(1, table.n_obs, 0, dtype=bool)[0])
+    with pytest.raises(ValueError, match="outside `train_mask`"):
+        c2lst.tl.evaluate(sdata, train_mask=~mask)
+    table.X = None
+    with pytest.raises(ValueError, match="ground truth"):
+        c2lst.tl.evaluate(sdata, train_mask=mask)
+
+
+def test_predict_slide_maps_genes_on_a_grid(sdata):
+    mask = _mask(_table(sdata).n_obs)
+    model = c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=5, return_model=True)
+    c2lst.tl.predict_slide(sdata, model, grid_um=150, spot_um=100, min_tissue=0.0)
+    grid = sdata.tables["c2lst_slide"]
+    assert list(grid.var_names) == model.genes and grid.n_obs == len(sdata.shapes["c2lst_slide_spots"]) > 4
+    assert np.isfinite(grid.X).all() and grid.obsm["c2lst_patch"].shape[1:] == (3, PX, PX)
+    assert np.allclose(grid.X, model.predict(grid.obsm["c2lst_patch"]))
+    with pytest.raises(ValueError, match="overwrite"):
+        c2lst.tl.predict_slide(sdata, model, min_tissue=0.0)
+
+
+def test_evaluate_synthetic_writes_metrics(sdata):
+    from anndata import AnnData
+
+    table = _table(sdata)
+    patches = np.asarray(table.obsm["c2lst_patch"])
+    fake = np.clip(patches.astype(int)[:, :, ::-1] + 10, 0, 255).astype(np.uint8)
+    sdata.tables["c2lst_synthetic"] = AnnData(X=np.zeros((len(fake), 2), np.float32), obsm={"c2lst_patch": fake})
+    res = c2lst.tl.evaluate_synthetic(sdata, train_mask=_mask(table.n_obs), table_key="table")
+    assert {"frechet", "kid", "precision", "recall", "nuclei_count_wasserstein", "nn_ratio"} <= set(res)
+    assert sdata.tables["c2lst_synthetic"].uns["c2lst_synthetic_eval"]["metrics"] == res
+
+
+def test_central_encoder_features_and_identity_check(sdata, tmp_path):
+    from c2lst.core.configs import get_config
+    from c2lst.core.training import pretrain_central
+
+    patches = np.asarray(_table(sdata).obsm["c2lst_patch"])
+    cfg = get_config("tiny")
+
+    def tiny(seed):
+        return pretrain_central(patches, cfg, steps=3, batch_size=4, lr=cfg.lr, seed=seed, mixed_precision="no",
+                                out=None, resume=False, checkpoint_every=100, progress=False)
+
+    central = tiny(0)
+    mask = _mask(len(patches))
+    model = c2lst.tl.predict(sdata, train_mask=mask, encoder="central", central=central, synthetic=None, n_top=5,
+                             return_model=True)
+    n_central = central.features(patches[:2]).shape[1]
+    assert model.fit_info["n_features"] == n_central + len(c2lst.metrics.handcrafted_feature_names())
+    path = model.save(tmp_path / "pred")
+    assert np.allclose(Predictor.load(path, central=central).predict(patches), model.predict(patches), atol=1e-5)
+    with pytest.raises(ValueError, match="not the one"):
+        Predictor.load(path, central=tiny(1))
+
+
+def test_ridge_per_target_matches_sklearn():
+    from sklearn.linear_model import Ridge
+
+    from c2lst.core.predictor import ridge_per_target
+
+    rng = np.random.default_rng(0)
+    x, y, w = rng.normal(size=(40, 6)), rng.normal(size=(40, 3)), rng.uniform(0.5, 2, 40)
+    alpha = np.array([0.1, 10.0, 1000.0])
+    coef, intercept = ridge_per_target(x, y, w, alpha)
+    ref = Ridge(alpha=alpha).fit(x, y, sample_weight=w)
+    assert np.allclose(coef, ref.coef_) and np.allclose(intercept, ref.intercept_)
