@@ -250,3 +250,17 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, stop_at, left):
     state.write_bytes(state.read_bytes()[:1000])
     with pytest.raises(ValueError, match="truncated or modified"):
         _train(tiles, tmp_path / "run", resume=True)
+
+
+def test_features_depend_on_the_patch_not_its_position():
+    from c2lst.core.configs import get_config
+    from c2lst.core.training import pretrain_central
+
+    rng = np.random.default_rng(0)
+    tiles = rng.integers(0, 255, size=(16, 3, 32, 32), dtype=np.uint8)
+    model = pretrain_central(tiles, get_config("tiny"), steps=2, batch_size=4, lr=1e-3, seed=0,
+                             mixed_precision="no", out=None, resume=False, checkpoint_every=10, progress=False)
+    a = model.features(tiles[:4], seed=3)
+    b = model.features(tiles[[3, 2, 1, 0]], seed=3)
+    np.testing.assert_allclose(a[::-1], b, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(model.features(tiles[:4], seed=4), a)

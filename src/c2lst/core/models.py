@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import shutil
 from collections.abc import Sequence
 from functools import cached_property
@@ -120,7 +121,8 @@ class CentralModel:
         """Diffusion features of RGB patches for downstream predictors.
 
         Each patch is resized to the model's tile size, encoded with the autoencoder (latent mean),
-        noised to timestep ``t`` (noise of patch ``i`` seeded by ``(seed, i)``), and passed through the
+        noised to timestep ``t`` (noise seeded by ``seed`` and the patch's own bytes, so a patch gets the same
+        features wherever it sits in ``patches``), and passed through the
         UNet's down blocks and mid block; each block output is global-average-pooled and the pooled
         vectors are concatenated.
 
@@ -150,7 +152,8 @@ class CentralModel:
         for start in range(0, len(tiles), batch_size):
             x = to_model(tiles[start:start + batch_size], self.tile_px, device=self.device)
             z = self.encode(x)
-            gens = [generator(seed, "features", start + i) for i in range(len(z))]
+            chunk = tiles[start:start + batch_size]
+            gens = [generator(seed, "features", hashlib.sha256(tile.tobytes()).hexdigest()) for tile in chunk]
             timesteps = torch.full((len(z),), t, dtype=torch.long, device=z.device)
             noisy = scheduler.add_noise(z, randn(z.shape, gens, like=z), timesteps)
             out.append(unet_features(self.unet, noisy, timesteps).float().cpu().numpy())
