@@ -1,6 +1,196 @@
+"""One call from a section's spots to an evaluated, synthetic-augmented predictor."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-def run(*args, **kwargs):
-    """Placeholder: being written."""
-    raise NotImplementedError
+import numpy as np
+
+from .. import _logging as logg
+from .. import pp
+from .._utils import as_mask
+from ..pl._geometry import spot_table
+from ._adapt import adapt
+from ._evaluate import evaluate
+from ._generate import generate
+from ._predict import predict
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from spatialdata import SpatialData
+
+    from ..core.models import CentralModel, LocalModel
+    from ..pp import GenePanel
+
+
+@dataclass
+class RunResult:
+    """What :func:`c2lst.tl.run` produced.
+
+    Attributes
+    ----------
+    central
+        The central model used.
+    local
+        The adapted local model (save it with ``local.save(path)`` to share the adapter only).
+    panel
+        The gene panel chosen on the training spots.
+    train_mask
+        Boolean mask of the training spots over the table.
+    evaluation
+        Per-section, per-gene evaluation on the held-out spots (:func:`c2lst.tl.evaluate`: columns ``section``,
+        ``gene``, ``pearson``, ...), ``None`` when every spot was used for training.
+    """
+
+    central: CentralModel
+    local: LocalModel
+    panel: GenePanel
+    train_mask: np.ndarray
+    evaluation: pd.DataFrame | None
+
+    def top_genes(self, n: int = 3) -> list[str]:
+        """Return the ``n`` genes with the highest held-out Pearson r (mean over sections)."""
+        if self.evaluation is None:
+            raise ValueError("no evaluation (every spot was used for training); rerun with held-out spots.")
+        return list(self.evaluation.groupby("gene", sort=False)["pearson"].mean().nlargest(n).index)
+
+    def __repr__(self) -> str:
+        ev = "not evaluated (no held-out spot)" if self.evaluation is None else (
+            f"mean held-out Pearson r {np.nanmean(self.evaluation['pearson']):.3f} over "
+            f"{self.evaluation['gene'].nunique()} genes")
+        return (f"RunResult({int(self.train_mask.sum())}/{self.train_mask.size} training spots, "
+                f"{len(self.panel)} panel genes, {ev})")
+
+
+def split_spots(library_id: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Seeded random training mask: ``fraction`` of the spots of each section (at least one, at most all but one)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"`fraction` must be in (0, 1], got {fraction}.")
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(library_id), dtype=bool)
+    for lib in np.unique(library_id):
+        idx = np.flatnonzero(library_id == lib)
+        k = len(idx) if fraction == 1 else min(max(1, round(fraction * len(idx))), len(idx) - 1)
+        mask[rng.choice(idx, size=k, replace=False)] = True
+    return mask
+
+
+def _central(central: CentralModel | str | Path | None) -> CentralModel:
+    from ..core.models import CentralModel
+    from ..datasets import central_default
+
+    if central is None:
+        return central_default()
+    if isinstance(central, str | Path):
+        return CentralModel.load(central)
+    if not isinstance(central, CentralModel):
+        raise ValueError(f"`central` must be None (the shipped default), a CentralModel or its directory; got "
+                         f"{type(central).__name__}.")
+    return central
+
+
+def run(
+    sdata: SpatialData,
+    *,
+    central: CentralModel | str | Path | None = None,
+    train_mask: Any = None,
+    fraction: float | None = None,
+    panel_size: int = 256,
+    adapt_steps: int | None = None,
+    n_synthetic: int = 2,
+    generate_steps: int = 20,
+    encoder: str = "central",
+    table_key: str | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> RunResult:
+    """Run the whole C2L-ST recipe on one SpatialData: patches, normalisation, panel, adapt, generate, predict, evaluate.
+
+    Equivalent to::
+
+        c2lst.pp.extract_patches(sdata, patch_px=central.tile_px)   # if .obsm["c2lst_patch"] is missing
+        c2lst.pp.normalize(sdata, train_mask=train)
+        panel = c2lst.pp.gene_panel(sdata, n_top=panel_size, train_mask=train)
+        local = c2lst.tl.adapt(sdata, central, panel=panel, train_mask=train, steps=adapt_steps, seed=seed)
+        c2lst.tl.generate(sdata, local, source="mixup", n_per_profile=n_synthetic, steps=generate_steps, seed=seed)
+        c2lst.tl.predict(sdata, train_mask=train, synthetic="c2lst_synthetic", encoder=encoder, central=central,
+                         panel=panel, seed=seed)
+        evaluation = c2lst.tl.evaluate(sdata, train_mask=train)
+
+    Normalisation statistics, the panel, the adapter and the predictor see the training spots only.
+
+    Parameters
+    ----------
+    sdata
+        SpatialData with one table of raw counts, its spot circles and the H&E image (e.g. from
+        :func:`c2lst.io.read_visium` or :func:`c2lst.datasets.demo`).
+    central
+        Central model, or its directory; ``None`` loads the shipped default
+        (:func:`c2lst.datasets.central_default`).
+    train_mask
+        Boolean mask (or indices) of the training spots over the table.
+    fraction
+        Alternatively, the seeded random share of each section's spots to train on. With neither, half of
+        the spots train and the other half are held out for evaluation. ``fraction=1`` trains on every spot
+        and skips the evaluation.
+    panel_size
+        Number of genes in the panel (highly variable on the training spots).
+    adapt_steps
+        Adaptation steps (default: the central model's configuration).
+    n_synthetic
+        Synthetic patches per mixup profile (one profile per training spot).
+    generate_steps
+        Denoising steps per synthetic patch.
+    encoder
+        Patch encoder of the predictor: ``"central"``, ``"cnn"`` or ``"handcrafted"``.
+    table_key
+        Table to use when the SpatialData holds several.
+    seed
+        Seed of the split and of every stochastic step.
+    overwrite
+        Replace the slots a previous run wrote (``lognorm``, the panel, the adapter record, the synthetic
+        table, the prediction, the evaluation).
+
+    Returns
+    -------
+    :class:`RunResult` with the models, the panel, the training mask and the evaluation. Writes to the table
+    everything the steps write: ``obsm['c2lst_patch']`` (if missing; 100 µm at the central model's tile size),
+    ``layers['lognorm']``,
+    ``var``/``uns['c2lst_panel']``, ``uns['c2lst']['adapt']``, the table ``sdata.tables['c2lst_synthetic']``,
+    ``layers['c2lst_pred']`` + ``uns['c2lst_pred']`` and ``var['c2lst_eval_pearson']`` + ``uns['c2lst_eval']``.
+    """
+    from spatialdata import SpatialData
+
+    if not isinstance(sdata, SpatialData):
+        raise ValueError(f"c2lst.tl.run needs a SpatialData object (synthetic patches go to a new table), got "
+                         f"{type(sdata).__name__}; convert an AnnData with c2lst.io.from_anndata.")
+    start = logg.info("c2lst.tl.run: central -> local -> synthetic -> predictor")
+    _, table, table_key = spot_table(sdata, table_key)  # skips a synthetic table left by a previous run
+    if train_mask is not None and fraction is not None:
+        raise ValueError("pass either `train_mask` or `fraction`, not both.")
+    if train_mask is None:
+        libs = table.obs["library_id"].astype(str).to_numpy() if "library_id" in table.obs else np.zeros(table.n_obs, str)
+        train = split_spots(libs, 0.5 if fraction is None else fraction, seed)
+    else:
+        train = as_mask(train_mask, table.n_obs)
+    model = _central(central)
+    if "c2lst_patch" not in table.obsm:  # at the central model's tile size, like its synthetic patches
+        pp.extract_patches(sdata, patch_px=model.tile_px, table_key=table_key)
+    pp.normalize(sdata, train_mask=train, table_key=table_key, overwrite=overwrite)
+    panel = pp.gene_panel(sdata, n_top=min(panel_size, table.n_vars), train_mask=train, table_key=table_key,
+                          overwrite=overwrite)
+    local = adapt(sdata, model, panel=panel, train_mask=train, steps=adapt_steps, table_key=table_key, seed=seed,
+                  overwrite=overwrite)
+    generate(sdata, local, source="mixup", n_per_profile=n_synthetic, steps=generate_steps, table_key=table_key,
+             seed=seed, overwrite=overwrite)
+    predict(sdata, train_mask=train, synthetic="c2lst_synthetic", encoder=encoder, central=model, panel=panel,
+            table_key=table_key, seed=seed, overwrite=overwrite)
+    evaluation = None
+    if train.all():
+        logg.info("    every spot was used for training: no held-out spot to evaluate on")
+    else:
+        evaluation = evaluate(sdata, train_mask=train, table_key=table_key, overwrite=overwrite)
+    result = RunResult(model, local, panel, train, evaluation)
+    logg.info(f"    {result!r}", time=start)
+    return result

@@ -1,0 +1,95 @@
+"""Sphinx configuration (scverse template style: myst-nb + sphinx-book-theme + autosummary + numpydoc)."""
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from datetime import date
+from pathlib import Path
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+import c2lst  # noqa: E402
+from c2lst.cli import build_parser  # noqa: E402
+
+project = "c2lst"
+author = "c2lst developers"
+copyright = f"{date.today().year}, {author}"
+version = release = c2lst.__version__
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "numpydoc",
+]
+
+# Generated sources (git-ignored): the tutorials copied from ../tutorials and the benchmark page.
+GENERATED = HERE / "generated"
+(GENERATED / "tutorials").mkdir(parents=True, exist_ok=True)
+for nb in sorted((ROOT / "tutorials").glob("*.ipynb")):
+    shutil.copyfile(nb, GENERATED / "tutorials" / nb.name)
+
+
+def _benchmark_page(readme: Path, out: Path) -> None:
+    """Copy ``benchmarks/README.md`` and the local images it shows; other local links become plain text."""
+    if not readme.exists():
+        out.write_text("# Benchmarks\n\nNo benchmark results yet: run `c2lst benchmark`.\n", encoding="utf-8")
+        return
+
+    def relink(match: re.Match[str]) -> str:
+        bang, text, target = match.group(1), match.group(2), match.group(3)
+        if re.match(r"^[a-z]+://|^#", target):
+            return match.group(0)
+        source = (readme.parent / target).resolve()
+        if not (bang and source.is_file()):
+            return f"{text} (`benchmarks/{target}`)"
+        dest = out.parent / "benchmarks" / target
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+        return f"{bang}[{text}](benchmarks/{target})"
+
+    text = re.sub(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)", relink, readme.read_text(encoding="utf-8"))
+    out.write_text(text, encoding="utf-8")
+
+
+_benchmark_page(ROOT / "benchmarks" / "README.md", GENERATED / "benchmarks.md")
+_parser = build_parser()
+_subcommands = next(a for a in _parser._actions if a.dest == "command").choices
+(GENERATED / "cli_help.txt").write_text(
+    "\n".join([_parser.format_help()] + [f"$ c2lst {name} --help\n{sub.format_help()}" for name, sub in _subcommands.items()]),
+    encoding="utf-8",
+)
+
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
+source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
+master_doc = "index"
+
+# myst / myst-nb: render the notebooks as stored, never execute them at build time
+myst_enable_extensions = ["colon_fence", "deflist", "dollarmath", "amsmath", "html_image"]
+myst_heading_anchors = 3
+nb_execution_mode = "off"
+nb_merge_streams = True
+
+# autodoc / autosummary / numpydoc
+autosummary_generate = True
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_default_options = {"members": True, "inherited-members": False, "show-inheritance": False}
+numpydoc_show_class_members = False
+numpydoc_class_members_toctree = False
+numpydoc_xref_param_type = False
+numpydoc_validation_checks: set[str] = set()
+add_module_names = False
+
+html_theme = "sphinx_book_theme"
+html_title = "c2lst"
+html_theme_options = {"repository_url": "https://github.com/c2lst/c2lst", "use_repository_button": False,
+                      "show_toc_level": 2}
+html_static_path: list[str] = []
+pygments_style = "default"
+suppress_warnings = ["mystnb.unknown_mime_type"]

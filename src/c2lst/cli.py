@@ -1,0 +1,477 @@
+"""Command line interface: ``c2lst <subcommand>`` mirrors :mod:`c2lst.tl` on SpatialData zarr stores.
+
+Every subcommand reads a SpatialData zarr store (``spatialdata.read_zarr``) and writes what it computed back
+into it (tables only; images are never rewritten), or into a new store with ``--out``; models are
+``save_pretrained``-style directories (``config.json`` + ``*.safetensors``). User errors print one line on
+stderr and exit with status 2; ``--help`` documents each subcommand.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+TRAIN_KEY = "c2lst_train"
+EXIT_USER_ERROR = 2
+
+
+class UserError(ValueError):
+    """A problem with the command line input (missing file, bad option combination)."""
+
+
+# ----------------------------------------------------------------------------------------------------- stores
+def read_store(path: str | Path) -> SpatialData:
+    """Read a SpatialData zarr store, with a clear error when it is missing."""
+    import spatialdata
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist; create a store with `c2lst read ...` or `c2lst demo --out DIR`.")
+    return spatialdata.read_zarr(path)
+
+
+def write_store(sdata: SpatialData, source: Path | None, out: str | Path | None, tables: Sequence[str], *,
+                overwrite: bool = False) -> Path:
+    """Save ``sdata``: the whole object to a new store ``out`` (temp dir + rename), else the ``tables`` in place."""
+    if out is None:
+        if source is None:
+            raise UserError("pass --out to choose where to write the SpatialData store.")
+        for name in tables:
+            replace_table(sdata, source, name)
+        return source
+    out = Path(out)
+    if out.exists():
+        if not overwrite:
+            raise UserError(f"{out} already exists; pass --overwrite to replace it or choose another --out.")
+        if source is not None and out.resolve() == source.resolve():
+            raise UserError("--out is the input store: omit --out to update the input in place.")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    sdata.write(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def replace_table(sdata: SpatialData, store: Path, name: str) -> None:
+    """Write table ``name`` into ``store``: to a temporary element first, then swapped in by a rename."""
+    tmp = f"c2lst_tmp_{name}"
+    table = sdata.tables[name]
+    sdata.tables[tmp] = table
+    try:
+        sdata.write_element(tmp)
+    finally:
+        del sdata.tables[tmp]
+    if (store / "tables" / name).exists():
+        sdata.delete_element_from_disk(name)
+    os.replace(store / "tables" / tmp, store / "tables" / name)
+    sdata.write_consolidated_metadata()
+
+
+def spot_table_of(sdata: SpatialData, table_key: str | None) -> tuple[AnnData, str]:
+    """Return the spot table (not a synthetic one) and its name."""
+    from .pl._geometry import spot_table
+
+    _, table, name = spot_table(sdata, table_key)
+    return table, name
+
+
+def train_mask_of(table: AnnData, args: argparse.Namespace, *, default_all: bool) -> np.ndarray | None:
+    """Training mask from ``--train-key`` (a boolean obs column) or ``--fraction`` (new seeded split).
+
+    A new split is stored in ``obs[--train-key]`` (default ``c2lst_train``) so later subcommands reuse it.
+    Without either option the stored ``obs['c2lst_train']`` is used if present, else all spots
+    (``default_all``) or ``None``.
+    """
+    from .tl._pipeline import split_spots
+
+    key = args.train_key or TRAIN_KEY
+    if getattr(args, "fraction", None) is not None:
+        libs = table.obs["library_id"].astype(str).to_numpy() if "library_id" in table.obs else np.zeros(table.n_obs, str)
+        mask = split_spots(libs, args.fraction, args.seed)
+        if key in table.obs and not args.overwrite:
+            raise UserError(f"obs[{key!r}] already holds a split; pass --overwrite or --train-key NEW_COLUMN.")
+        table.obs[key] = mask
+        return mask
+    if key in table.obs:
+        col = table.obs[key]
+        if col.dtype != bool:
+            raise UserError(f"obs[{key!r}] must be a boolean column (True = training spot), got {col.dtype}.")
+        return col.to_numpy()
+    if args.train_key:
+        raise UserError(f"no column obs[{args.train_key!r}] in the table; make one with --fraction F.")
+    return np.ones(table.n_obs, dtype=bool) if default_all else None
+
+
+def load_central(spec: str) -> Any:
+    """``default`` -> the shipped central model; else a saved central model directory."""
+    from .core.models import CentralModel
+    from .datasets import central_default
+
+    if spec == "default":
+        return central_default()
+    if not Path(spec).is_dir():
+        raise UserError(f"central model directory {spec} not found; train one with `c2lst pretrain` or use 'default'.")
+    return CentralModel.load(spec)
+
+
+# ------------------------------------------------------------------------------------------------ subcommands
+def cmd_read(args: argparse.Namespace) -> int:
+    """Read raw data into a SpatialData zarr store."""
+    from . import io
+
+    if args.format == "legacy-st":
+        if len(args.inputs) != 3:
+            raise UserError("legacy-st needs three inputs: COUNTS.tsv.gz SPOTS_selection.tsv IMAGE.jpg.")
+        sdata = io.read_legacy_st(*args.inputs, **({"library_id": args.library_id} if args.library_id else {}))
+    else:
+        if len(args.inputs) != 1:
+            raise UserError("visium needs one input: the Space Ranger output folder.")
+        sdata = io.read_visium(args.inputs[0])
+    out = write_store(sdata, None, args.out, [], overwrite=args.overwrite)
+    table, _ = spot_table_of(sdata, None)
+    print(f"wrote {out}: {table.n_obs} spots x {table.n_vars} genes")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """Pretrain a central model on histology-only images."""
+    from . import io, tl
+
+    tiles = io.read_histology(args.images, mpp=args.mpp, tile_um=args.tile_um, tile_px=args.tile_px,
+                              max_tiles=args.max_tiles, seed=args.seed)
+    model = tl.pretrain(tiles, config=args.config, steps=args.steps, seed=args.seed, out=args.out,
+                        resume=args.resume, overwrite=args.overwrite)
+    print(f"saved central model to {args.out}: {model!r}")
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    """Adapt a central model to a section's spots; save the adapter."""
+    from . import pp, tl
+
+    source = Path(args.sdata)
+    sdata = read_store(source)
+    table, name = spot_table_of(sdata, args.table_key)
+    mask = train_mask_of(table, args, default_all=True)
+    central = load_central(args.central)
+    if "c2lst_patch" not in table.obsm:  # at the central model's tile size, like the synthetic patches
+        pp.extract_patches(sdata, patch_px=central.tile_px, table_key=name)
+    if "lognorm" not in table.layers:
+        pp.normalize(sdata, train_mask=mask, table_key=name)
+    if "c2lst_panel" not in table.uns:
+        pp.gene_panel(sdata, n_top=min(args.panel_size, table.n_vars), train_mask=mask, table_key=name)
+    local = tl.adapt(sdata, central, train_mask=mask, steps=args.steps, table_key=name, seed=args.seed,
+                     overwrite=args.overwrite)
+    local.save(args.adapter, overwrite=args.overwrite)
+    write_store(sdata, source, args.out, [name], overwrite=args.overwrite)
+    print(f"saved adapter to {args.adapter} ({int(mask.sum())} training spots, {local.n_trainable:,} parameters)")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Generate synthetic patches with an adapted local model."""
+    from . import tl
+    from .core.models import LocalModel
+
+    source = Path(args.sdata)
+    sdata = read_store(source)
+    if not Path(args.adapter).is_dir():
+        raise UserError(f"adapter directory {args.adapter} not found; make one with `c2lst adapt`.")
+    local = LocalModel.load(args.adapter, load_central(args.central))
+    tl.generate(sdata, local, source=args.source, n_per_profile=args.n_per_profile, steps=args.steps,
+                guidance_scale=args.guidance_scale, seed=args.seed, table_key=args.table_key,
+                key_added=args.key_added, overwrite=args.overwrite)
+    write_store(sdata, source, args.out, [args.key_added], overwrite=args.overwrite)
+    print(f"added table {args.key_added!r}: {sdata.tables[args.key_added].n_obs} synthetic patches")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Train the histology -> expression predictor on the training spots and predict every spot."""
+    from . import pp, tl
+
+    source = Path(args.sdata)
+    sdata = read_store(source)
+    table, name = spot_table_of(sdata, args.table_key)
+    mask = train_mask_of(table, args, default_all=True)
+    if "c2lst_patch" not in table.obsm:
+        pp.extract_patches(sdata, table_key=name)
+    synthetic = None if args.synthetic == "none" else args.synthetic
+    kwargs = {"central": load_central(args.central)} if args.encoder == "central" else {}
+    tl.predict(sdata, train_mask=mask, synthetic=synthetic, encoder=args.encoder, table_key=name, seed=args.seed,
+               overwrite=args.overwrite, **kwargs)
+    write_store(sdata, source, args.out, [name], overwrite=args.overwrite)
+    print(f"added .layers['c2lst_pred'] to table {name!r} ({int(mask.sum())} training spots)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Per-gene Pearson r of the prediction on the held-out spots."""
+    from . import tl
+
+    source = Path(args.sdata)
+    sdata = read_store(source)
+    table, name = spot_table_of(sdata, args.table_key)
+    mask = train_mask_of(table, args, default_all=False)
+    if mask is None or mask.all():
+        raise UserError("no held-out spot: evaluate needs a training split (--train-key COLUMN or --fraction F, "
+                        "the same as for predict).")
+    result = tl.evaluate(sdata, train_mask=mask, table_key=name, overwrite=args.overwrite)
+    if args.csv:
+        result.to_csv(args.csv, index=False)
+    write_store(sdata, source, args.out, [name], overwrite=args.overwrite)
+    print(evaluation_summary(table))
+    return 0
+
+
+def evaluation_summary(table: AnnData, key: str = "c2lst_eval") -> str:
+    """One line per section from ``uns[key]['summary']`` (written by :func:`c2lst.tl.evaluate`)."""
+    n_top = table.uns[key]["params"]["n_top_hvg"]
+    return "\n".join(f"{sec}: {int(s['n_test'])} held-out spots, {int(s['n_genes'])} genes: mean Pearson r "
+                     f"{s['mean_pearson']:.3f} (top-{n_top} variable genes {s['mean_pearson_top_hvg']:.3f})"
+                     for sec, s in table.uns[key]["summary"].items())
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """Run the data-limited benchmark (:func:`c2lst.benchmark.run_benchmark`) and plot it."""
+    from . import pl
+    from .benchmark import run_benchmark
+
+    central = None if args.central == "default" else args.central
+    results = run_benchmark(args.sections, root=args.root, fractions=args.fractions, seeds=args.seeds,
+                            conditions=args.conditions, quick=args.quick, out_dir=args.out, central=central,
+                            encoder=args.encoder, local_steps=args.local_steps, test_sections=args.test_sections)
+    figure = Path(args.out) / "benchmark.png"
+    pl.benchmark(results, show=False, save=figure)
+    print(f"{len(results)} runs; results.csv, summary.md and {figure.name} in {args.out}/")
+    return 0
+
+
+def save_patch_grid(patches: np.ndarray, path: Path, *, n: int = 32, seed: int = 0) -> Path:
+    """Save a grid of ``n`` randomly chosen ``(3, h, w)`` patches as an image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    idx = np.sort(np.random.default_rng(seed).choice(len(patches), size=min(n, len(patches)), replace=False))
+    cols = 8
+    rows = int(np.ceil(len(idx) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.1), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, i in zip(axes.ravel(), idx, strict=False):
+        ax.imshow(np.moveaxis(patches[i], 0, -1))
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+DEMO_SETTINGS = {  # (adapt steps, synthetic patches per profile, denoising steps, predictor encoder)
+    "default": (150, 1, 20, "central"),
+    "fast": (4, 1, 4, "handcrafted"),
+}
+
+
+def run_demo(out: Path, *, steps: int | None = None, fast: bool = False, seed: int = 0) -> int:
+    """Run the recipe on :func:`c2lst.datasets.demo` and save figures, the evaluation and the store to ``out``.
+
+    Without a shipped central model only the patches are extracted and summarised (``patches.png``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from . import datasets, pl, pp, tl
+
+    out.mkdir(parents=True, exist_ok=True)
+    sdata = datasets.demo()
+    table, name = spot_table_of(sdata, None)
+    spatial = table.uns["c2lst"]["spatial"]
+    print(f"demo section {', '.join(table.obs['library_id'].astype(str).unique())}: {table.n_obs} spots x "
+          f"{table.n_vars} genes, {spatial['mpp']:.4f} µm/px ({spatial['mpp_source']})")
+    pp.extract_patches(sdata, table_key=name)
+    patches = np.asarray(table.obsm["c2lst_patch"])
+    print(f"patch tensor {patches.shape} {patches.dtype} (100 µm per patch): {save_patch_grid(patches, out / 'patches.png', seed=seed)}")
+    try:
+        central = datasets.central_default()
+    except (NotImplementedError, ValueError, OSError) as err:
+        print(f"no shipped central model ({type(err).__name__}: {err or 'not available'}): "
+              "stopping after the patch summary.")
+        return 0
+    adapt_steps, n_synthetic, denoise_steps, encoder = DEMO_SETTINGS["fast" if fast else "default"]
+    result = tl.run(sdata, central=central, fraction=0.5, adapt_steps=steps or adapt_steps, n_synthetic=n_synthetic,
+                    generate_steps=denoise_steps, encoder=encoder, table_key=name, seed=seed)
+    result.evaluation.to_csv(out / "evaluation.csv", index=False)
+    best = result.top_genes(3)
+    figures = {
+        "spatial_genes.png": lambda p: pl.spatial_genes(sdata, best, train_mask=result.train_mask, show=False, save=p),
+        "synthetic_grid.png": lambda p: pl.synthetic_grid(sdata, groupby="cluster", seed=seed, show=False, save=p),
+        "embedding_overlap.png": lambda p: pl.embedding_overlap(sdata, method="pca" if fast else "umap", seed=seed,
+                                                                show=False, save=p),
+    }
+    import matplotlib.pyplot as plt
+
+    for filename, draw in figures.items():
+        draw(out / filename)
+        plt.close("all")
+    write_store(sdata, None, out / "demo.zarr", [], overwrite=True)
+    print(evaluation_summary(table))
+    print(f"best genes: {', '.join(best)}")
+    print(f"saved {', '.join(figures)}, evaluation.csv, demo.zarr and patches.png to {out}/")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the README's main job on the bundled demo section."""
+    return run_demo(Path(args.out), steps=args.steps, fast=args.fast, seed=args.seed)
+
+
+# ---------------------------------------------------------------------------------------------------- parser
+def _add_common(p: argparse.ArgumentParser, *, store: bool = True, split: bool = False) -> None:
+    if store:
+        p.add_argument("sdata", help="SpatialData zarr store (updated in place unless --out is given)")
+        p.add_argument("--out", help="write the updated SpatialData to this new store instead")
+        p.add_argument("--table-key", help="table to use when the store holds several")
+    if split:
+        p.add_argument("--train-key", help=f"boolean obs column marking training spots (default: {TRAIN_KEY!r} if present)")
+        p.add_argument("--fraction", type=float, help=f"new seeded random split: this share of each section's spots "
+                       f"trains (stored in obs[--train-key or {TRAIN_KEY!r}])")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing results instead of refusing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the ``c2lst`` argument parser."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="c2lst", description="C2L-ST: central-to-local adaptive diffusion for data-limited spatial transcriptomics.",
+        epilog="Typical run: c2lst read legacy-st C.tsv.gz C_selection.tsv C.jpg --out s.zarr; "
+               "c2lst adapt s.zarr --fraction 0.5 --adapter ad/; c2lst generate s.zarr --adapter ad/; "
+               "c2lst predict s.zarr; c2lst evaluate s.zarr.")
+    parser.add_argument("--version", action="version", version=f"c2lst {__version__}")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or log messages")
+    sub = parser.add_subparsers(dest="command", metavar="{read,pretrain,adapt,generate,predict,evaluate,benchmark,demo}")
+
+    p = sub.add_parser("read", help="read raw data (legacy ST or Visium) into a SpatialData zarr store")
+    p.add_argument("format", choices=["legacy-st", "visium"])
+    p.add_argument("inputs", nargs="+", help="legacy-st: COUNTS SPOTS IMAGE; visium: the Space Ranger folder")
+    p.add_argument("--out", required=True, help="SpatialData zarr store to create")
+    p.add_argument("--library-id", help="section name (legacy-st; default from the file names)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.set_defaults(func=cmd_read)
+
+    p = sub.add_parser("pretrain", help="pretrain a central model on histology-only images")
+    p.add_argument("images", nargs="+", help="image files or folders (tif, png, jpg, svs)")
+    p.add_argument("--out", required=True, help="central model directory to write")
+    p.add_argument("--config", default="cpu", choices=["tiny", "cpu", "gpu"], help="model size (default cpu)")
+    p.add_argument("--steps", type=int, help="training steps (default from the config)")
+    p.add_argument("--mpp", type=float, help="µm per pixel of the images when their metadata lacks it")
+    p.add_argument("--tile-um", type=float, default=100.0, help="tile side in µm (default 100, one ST spot)")
+    p.add_argument("--tile-px", type=int, default=64, help="tile side in pixels (default 64)")
+    p.add_argument("--max-tiles", type=int, help="at most this many tiles (seeded subsample)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    _add_common(p, store=False)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("adapt", help="adapt a central model to a section's (patch, expression) spots")
+    _add_common(p, split=True)
+    p.add_argument("--adapter", required=True, help="adapter directory to write (shares only the adapter)")
+    p.add_argument("--central", default="default", help="central model directory, or 'default' (shipped)")
+    p.add_argument("--steps", type=int, help="adaptation steps (default from the central model's config)")
+    p.add_argument("--panel-size", type=int, default=256, help="genes in the panel (default 256)")
+    p.set_defaults(func=cmd_adapt)
+
+    p = sub.add_parser("generate", help="generate synthetic patches conditioned on expression")
+    _add_common(p)
+    p.add_argument("--adapter", required=True, help="adapter directory from `c2lst adapt`")
+    p.add_argument("--central", default="default", help="the central model the adapter was trained on")
+    p.add_argument("--source", default="mixup", choices=["spots", "mixup"], help="conditioning profiles (default mixup)")
+    p.add_argument("--n-per-profile", type=int, default=1, help="patches per profile (default 1)")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    p.add_argument("--guidance-scale", type=float, default=2.0, help="classifier-free guidance (default 2)")
+    p.add_argument("--key-added", default="c2lst_synthetic", help="name of the synthetic table")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("predict", help="train the histology -> expression predictor and predict every spot")
+    _add_common(p, split=True)
+    p.add_argument("--synthetic", default="c2lst_synthetic", help="synthetic table to augment with, or 'none'")
+    p.add_argument("--encoder", default="central", choices=["central", "cnn", "handcrafted"], help="patch encoder")
+    p.add_argument("--central", default="default", help="central model for --encoder central")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="per-gene Pearson r on the held-out spots")
+    _add_common(p, split=True)
+    p.add_argument("--csv", help="write the per-gene table to this CSV file")
+    p.set_defaults(func=cmd_evaluate)
+
+    from .benchmark import CONDITIONS, SECTIONS
+
+    p = sub.add_parser("benchmark", help="the data-limited benchmark on her2st (leave one section out)")
+    p.add_argument("--sections", nargs="+", default=list(SECTIONS), help="her2st sections (default: %(default)s)")
+    p.add_argument("--root", help="her2st folder (default ../shared/data/her2st or $C2LST_DATA_DIR)")
+    p.add_argument("--fractions", nargs="+", type=float, default=[0.1, 0.25, 0.5, 1.0], help="paired fractions")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds")
+    p.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS), help="conditions")
+    p.add_argument("--test-sections", nargs="+", help="only the folds holding out these sections")
+    p.add_argument("--encoder", default="central", choices=["central", "cnn"], help="predictor features")
+    p.add_argument("--local-steps", type=int, default=2000, help="pretraining steps of the local-only baseline")
+    p.add_argument("--central", default="default", help="central model directory or 'default'")
+    p.add_argument("--quick", action="store_true", help="smoke test: two sections, one fold, tiny model")
+    p.add_argument("--out", default="benchmarks/results", help="output folder (default %(default)s)")
+    p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("demo", help="run the whole recipe on the bundled demo section and save figures")
+    p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
+    p.add_argument("--steps", type=int, help="adaptation steps (default: small, ~10 min on 2 cores)")
+    p.add_argument("--fast", action="store_true", help="tiny settings (a minute; for smoke tests)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``c2lst`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version and usage errors
+        return int(exit_.code or 0)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    from ._settings import settings
+
+    if args.quiet:
+        import logging
+
+        settings.progress_bar = False
+        settings.verbosity = logging.WARNING
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*zarr v3 autosharding.*")
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError) as err:
+        print(f"c2lst {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"c2lst {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

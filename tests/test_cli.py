@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from c2lst.cli import build_parser, main
+from c2lst.core.models import MANIFEST
+
+SUBCOMMANDS = ["read", "pretrain", "adapt", "generate", "predict", "evaluate", "benchmark", "demo"]
+
+
+def test_help_lists_every_subcommand(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for sub in SUBCOMMANDS:
+        assert sub in out
+    for sub in SUBCOMMANDS:
+        assert main([sub, "--help"]) == 0
+        assert f"usage: c2lst {sub}" in capsys.readouterr().out
+
+
+def test_usage_errors_exit_2_without_traceback(capsys, tmp_path):
+    assert main([]) == 2
+    assert main(["nope"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert main(["adapt", str(tmp_path / "missing.zarr"), "--adapter", str(tmp_path / "ad")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("c2lst adapt: error:") and "does not exist" in err and "Traceback" not in err
+    assert main(["read", "legacy-st", "only_one_file", "--out", str(tmp_path / "x.zarr")]) == 2
+    assert "three inputs" in capsys.readouterr().err
+
+
+def test_module_entry_point_exit_code(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "c2lst", "evaluate", str(tmp_path / "none.zarr")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "does not exist" in proc.stderr
+
+
+def _store(tmp_path: Path, tiny_files) -> Path:
+    out = tmp_path / "tiny.zarr"
+    assert main(["--quiet", "read", "legacy-st", *map(str, tiny_files), "--out", str(out)]) == 0
+    return out
+
+
+def test_read_writes_a_store_and_refuses_to_overwrite(tmp_path, tiny_files, capsys):
+    import spatialdata
+
+    out = _store(tmp_path, tiny_files)
+    sdata = spatialdata.read_zarr(out)
+    assert sdata.tables["table"].n_obs == 25
+    assert "25 spots x 30 genes" in capsys.readouterr().out
+    assert main(["read", "legacy-st", *map(str, tiny_files), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_split_is_stored_and_reused(tmp_path, tiny_files, capsys):
+    import spatialdata
+
+    from c2lst.cli import train_mask_of
+
+    out = _store(tmp_path, tiny_files)
+    sdata = spatialdata.read_zarr(out)
+    table = sdata.tables["table"]
+    args = build_parser().parse_args(["predict", str(out), "--fraction", "0.4", "--seed", "3"])
+    mask = train_mask_of(table, args, default_all=True)
+    assert mask.sum() == 10 and table.obs["c2lst_train"].tolist() == mask.tolist()
+    again = build_parser().parse_args(["predict", str(out), "--fraction", "0.4", "--seed", "3"])
+    with pytest.raises(ValueError, match="already holds a split"):
+        train_mask_of(table, again, default_all=True)
+    reuse = build_parser().parse_args(["predict", str(out)])
+    assert np.array_equal(train_mask_of(table, reuse, default_all=True), mask)
+    bad = build_parser().parse_args(["predict", str(out), "--train-key", "nope"])
+    with pytest.raises(ValueError, match="no column"):
+        train_mask_of(table, bad, default_all=True)
+
+
+def test_evaluate_needs_held_out_spots(tmp_path, tiny_files, capsys):
+    out = _store(tmp_path, tiny_files)
+    assert main(["evaluate", str(out)]) == 2
+    assert "no held-out spot" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_pipeline_from_the_command_line(tmp_path, tiny_files, capsys):
+    import spatialdata
+
+    store = _store(tmp_path, tiny_files)
+    central, adapter = tmp_path / "central", tmp_path / "adapter"
+    image = tiny_files[2]
+    assert main(["--quiet", "pretrain", str(image), "--mpp", "2.0", "--config", "tiny", "--steps", "4",
+                 "--tile-px", "32", "--out", str(central)]) == 0
+    assert (central / MANIFEST).is_file()
+    assert main(["--quiet", "adapt", str(store), "--fraction", "0.6", "--central", str(central), "--adapter",
+                 str(adapter), "--steps", "2", "--panel-size", "10"]) == 0
+    assert main(["--quiet", "generate", str(store), "--central", str(central), "--adapter", str(adapter),
+                 "--steps", "2"]) == 0
+    assert main(["--quiet", "predict", str(store), "--encoder", "handcrafted"]) == 0
+    csv = tmp_path / "eval.csv"
+    capsys.readouterr()
+    assert main(["--quiet", "evaluate", str(store), "--csv", str(csv)]) == 0
+    assert "tiny: 10 held-out spots, 10 genes: mean Pearson r" in capsys.readouterr().out
+    sdata = spatialdata.read_zarr(store)
+    table = sdata.tables["table"]
+    assert table.obs["c2lst_train"].sum() == 15
+    assert "c2lst_pred" in table.layers and "c2lst_eval" in table.uns
+    assert sdata.tables["c2lst_synthetic"].n_obs == 15
+    assert set(table.uns["c2lst_pred"]["params"]["train_spots"]) == set(table.obs_names[table.obs["c2lst_train"]])
+    assert csv.read_text().startswith("section,gene,pearson")
+    # a second adapt refuses to overwrite the split and the adapter
+    assert main(["adapt", str(store), "--fraction", "0.6", "--central", str(central), "--adapter", str(adapter)]) == 2
+
+
+@pytest.mark.slow
+def test_benchmark_quick(tmp_path, shared_data, capsys):
+    out = tmp_path / "bench"
+    assert main(["--quiet", "benchmark", "--quick", "--root", str(shared_data / "her2st"), "--conditions",
+                 "handcrafted", "real", "--encoder", "cnn", "--out", str(out)]) == 0
+    assert (out / "results.csv").exists() and (out / "benchmark.png").stat().st_size > 0
+    assert "runs; results.csv" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_fast(tmp_path, capsys):
+    from c2lst.datasets import central_default
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--fast", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "demo section C2: 187 spots x 2000 genes" in printed
+    assert "patch tensor (187, 3, 64, 64) uint8" in printed and (out / "patches.png").stat().st_size > 0
+    try:
+        central_default()
+    except ValueError:
+        assert "no shipped central model" in printed
+        return
+    for name in ("spatial_genes.png", "synthetic_grid.png", "embedding_overlap.png", "evaluation.csv"):
+        assert (out / name).stat().st_size > 0
+    assert "C2: 93 held-out spots" in printed  # 94 of 187 spots train (fraction 0.5)
