@@ -92,3 +92,18 @@ def test_panel_errors():
     d["genes"] = d["genes"][::-1]
     with pytest.raises(ValueError, match="corrupt"):
         GenePanel.from_dict(d)
+
+
+def test_resolve_table_skips_generated_tables():
+    from spatialdata import SpatialData
+
+    from c2lst._utils import resolve_table
+
+    measured, synthetic = _adata(), _adata(n=5)
+    synthetic.uns["c2lst"] = {"synthetic": True}
+    sdata = SpatialData(tables={"table": measured, "c2lst_synthetic": synthetic})
+    assert resolve_table(sdata)[2] == "table"
+    assert resolve_table(sdata, "c2lst_synthetic")[2] == "c2lst_synthetic"
+    sdata.tables["other"] = _adata(n=3)
+    with pytest.raises(ValueError, match="table_key"):
+        resolve_table(sdata)

@@ -39,7 +39,12 @@ def resolve_table(data: SpatialData | AnnData, table_key: str | None = None) -> 
         return None, data, None
     if not isinstance(data, SpatialData):
         raise ValueError(f"expected a SpatialData or AnnData object, got {type(data).__name__}.")
-    key = _pick("table", list(data.tables.keys()), table_key, "table_key")
+    keys = list(data.tables.keys())
+    if table_key is None and len(keys) > 1:
+        # tables written by tl.generate hold synthetic spots: never the default measured table
+        measured = [k for k in keys if not data.tables[k].uns.get(SPATIAL_UNS, {}).get("synthetic", False)]
+        keys = measured or keys
+    key = _pick("table", keys, table_key, "table_key")
     return data, data.tables[key], key
 
 
