@@ -70,27 +70,13 @@ def markdown(results: pd.DataFrame, synthetic: pd.DataFrame, meta: dict[str, Any
 
 
 def plot(results: pd.DataFrame, path: Path) -> None:
-    """Mean PCC vs paired fraction, one line per condition, bars = min..max over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """Write :func:`c2lst.pl.benchmark` (mean PCC vs paired fraction per condition) to ``path`` as PNG."""
     import matplotlib.pyplot as plt
 
-    summ = summarize(results)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for cond in pd.unique(summ["condition"]):
-        r = summ[summ["condition"] == cond].sort_values("fraction")
-        yerr = np.clip(np.vstack([r["mean"] - r["min"], r["max"] - r["mean"]]), 0, None)
-        ax.errorbar(r["fraction"], r["mean"], yerr=yerr, marker="o", capsize=3, label=cond)
-    ax.set_xscale("log")
-    ax.set_xticks([], minor=True)
-    ax.set_xticks(sorted(summ["fraction"].unique()), [f"{f:g}" for f in sorted(summ["fraction"].unique())])
-    ax.set_xlabel("fraction of training spots paired")
-    ax.set_ylabel("mean PCC (top-50 HVG), held-out section")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    from ..pl import benchmark as plot_benchmark
+
+    fig = plot_benchmark(results, logx=True, show=False)
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
     plt.close(fig)
 
 
