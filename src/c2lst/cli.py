@@ -455,6 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     from ._settings import settings
 
+    before = (settings.progress_bar, settings.verbosity)
     if args.quiet:
         import logging
 
@@ -471,6 +472,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"c2lst {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:  # main() is also called in-process (tests, notebooks): leave the settings as they were
+        settings.progress_bar, settings.verbosity = before
 
 
 if __name__ == "__main__":
