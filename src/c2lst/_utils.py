@@ -93,6 +93,14 @@ def as_mask(mask: Any, n: int, *, name: str = "train_mask") -> np.ndarray:
     return out
 
 
+def check_optimizer_args(batch_size: Any, lr: Any) -> None:
+    """Raise ``ValueError`` unless ``batch_size`` is a positive integer and ``lr`` is positive."""
+    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    if not lr > 0:
+        raise ValueError(f"`lr` must be positive, got {lr!r}.")
+
+
 def check_key(container: Mapping[str, Any], key: str, *, where: str, overwrite: bool) -> None:
     """Refuse to overwrite ``container[key]`` unless ``overwrite=True``."""
     if key in container and not overwrite:

@@ -102,14 +102,20 @@ def _tiff_mpp(path: Path) -> float | None:
         return _plausible(unit * den / num) if unit and num else None
 
 
+def _openslide() -> Any:
+    """Return the ``openslide`` module when installed (extra ``c2lst[wsi]``), else ``None`` (tifffile is used)."""
+    try:
+        import openslide
+    except ImportError:
+        return None
+    return openslide
+
+
 def _metadata_mpp(path: Path) -> float | None:
     """Microns per pixel recorded in the file (OpenSlide/Aperio/TIFF/PNG metadata), when plausible."""
     suffix = path.suffix.lower()
     if suffix == ".svs":
-        try:
-            import openslide
-        except ImportError:
-            openslide = None
+        openslide = _openslide()
         if openslide is not None:
             with openslide.OpenSlide(str(path)) as slide:
                 value = slide.properties.get(openslide.PROPERTY_NAME_MPP_X)
@@ -150,10 +156,7 @@ def _read_rgb(path: Path, mpp: float, target_mpp: float) -> tuple[np.ndarray, fl
     """RGB pixels ``(y, x, 3)`` of the coarsest pyramid level still at least as fine as ``target_mpp``."""
     suffix = path.suffix.lower()
     if suffix == ".svs":
-        try:
-            import openslide
-        except ImportError:
-            openslide = None
+        openslide = _openslide()
         if openslide is not None:
             with openslide.OpenSlide(str(path)) as slide:
                 fine = [k for k, d in enumerate(slide.level_downsamples) if mpp * d <= target_mpp * (1 + 1e-6)]

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _logging as logg
 from .._settings import settings
-from .._utils import as_mask, check_key, resolve_table, table_uns
+from .._utils import as_mask, check_key, check_optimizer_args, resolve_table, table_uns
 from ..core.adaptation import adapt_local
 from ..core.images import as_tiles, resize_tiles
 from ..core.models import CentralModel, LocalModel
@@ -129,10 +129,7 @@ def adapt(
     lr = cfg.adapt_lr if lr is None else lr
     if not isinstance(steps, int | np.integer) or steps < 1:
         raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
-    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
-    if not lr > 0:
-        raise ValueError(f"`lr` must be positive, got {lr!r}.")
+    check_optimizer_args(batch_size, lr)
     if not 0 <= cond_dropout < 1:
         raise ValueError(f"`cond_dropout` must be in [0, 1), got {cond_dropout}.")
     if not isinstance(lora_rank, int | np.integer) or lora_rank < 0:

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _logging as logg
 from .._settings import settings
-from .._utils import spot_mpp
+from .._utils import check_optimizer_args, spot_mpp
 from ..core.checkpoint import read_json
 from ..core.configs import DiffusionConfig, get_config
 from ..core.images import as_tiles, resize_tiles
@@ -191,10 +191,7 @@ def pretrain(
     mixed_precision = cfg.mixed_precision if mixed_precision is None else mixed_precision
     if not isinstance(steps, int | np.integer) or steps < 2:
         raise ValueError(f"`steps` must be an integer >= 2 (one per training phase), got {steps!r}.")
-    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
-    if not lr > 0:
-        raise ValueError(f"`lr` must be positive, got {lr!r}.")
+    check_optimizer_args(batch_size, lr)
     if checkpoint_every < 1:
         raise ValueError(f"`checkpoint_every` must be >= 1, got {checkpoint_every}.")
     if resume and out is None:
