@@ -35,11 +35,12 @@ for nb in sorted((ROOT / "tutorials").glob("*.ipynb")):
     shutil.copyfile(nb, GENERATED / "tutorials" / nb.name)
 
 
-def _benchmark_page(readme: Path, out: Path) -> None:
-    """Copy ``benchmarks/README.md`` and the local images it shows; other local links become plain text."""
+def _markdown_page(readme: Path, out: Path, name: str, missing: str) -> None:
+    """Copy a repository README and the local images it shows (under ``name/``); other local links become text."""
     if not readme.exists():
-        out.write_text("# Benchmarks\n\nNo benchmark results yet: run `c2lst benchmark`.\n", encoding="utf-8")
+        out.write_text(missing, encoding="utf-8")
         return
+    shown = readme.parent.relative_to(ROOT).as_posix()
 
     def relink(match: re.Match[str]) -> str:
         bang, text, target = match.group(1), match.group(2), match.group(3)
@@ -47,17 +48,21 @@ def _benchmark_page(readme: Path, out: Path) -> None:
             return match.group(0)
         source = (readme.parent / target).resolve()
         if not (bang and source.is_file()):
-            return f"{text} (`benchmarks/{target}`)"
-        dest = out.parent / "benchmarks" / target
+            return f"{text} (`{shown}/{target}`)"
+        dest = out.parent / name / target
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, dest)
-        return f"{bang}[{text}](benchmarks/{target})"
+        return f"{bang}[{text}]({name}/{target})"
 
     text = re.sub(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)", relink, readme.read_text(encoding="utf-8"))
     out.write_text(text, encoding="utf-8")
 
 
-_benchmark_page(ROOT / "benchmarks" / "README.md", GENERATED / "benchmarks.md")
+_markdown_page(ROOT / "benchmarks" / "README.md", GENERATED / "benchmarks.md", "benchmarks",
+               "# Benchmarks\n\nNo benchmark results yet: run `c2lst benchmark`.\n")
+_markdown_page(ROOT / "src" / "c2lst" / "datasets" / "data" / "central_default" / "README.md",
+               GENERATED / "central_default.md", "central_default",
+               "# Default central model\n\nNot bundled in this checkout: see `scripts/train_central_default.py`.\n")
 _parser = build_parser()
 _subcommands = next(a for a in _parser._actions if a.dest == "command").choices
 (GENERATED / "cli_help.txt").write_text(

@@ -70,6 +70,20 @@ def read_mosaic(path: Path, n: int) -> np.ndarray:
     return np.ascontiguousarray(t[:n])
 
 
+def cpu_name() -> str:
+    """CPU model and torch thread count, e.g. ``"AMD EPYC (x86_64), 2 torch threads"``."""
+    import torch
+
+    name = platform.processor() or "cpu"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{name} ({platform.machine()}), {torch.get_num_threads()} torch threads"
+
+
 def import_core() -> types.ModuleType:
     """Import ``c2lst.core`` without the package namespaces (which need anndata/spatialdata)."""
     if "c2lst" not in sys.modules:
@@ -95,6 +109,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, help="default: the configuration's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mixed-precision", default="no")
+    p.add_argument("--work", type=Path, help="directory for resumable checkpoints (re-run the same command to resume)")
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
     a = p.parse_args()
 
     if a.histology is not None:
@@ -120,18 +137,19 @@ def main() -> None:
     t0 = time.time()
     model = training.pretrain_central(
         tiles, config, steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
-        mixed_precision=a.mixed_precision, out=None, resume=False, checkpoint_every=a.steps, progress=False)
+        mixed_precision=a.mixed_precision, out=a.work, resume=a.work is not None,
+        checkpoint_every=a.checkpoint_every, progress=a.progress)
     wall = time.time() - t0
     model.save(a.out, overwrite=True)
     source_args = f"--histology {a.histology}" if a.histology else f"--mosaic {a.mosaic} --n-tiles {a.n_tiles}"
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu_name()
     card = {
         "config": a.config, "steps": a.steps, "batch_size": a.batch_size, "lr": a.lr, "seed": a.seed,
         "mixed_precision": a.mixed_precision, "n_tiles": int(len(tiles)), "data": sources,
         "hardware": device, "torch": torch.__version__, "wall_time_s": round(wall, 1),
         "command": (f"python scripts/train_central_default.py {source_args} --config {a.config} "
                     f"--steps {a.steps} --batch-size {a.batch_size} --lr {a.lr} --seed {a.seed} "
-                    f"--mixed-precision {a.mixed_precision}"),
+                    f"--mixed-precision {a.mixed_precision} --out {a.out}"),
     }
     (a.out / "training.json").write_text(json.dumps(card, indent=2))
     print(json.dumps(card, indent=2))

@@ -25,13 +25,6 @@ def test_three_tutorials_stored_without_outputs():
 
 
 def _needs(path: Path) -> None:
-    if path.name.startswith("01"):
-        from c2lst.datasets import central_default
-
-        try:
-            central_default()
-        except ValueError as err:
-            pytest.skip(f"default central model not shipped: {err}")
     if path.name.startswith("03") and not (SHARED / "histology").is_dir():
         pytest.skip(f"histology tiles absent: {SHARED / 'histology'}")
 

@@ -195,12 +195,22 @@ def test_generate_sources(sdata, central):
         c2lst.tl.generate(sdata, central, key_added="bad")
 
 
-def test_central_default_missing_is_clear():
+def test_central_default_missing_is_clear(tmp_path, monkeypatch):
+    from c2lst.datasets import _central
+
+    monkeypatch.setattr(_central, "CENTRAL_DIR", tmp_path / "central_default")
+    with pytest.raises(ValueError, match="no bundled central model"):
+        c2lst.datasets.central_default()
+
+
+def test_central_default_is_shipped():
+    """The bundled model loads, is the "cpu" configuration and carries its model card."""
     from c2lst.datasets._central import CENTRAL_DIR
 
-    if (CENTRAL_DIR / "c2lst_central.json").is_file():
-        model = c2lst.datasets.central_default()
-        assert model.config.name == "cpu"
-    else:
-        with pytest.raises(ValueError, match="no bundled central model"):
-            c2lst.datasets.central_default()
+    model = c2lst.datasets.central_default()
+    assert model.config.name == "cpu" and model.config.tile_px == 64
+    card = (CENTRAL_DIR / "README.md").read_text()
+    assert "scripts/train_central_default.py" in card
+    assert not any(p.suffix in {".pt", ".pth", ".bin", ".pkl"} for p in CENTRAL_DIR.rglob("*"))
+    size_mb = sum(p.stat().st_size for p in CENTRAL_DIR.rglob("*") if p.is_file()) / 2**20
+    assert size_mb < 50
