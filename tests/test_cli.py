@@ -146,3 +146,14 @@ def test_demo_fast(tmp_path, capsys):
     for name in ("spatial_genes.png", "synthetic_grid.png", "embedding_overlap.png", "evaluation.csv"):
         assert (out / name).stat().st_size > 0
     assert "C2: 93 held-out spots" in printed  # 94 of 187 spots train (fraction 0.5)
+
+
+def test_benchmark_options_match_the_module_defaults():
+    import inspect
+
+    from c2lst.benchmark import run_benchmark
+
+    args = build_parser().parse_args(["benchmark", "--adapt-steps", "7"])
+    defaults = inspect.signature(run_benchmark).parameters
+    assert args.adapt_steps == 7 and args.encoder == defaults["encoder"].default
+    assert build_parser().parse_args(["benchmark"]).adapt_steps == defaults["adapt_steps"].default

@@ -253,7 +253,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     central = None if args.central == "default" else args.central
     results = run_benchmark(args.sections, root=args.root, fractions=args.fractions, seeds=args.seeds,
                             conditions=args.conditions, quick=args.quick, out_dir=args.out, central=central,
-                            encoder=args.encoder, local_steps=args.local_steps, test_sections=args.test_sections)
+                            encoder=args.encoder, adapt_steps=args.adapt_steps, local_steps=args.local_steps,
+                            test_sections=args.test_sections)
     figure = Path(args.out) / "benchmark.png"
     pl.benchmark(results, show=False, save=figure)
     print(f"{len(results)} runs; results.csv, summary.md and {figure.name} in {args.out}/")
@@ -427,7 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds")
     p.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS), help="conditions")
     p.add_argument("--test-sections", nargs="+", help="only the folds holding out these sections")
-    p.add_argument("--encoder", default="central", choices=["central", "cnn"], help="predictor features")
+    p.add_argument("--encoder", default="handcrafted", choices=["handcrafted", "central", "cnn"],
+                   help="predictor features of the non-floor conditions (default %(default)s)")
+    p.add_argument("--adapt-steps", type=int, help="adaptation steps of c2l/local_only (default: the model config's)")
     p.add_argument("--local-steps", type=int, default=2000, help="pretraining steps of the local-only baseline")
     p.add_argument("--central", default="default", help="central model directory or 'default'")
     p.add_argument("--quick", action="store_true", help="smoke test: two sections, one fold, tiny model")
