@@ -90,3 +90,15 @@ def test_quick_benchmark_on_her2st(tmp_path):
         pytest.skip("her2st data not available")
     df = run_benchmark(("C2", "C3"), root=ROOT, quick=True, out_dir=tmp_path, conditions=("handcrafted", "real"))
     assert len(df) == 2 and (df["n_test"] == 187).all() and df["pcc"].between(0.05, 0.9).all()
+
+
+def test_stage_meter_counts_parts_once():
+    from c2lst.benchmark._run import StageMeter
+
+    meter = StageMeter()
+    with meter.stage("diffusion"):
+        sum(range(10_000))
+    meter.parts.update({"adapt": 0.5 * meter.seconds["diffusion"], "generate": 0.5 * meter.seconds["diffusion"]})
+    assert meter.total == meter.seconds["diffusion"]
+    row = meter.row()
+    assert row["t_adapt_s"] + row["t_generate_s"] == row["t_diffusion_s"] and "mem_diffusion_mb" in row
