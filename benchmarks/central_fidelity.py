@@ -30,7 +30,6 @@ import torch
 import c2lst
 from c2lst.core import CentralModel
 from c2lst.core.models import LocalModel
-from c2lst.core.modulation import GeneModulation
 from c2lst.metrics import composition_distances, fidelity_report, handcrafted_features
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,11 +44,11 @@ def training_tiles(histology: Path) -> np.ndarray:
 
 
 def sample(central: CentralModel, n: int, *, steps: int, seed: int, batch_size: int = 64) -> np.ndarray:
-    """Unconditional samples: a zero-initialised modulation leaves the central model unchanged."""
-    local = LocalModel(central, GeneModulation.for_unet(central.unet, 1, hidden=1, cond_dim=1), {"genes": ["none"]})
+    """Unconditional samples of the central model (DPM-Solver++, guidance 0)."""
     genes = np.zeros((n, 1), np.float32)
-    return local.generate(genes, seeds=[seed * 100_003 + i for i in range(n)], sampler="dpmsolver++", steps=steps,
-                          guidance_scale=0.0, batch_size=batch_size)
+    return LocalModel.unadapted(central).generate(genes, seeds=[seed * 100_003 + i for i in range(n)],
+                                                  sampler="dpmsolver++", steps=steps, guidance_scale=0.0,
+                                                  batch_size=batch_size)
 
 
 def save_grid(tiles: np.ndarray, path: Path, cols: int = 16) -> None:

@@ -31,7 +31,6 @@ from torch.utils.flop_counter import FlopCounterMode
 import c2lst
 from c2lst.core import CentralModel, get_config
 from c2lst.core.models import LocalModel
-from c2lst.core.modulation import GeneModulation
 from c2lst.io._histology import HistologyTiles
 from c2lst.metrics import frechet_distance, handcrafted_features, standardize_on_real
 
@@ -130,7 +129,7 @@ def main() -> None:
         res[f"pretrain_{mp}"]["unet_train_gflops"] = res[f"pretrain_{mp}"]["unet_img_per_s"] * f_train / 1e9
 
     # generation: same seeds for every sampler; unconditional (guidance 0 = the central model)
-    local = LocalModel(central, GeneModulation.for_unet(unet, 1, hidden=1, cond_dim=1), {"genes": ["none"]})
+    local = LocalModel.unadapted(central)
     genes = np.zeros((args.n_samples, 1), np.float32)
     seeds = list(range(args.n_samples))
     real_f = handcrafted_features(real)

@@ -102,6 +102,16 @@ def test_zero_init_equals_central(central):
     assert np.array_equal(a, b)
 
 
+def test_unadapted_is_the_central_model(central):
+    local = LocalModel.unadapted(central)
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(3, 4, TINY.latent_px, TINY.latent_px, generator=g)
+    t = torch.tensor([5, 300, 900])
+    with torch.no_grad():
+        assert torch.equal(local.eps(z, t, torch.randn(3, 1, generator=g)), central.unet(z, t).sample)
+    assert local.n_genes == 1 and local.n_trainable < 0.05 * central.n_params
+
+
 def test_adaptation_leaves_central_unchanged(central, adapted):
     local, before = adapted
     assert state_sha256(central.autoencoder.state_dict(), central.unet.state_dict()) == before

@@ -271,6 +271,15 @@ class LocalModel:
         self.lora_unet = lora_unet.eval() if lora_unet is not None else None
         self.summary = dict(summary or {})
 
+    @classmethod
+    def unadapted(cls, central: CentralModel) -> LocalModel:
+        """Wrap the central model alone: a one-gene, zero-initialised modulation that changes nothing.
+
+        Its :meth:`generate` (with ``guidance_scale=0`` and any profile of one gene) draws unconditional
+        samples of the central model, e.g. to measure the central model's own fidelity.
+        """
+        return cls(central, GeneModulation.for_unet(central.unet, 1, hidden=1, cond_dim=1), {"genes": ["none"]})
+
     @property
     def unet(self) -> UNet2DModel:
         """The UNet the adapter modulates (the central one, or its LoRA copy)."""
