@@ -37,6 +37,7 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     assert np.isfinite(df["pcc"]).all() and (df["n_train"] == 12).all()
     extra = df.set_index("condition")["n_extra"]
     assert extra["augment"] == 24 and extra["c2l"] == 12 and extra["local_only"] == 12 and extra["real"] == 0
+    assert extra["spatial_mixup"] == 24
     assert df.set_index("condition").loc["mixup", "n_mixup"] == 24
     assert {"t_fit_s", "mem_fit_mb", "t_diffusion_s", "t_pretrain_local_s"} <= set(df.columns)
     for name in ("results.csv", "synthetic.csv", "summary.md", "meta.json", "pcc_vs_fraction.png"):

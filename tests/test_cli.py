@@ -156,4 +156,6 @@ def test_benchmark_options_match_the_module_defaults():
     args = build_parser().parse_args(["benchmark", "--adapt-steps", "7"])
     defaults = inspect.signature(run_benchmark).parameters
     assert args.adapt_steps == 7 and args.encoder == defaults["encoder"].default
-    assert build_parser().parse_args(["benchmark"]).adapt_steps == defaults["adapt_steps"].default
+    plain = build_parser().parse_args(["benchmark"])
+    for name in ("adapt_steps", "decoder_steps", "strength", "local_steps"):
+        assert getattr(plain, name) == defaults[name].default, name

@@ -274,3 +274,79 @@ def test_features_depend_on_the_patch_not_its_position():
     b = model.features(tiles[[3, 2, 1, 0]], seed=3)
     np.testing.assert_allclose(a[::-1], b, rtol=1e-5, atol=1e-5)
     assert not np.allclose(model.features(tiles[:4], seed=4), a)
+
+
+def _recon_error(local: LocalModel, tiles: np.ndarray) -> float:
+    from c2lst.core.images import to_model
+
+    z = local.central.encode(to_model(tiles, TINY.tile_px))
+    return float(np.abs(local.decode(z).astype(float) - tiles.astype(float)).mean())
+
+
+@pytest.fixture(scope="module")
+def restained(central: CentralModel) -> tuple[LocalModel, np.ndarray, str]:
+    """A local model with a local decoder, adapted on tiles of another stain (red and blue swapped)."""
+    torch.set_num_threads(1)
+    before = state_sha256(central.autoencoder.state_dict(), central.unet.state_dict())
+    patches, genes, _ = paired_spots(64, seed=20)
+    blue = np.ascontiguousarray(patches[:, ::-1])
+    local = adapt_local(central, blue, genes, _panel(), steps=20, batch_size=16, lr=1e-2, cond_dropout=0.1,
+                        lora_rank=0, seed=0, decoder_steps=150)
+    return local, blue, before
+
+
+def test_local_decoder_learns_the_local_stain(central, restained):
+    local, blue, before = restained
+    assert local.decoder is not None and local.summary["decoder"]["steps"] == 150
+    held_out = np.ascontiguousarray(paired_spots(32, seed=21)[0][:, ::-1])  # same stain, unseen tiles
+    central_err = _recon_error(LocalModel(central, local.modulation, local.panel), held_out)
+    local_err = _recon_error(local, held_out)
+    assert local_err < 0.7 * central_err, (local_err, central_err)
+    assert local.summary["decoder"]["loss_last"] < local.summary["decoder"]["loss_first"]
+    # the central model is untouched and the encoder (latent space) is shared
+    assert state_sha256(central.autoencoder.state_dict(), central.unet.state_dict()) == before
+    assert state_sha256(local.decoder.encoder.state_dict()) == state_sha256(central.autoencoder.encoder.state_dict())
+    assert local.n_conditioned <= 0.05 * central.n_params < local.n_trainable
+    assert "local_decoder=True" in repr(local)
+
+
+def test_local_decoder_save_load(central, restained, tmp_path):
+    local, _, _ = restained
+    genes = paired_spots(3, seed=8)[1]
+    before = local.generate(genes, seeds=[1, 2, 3], steps=4)
+    local.save(tmp_path / "local")
+    again = LocalModel.load(tmp_path / "local", central)
+    assert again.decoder is not None
+    assert np.array_equal(again.generate(genes, seeds=[1, 2, 3], steps=4), before)
+    plain = LocalModel(central, local.modulation, local.panel)
+    assert not np.array_equal(plain.generate(genes, seeds=[1, 2, 3], steps=4), before)
+    plain.save(tmp_path / "plain")
+    assert LocalModel.load(tmp_path / "plain", central).decoder is None
+
+
+def test_image_to_image_strength(adapted):
+    local, _ = adapted
+    from c2lst.core.images import to_model
+
+    init, genes, _ = paired_spots(6, seed=30)
+    seeds = list(range(6))
+    recon = local.decode(local.central.encode(to_model(init, TINY.tile_px))).astype(float)  # what strength -> 0 gives
+
+    def distance(strength: float) -> float:
+        out = local.generate(genes, seeds=seeds, steps=10, init_tiles=init, strength=strength)
+        return float(np.abs(out.astype(float) - recon).mean())
+
+    low, mid, full = distance(0.1), distance(0.6), distance(1.0)
+    assert low < mid < full and low < 0.5 * full, (low, mid, full)
+    a = local.generate(genes, seeds=seeds, steps=10, init_tiles=init, strength=0.5)
+    assert np.array_equal(a, local.generate(genes, seeds=seeds, steps=10, init_tiles=init, strength=0.5, batch_size=4))
+    # strength 1 ignores the starting tiles
+    assert np.array_equal(local.generate(genes, seeds=seeds, steps=4, init_tiles=init, strength=1.0),
+                          local.generate(genes, seeds=seeds, steps=4))
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="strength"):
+            local.generate(genes, seeds=seeds, init_tiles=init, strength=bad)
+    with pytest.raises(ValueError, match="init_tiles"):
+        local.generate(genes, seeds=seeds, strength=0.5)
+    with pytest.raises(ValueError, match="one tile per profile"):
+        local.generate(genes, seeds=seeds, init_tiles=init[:2], strength=0.5)

@@ -100,7 +100,12 @@ def test_adapt_records_and_rules(sdata, central, tmp_path):
     assert rec["central"]["weights_sha256"] == central.weights_sha256
     panel = GenePanel.from_table(table)  # chosen on the training spots, stored
     assert rec["panel_genes"] == list(panel.genes) and panel.params["n_train"] == 15
-    assert local.n_trainable <= 0.05 * central.n_params
+    assert local.n_conditioned <= 0.05 * central.n_params
+    assert local.decoder is not None and rec["params"]["decoder_steps"] == 3  # min(200, steps)
+    assert rec["decoder_loss_first"] > 0 and rec["n_conditioned"] == local.n_conditioned
+    with pytest.raises(ValueError, match="decoder_steps"):
+        c2lst.tl.adapt(sdata, central, steps=2, decoder_steps=-1, overwrite=True)
+    assert c2lst.tl.adapt(sdata, central, steps=2, batch_size=4, decoder_steps=0, overwrite=True).decoder is None
     with pytest.raises(ValueError, match="already exists"):
         c2lst.tl.adapt(sdata, central, steps=2, batch_size=4)
     # an existing panel is used, not replaced
@@ -168,6 +173,15 @@ def test_generate_sources(sdata, central):
     np.testing.assert_allclose(mix.X, w[:, None] * expr[rows[0]] + (1 - w[:, None]) * expr[rows[1]], rtol=1e-5,
                                atol=1e-6)
 
+    # image-to-image: each patch starts from its source spot's patch
+    c2lst.tl.generate(sdata, local, source="mixup", n_per_profile=1, steps=4, strength=0.25, seed=1, key_added="i2i")
+    i2i = sdata.tables["i2i"]
+    assert i2i.uns["i2i"]["params"]["strength"] == 0.25
+    own = np.asarray(table.obsm["c2lst_patch"])[table.obs_names.get_indexer(i2i.obs["source_spot"])].astype(float)
+    near = np.abs(np.asarray(i2i.obsm["c2lst_patch"]).astype(float) - own).mean()
+    far = np.abs(np.asarray(mix.obsm["c2lst_patch"])[::3].astype(float) - own).mean()
+    assert near < far, (near, far)
+
     user = expr[:3]
     c2lst.tl.generate(sdata, local, source=user, steps=2, key_added="user")
     assert sdata.tables["user"].n_obs == 3
@@ -189,6 +203,10 @@ def test_generate_sources(sdata, central):
         c2lst.tl.generate(sdata, local, source="everything", key_added="bad")
     with pytest.raises(ValueError, match="unknown sampler"):
         c2lst.tl.generate(sdata, local, sampler="euler", key_added="bad")
+    with pytest.raises(ValueError, match="source='spots' or 'mixup'"):
+        c2lst.tl.generate(sdata, local, source=user, strength=0.5, key_added="bad")
+    with pytest.raises(ValueError, match="strength"):
+        c2lst.tl.generate(sdata, local, strength=0.0, key_added="bad")
     with pytest.raises(ValueError, match="SpatialData"):
         c2lst.tl.generate(table, local, key_added="bad")
     with pytest.raises(ValueError, match="LocalModel"):

@@ -173,8 +173,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         pp.normalize(sdata, train_mask=mask, table_key=name)
     if "c2lst_panel" not in table.uns:
         pp.gene_panel(sdata, n_top=min(args.panel_size, table.n_vars), train_mask=mask, table_key=name)
-    local = tl.adapt(sdata, central, train_mask=mask, steps=args.steps, table_key=name, seed=args.seed,
-                     overwrite=args.overwrite)
+    local = tl.adapt(sdata, central, train_mask=mask, steps=args.steps, decoder_steps=args.decoder_steps,
+                     table_key=name, seed=args.seed, overwrite=args.overwrite)
     local.save(args.adapter, overwrite=args.overwrite)
     write_store(sdata, source, args.out, [name], overwrite=args.overwrite)
     print(f"saved adapter to {args.adapter} ({int(mask.sum())} training spots, {local.n_trainable:,} parameters)")
@@ -192,7 +192,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UserError(f"adapter directory {args.adapter} not found; make one with `c2lst adapt`.")
     local = LocalModel.load(args.adapter, load_central(args.central))
     tl.generate(sdata, local, source=args.source, n_per_profile=args.n_per_profile, steps=args.steps,
-                guidance_scale=args.guidance_scale, seed=args.seed, table_key=args.table_key,
+                guidance_scale=args.guidance_scale, strength=args.strength, seed=args.seed, table_key=args.table_key,
                 key_added=args.key_added, overwrite=args.overwrite)
     write_store(sdata, source, args.out, [args.key_added], overwrite=args.overwrite)
     print(f"added table {args.key_added!r}: {sdata.tables[args.key_added].n_obs} synthetic patches")
@@ -253,7 +253,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     central = None if args.central == "default" else args.central
     results = run_benchmark(args.sections, root=args.root, fractions=args.fractions, seeds=args.seeds,
                             conditions=args.conditions, quick=args.quick, out_dir=args.out, central=central,
-                            encoder=args.encoder, adapt_steps=args.adapt_steps, local_steps=args.local_steps,
+                            encoder=args.encoder, adapt_steps=args.adapt_steps, decoder_steps=args.decoder_steps,
+                            strength=args.strength, local_steps=args.local_steps,
                             test_sections=args.test_sections)
     figure = Path(args.out) / "benchmark.png"
     pl.benchmark(results, show=False, save=figure)
@@ -393,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", required=True, help="adapter directory to write (shares only the adapter)")
     p.add_argument("--central", default="default", help="central model directory, or 'default' (shipped)")
     p.add_argument("--steps", type=int, help="adaptation steps (default from the central model's config)")
+    p.add_argument("--decoder-steps", type=int,
+                   help="local decoder fine-tuning steps (0: keep the central decoder; default min(200, steps))")
     p.add_argument("--panel-size", type=int, default=256, help="genes in the panel (default 256)")
     p.set_defaults(func=cmd_adapt)
 
@@ -404,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-per-profile", type=int, default=1, help="patches per profile (default 1)")
     p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
     p.add_argument("--guidance-scale", type=float, default=2.0, help="classifier-free guidance (default 2)")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="share of the denoising path; < 1 starts each patch from its source spot's patch (default 1)")
     p.add_argument("--key-added", default="c2lst_synthetic", help="name of the synthetic table")
     p.set_defaults(func=cmd_generate)
 
@@ -431,6 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", default="handcrafted", choices=["handcrafted", "central", "cnn"],
                    help="predictor features of the non-floor conditions (default %(default)s)")
     p.add_argument("--adapt-steps", type=int, help="adaptation steps of c2l/local_only (default: the model config's)")
+    p.add_argument("--decoder-steps", type=int, default=200,
+                   help="local decoder fine-tuning steps of c2l/local_only (0: pretrained decoder; default %(default)s)")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="share of the denoising path per synthetic tile; < 1 starts from the source spot's patch "
+                        "(default %(default)s)")
     p.add_argument("--local-steps", type=int, default=2000, help="pretraining steps of the local-only baseline")
     p.add_argument("--central", default="default", help="central model directory or 'default'")
     p.add_argument("--quick", action="store_true", help="smoke test: two sections, one fold, tiny model")

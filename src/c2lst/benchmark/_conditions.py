@@ -85,9 +85,11 @@ def augmented_pairs(patches: np.ndarray, y: np.ndarray, *, n_copies: int, seed: 
 
 def diffusion_pairs(central: Any, patches: np.ndarray, z: np.ndarray, xy: np.ndarray, group: np.ndarray,
                     panel: dict[str, Any], *, adapt_steps: int, adapt_batch_size: int, adapt_lr: float,
-                    n_per_profile: int, sample_steps: int, guidance_scale: float, seed: int,
-                    out_px: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+                    decoder_steps: int, n_per_profile: int, sample_steps: int, guidance_scale: float,
+                    strength: float, seed: int, out_px: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Adapt ``central`` on the paired training spots, then generate tiles for spatial-mixup profiles.
+
+    With ``strength < 1`` each tile starts from its source spot's own patch (image-to-image).
 
     Returns
     -------
@@ -99,11 +101,13 @@ def diffusion_pairs(central: Any, patches: np.ndarray, z: np.ndarray, xy: np.nda
 
     t0 = time.perf_counter()
     local = adapt_local(central, patches, z, panel, steps=adapt_steps, batch_size=adapt_batch_size, lr=adapt_lr,
-                        cond_dropout=0.1, lora_rank=0, seed=seed)
+                        cond_dropout=0.1, lora_rank=0, seed=seed, decoder_steps=decoder_steps)
     t1 = time.perf_counter()
-    profiles, _, _ = spatial_mixup(z, xy, group, n_per_profile=n_per_profile, seed=seed)
+    profiles, src, _ = spatial_mixup(z, xy, group, n_per_profile=n_per_profile, seed=seed)
     seeds = [derive_seed(seed, "synthetic", i) for i in range(len(profiles))]
     tiles = local.generate(profiles, seeds=seeds, steps=sample_steps, guidance_scale=guidance_scale,
-                           batch_size=256 if torch.cuda.is_available() else 64)
+                           batch_size=256 if torch.cuda.is_available() else 64,
+                           init_tiles=resize(patches[src], central.tile_px) if strength < 1 else None,
+                           strength=strength)
     t2 = time.perf_counter()
     return resize(np.asarray(tiles), out_px), profiles, {"adapt_s": t1 - t0, "generate_s": t2 - t1}

@@ -21,10 +21,10 @@ from ..metrics import (
     pearson_per_gene,
 )
 from ..pp._panel import GenePanel
-from ._conditions import CachedFeatures, augmented_pairs, diffusion_pairs, resize
+from ._conditions import CachedFeatures, augmented_pairs, diffusion_pairs, resize, spatial_mixup
 from ._data import PATCH_PX, Section, load_sections
 
-CONDITIONS = ("handcrafted", "real", "augment", "c2l", "local_only", "mixup")
+CONDITIONS = ("handcrafted", "real", "augment", "c2l", "local_only", "mixup", "spatial_mixup")
 SECTIONS = ("C2", "C3", "C4", "C5", "C6")
 DIFFUSION = ("c2l", "local_only")
 
@@ -159,9 +159,11 @@ def run_benchmark(
     n_per_profile: int = 2,
     n_augment: int = 2,
     adapt_steps: int | None = None,
+    decoder_steps: int = 200,
     local_steps: int = 2000,
     sample_steps: int = 20,
     guidance_scale: float = 2.0,
+    strength: float = 1.0,
     test_sections: Sequence[str] | None = None,
     cache_dir: str | Path | None = None,
     n_jobs: int = 1,
@@ -183,6 +185,8 @@ def run_benchmark(
                      on the training sections' patches only (``local_steps`` steps), then adapted;
     ``mixup``        + ``n_per_profile`` feature-space mixup rows per spot (mixed features, mixed
                      expression; no generated image).
+    ``spatial_mixup`` + the ``c2l`` condition's spatial-mixup profiles paired with their source spot's own
+                     real patch (the generator's ablation: same extra expression rows, no generated image).
 
     Parameters
     ----------
@@ -211,10 +215,15 @@ def run_benchmark(
         Extra rows per paired spot of the generative/mixup and augmentation conditions.
     adapt_steps
         Adaptation steps (default: the central configuration's).
+    decoder_steps
+        Local decoder fine-tuning steps of ``c2l``/``local_only`` (0: decode with the pretrained decoder).
     local_steps
         Pretraining steps of the local-only model.
     sample_steps, guidance_scale
         DPM-Solver++ steps and classifier-free guidance of generation.
+    strength
+        Share of the denoising path run for each synthetic tile; below 1 a tile starts from its source spot's
+        patch (image-to-image), 1 from pure noise.
     test_sections
         Only run the folds holding out these sections (default: all).
     cache_dir
@@ -259,6 +268,7 @@ def run_benchmark(
     else:
         the_central = None
     meta = {"sections": list(sections), "quick": quick, "encoder": encoder, "n_top": n_top,
+            "decoder_steps": decoder_steps, "strength": strength, "guidance_scale": guidance_scale,
             "fractions": list(fractions), "seeds": list(seeds), "conditions": list(conditions),
             "data_s": meter_data.seconds["data"], "data_mb": meter_data.peak_mb["data"]}
     hand = CachedFeatures(lambda p: handcrafted_features(p, n_jobs=n_jobs), "handcrafted")
@@ -289,6 +299,10 @@ def run_benchmark(
                             extra_p, extra_y = augmented_pairs(patches, y, n_copies=n_augment, seed=seed)
                     elif cond == "mixup":
                         n_mixup = n_per_profile * len(patches)
+                    elif cond == "spatial_mixup":
+                        zs, src, _ = spatial_mixup(panel.standardize(y), xy, group, n_per_profile=n_per_profile,
+                                                   seed=seed)
+                        extra_p, extra_y = patches[src], panel.destandardize(zs)
                     elif cond in DIFFUSION:
                         gen_model = the_central
                         if cond == "local_only":
@@ -306,9 +320,9 @@ def run_benchmark(
                             extra_p, zs, tms = diffusion_pairs(
                                 gen_model, patches, z, xy, group, panel.to_dict(), adapt_steps=a_steps,
                                 adapt_batch_size=8 if quick else gen_model.config.adapt_batch_size,
-                                adapt_lr=gen_model.config.adapt_lr, n_per_profile=1 if quick else n_per_profile,
-                                sample_steps=3 if quick else sample_steps, guidance_scale=guidance_scale, seed=seed,
-                                out_px=PATCH_PX)
+                                adapt_lr=gen_model.config.adapt_lr, decoder_steps=4 if quick else decoder_steps,
+                                n_per_profile=1 if quick else n_per_profile, sample_steps=3 if quick else sample_steps,
+                                guidance_scale=guidance_scale, strength=strength, seed=seed, out_px=PATCH_PX)
                         meter.parts.update({f"{k[:-2]}": v for k, v in tms.items()})
                         extra_y = panel.destandardize(zs)
                         with meter.stage("synthetic_metrics"):

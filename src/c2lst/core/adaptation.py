@@ -1,6 +1,11 @@
-"""Local adaptation: train the gene-conditioned modulation (and optional LoRA) of a frozen central model."""
+"""Local adaptation: gene-conditioned modulation (and optional LoRA) of a frozen central model, local decoder.
+
+The modulation learns how expression shapes morphology; a copy of the central decoder learns the local
+stain and texture (the central weights never change).
+"""
 from __future__ import annotations
 
+import copy
 import math
 import time
 from typing import Any
@@ -11,6 +16,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 
+from .autoencoder import TileAutoencoder, autoencoder_loss
 from .images import augment, to_model
 from .models import CentralModel, LocalModel, add_lora
 from .modulation import GeneModulation
@@ -21,14 +27,16 @@ from .training import lr_at
 
 def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, panel: dict[str, Any], *,
                 steps: int, batch_size: int, lr: float, cond_dropout: float, lora_rank: int, seed: int,
-                mixed_precision: str = "no", progress: bool = False) -> LocalModel:
+                decoder_steps: int = 0, mixed_precision: str = "no", progress: bool = False) -> LocalModel:
     """Fit a gene adapter on paired spots; the central weights are never updated.
 
     Each step draws a batch of spots (seeded by ``(seed, k)``), applies random flips/90° rotations,
     encodes the patches with the frozen autoencoder (posterior sample), noises the latents and trains
     the zero-initialised modulation to predict the noise. With probability ``cond_dropout`` a sample's
     modulation is switched off (it then gets the central prediction), which enables classifier-free
-    guidance at generation.
+    guidance at generation. With ``decoder_steps > 0`` a copy of the central decoder is then fine-tuned on
+    the same patches (:func:`adapt_decoder`), so that generated latents decode in the local stain and
+    texture.
 
     Parameters
     ----------
@@ -48,6 +56,8 @@ def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, p
         Rank of additional LoRA adapters on the UNet (0: none; needs peft).
     seed
         Seed of the initialisation and of every random draw.
+    decoder_steps
+        Steps of local decoder fine-tuning (0: decode with the central decoder).
     mixed_precision
         ``"no"`` or ``"bf16"``/``"fp16"``.
     progress
@@ -113,6 +123,70 @@ def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, p
         "steps": steps, "batch_size": batch_size, "lr": lr, "cond_dropout": cond_dropout, "lora_rank": lora_rank,
         "seed": seed, "n_spots": len(x_all), "loss_first": float(np.mean(losses[:tail])),
         "loss_last": float(np.mean(losses[-tail:])), "seconds": seconds,
-        "img_per_s": steps * batch_size / max(seconds, 1e-9), "device": str(device),
+        "img_per_s": steps * batch_size / max(seconds, 1e-9), "device": str(device), "decoder_steps": decoder_steps,
     }
+    if decoder_steps > 0:
+        local.decoder, decoder_summary = adapt_decoder(central.autoencoder, x_all, steps=decoder_steps,
+                                                       batch_size=batch_size, lr=lr, grad_weight=cfg.ae_grad_weight,
+                                                       seed=seed, accelerator=accelerator, progress=progress)
+        local.summary["decoder"] = decoder_summary
     return local
+
+
+def adapt_decoder(autoencoder: TileAutoencoder, tiles: torch.Tensor, *, steps: int, batch_size: int, lr: float,
+                  grad_weight: float, seed: int, accelerator: Any, progress: bool = False) -> tuple[TileAutoencoder, dict[str, Any]]:
+    """Fine-tune the decoder of a copy of ``autoencoder`` to reconstruct local tiles; the encoder stays frozen.
+
+    The encoder (and so the latent space the central UNet diffuses in) is unchanged, so the same latents
+    now decode in the local stain, palette and texture. Loss: pixel L1 + image-gradient L1 (the KL term
+    is constant with a frozen encoder), on flipped/rotated tiles, posterior samples of the frozen encoder.
+
+    Parameters
+    ----------
+    autoencoder
+        The central autoencoder (not modified).
+    tiles
+        Model-space tiles ``(n, 3, tile_px, tile_px)`` in ``[-1, 1]`` on the training device.
+    steps, batch_size, lr
+        Optimisation settings (AdamW, warm-up + cosine).
+    grad_weight
+        Weight of the image-gradient term (the central configuration's ``ae_grad_weight``).
+    seed
+        Seed of every random draw.
+    accelerator
+        The ``accelerate.Accelerator`` of the adaptation (device, autocast, backward).
+    progress
+        Show a tqdm bar.
+
+    Returns
+    -------
+    ``(adapted autoencoder copy, summary)``; the summary holds steps, first/last loss and seconds.
+    """
+    local = copy.deepcopy(autoencoder).to(tiles.device)
+    local.encoder.requires_grad_(False)
+    local.decoder.requires_grad_(True).train()
+    params = list(local.decoder.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    losses: list[float] = []
+    began = time.perf_counter()
+    for k in tqdm(range(steps), disable=not progress, desc="adapt decoder", unit="step"):
+        gen = generator(seed, "decoder-step", k, accelerator.process_index)
+        idx = torch.randint(0, len(tiles), (batch_size,), generator=gen).to(tiles.device)
+        x = augment(tiles[idx], gen, stain_jitter=0.0)
+        with torch.no_grad():
+            mean, logvar = local.encode(x)
+        z = mean + torch.exp(0.5 * logvar) * randn(mean.shape, gen, like=mean)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(k, steps, lr, min(100, steps // 10))
+        with accelerator.autocast():
+            recon = local.decode(z)
+        loss = autoencoder_loss(x, recon.float(), mean, logvar, grad_weight=grad_weight, kl_weight=0.0)
+        accelerator.backward(loss)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+    local.decoder.eval().requires_grad_(False)
+    tail = max(1, steps // 10)
+    return local, {"steps": steps, "loss_first": float(np.mean(losses[:tail])),
+                   "loss_last": float(np.mean(losses[-tail:])), "seconds": time.perf_counter() - began}

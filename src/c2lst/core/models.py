@@ -242,8 +242,9 @@ class LocalModel:
     """A central model adapted to one lab's paired (patch, expression) spots.
 
     The central networks stay frozen and shared; the adapter is a gene encoder with zero-initialised
-    modulation (:class:`~c2lst.core.modulation.GeneModulation`) and, optionally, LoRA weights on a copy
-    of the UNet.
+    modulation (:class:`~c2lst.core.modulation.GeneModulation`), optionally LoRA weights on a copy of the
+    UNet, and optionally a locally fine-tuned copy of the autoencoder's decoder (the encoder, and so the
+    latent space the UNet works in, stays the central one).
 
     Parameters
     ----------
@@ -257,18 +258,22 @@ class LocalModel:
         Rank of the LoRA adapters (0: none).
     lora_unet
         The UNet copy carrying LoRA weights (``None`` when ``lora_rank == 0``).
+    decoder
+        A copy of the central autoencoder whose decoder was fine-tuned on the local patches
+        (:func:`~c2lst.core.adaptation.adapt_decoder`); ``None``: decode with the central autoencoder.
     summary
         Adaptation summary (steps, spots, losses, arguments), JSON-safe.
     """
 
     def __init__(self, central: CentralModel, modulation: GeneModulation, panel: dict[str, Any], *,
                  lora_rank: int = 0, lora_unet: UNet2DModel | None = None,
-                 summary: dict[str, Any] | None = None) -> None:
+                 decoder: TileAutoencoder | None = None, summary: dict[str, Any] | None = None) -> None:
         self.central = central
         self.modulation = modulation.to(central.device).eval()
         self.panel = dict(panel)
         self.lora_rank = int(lora_rank)
         self.lora_unet = lora_unet.eval() if lora_unet is not None else None
+        self.decoder = decoder.eval().requires_grad_(False) if decoder is not None else None
         self.summary = dict(summary or {})
 
     @classmethod
@@ -296,6 +301,8 @@ class LocalModel:
         self.modulation.to(device)
         if self.lora_unet is not None:
             self.lora_unet.to(device)
+        if self.decoder is not None:
+            self.decoder.to(device)
         return self
 
     @property
@@ -304,23 +311,38 @@ class LocalModel:
         return len(self.panel["genes"])
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
-        """Return the trainable tensors: modulation (``modulation.*``) and LoRA (``lora.*``) weights."""
+        """Return the trainable tensors: ``modulation.*``, ``lora.*`` and local ``decoder.*`` weights."""
         state = {f"modulation.{k}": v for k, v in self.modulation.state_dict().items()}
         if self.lora_unet is not None:
             state |= {f"lora.{k}": v for k, v in self.lora_unet.state_dict().items() if "lora_" in k}
+        if self.decoder is not None:
+            state |= {f"decoder.{k}": v for k, v in self.decoder.decoder.state_dict().items()}
         return state
 
     @property
     def n_trainable(self) -> int:
-        """Parameters of the adapter."""
+        """Parameters of the adapter (gene-conditioned part and local decoder)."""
         return sum(v.numel() for v in self.adapter_state().values())
+
+    @property
+    def n_conditioned(self) -> int:
+        """Parameters of the gene-conditioned part of the adapter (modulation and LoRA; not the decoder)."""
+        return sum(v.numel() for k, v in self.adapter_state().items() if not k.startswith("decoder."))
 
     def __repr__(self) -> str:
         c = self.central.config
         share = self.n_trainable / self.central.n_params
         return (f"LocalModel(central={c.name!r} {self.central.weights_sha256[:12]}, panel={self.n_genes} genes, "
                 f"adapter={self.n_trainable:,} params ({share:.2%} of central), lora_rank={self.lora_rank}, "
-                f"tiles={c.tile_px}px, trained_steps={self.summary.get('steps', 0)}, device={self.device})")
+                f"local_decoder={self.decoder is not None}, tiles={c.tile_px}px, "
+                f"trained_steps={self.summary.get('steps', 0)}, device={self.device})")
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """uint8 tiles from scaled latents, with the local decoder when there is one."""
+        if self.decoder is None:
+            return self.central.decode(latents)
+        return to_uint8(self.decoder.decode(latents / self.central.scaling_factor))
 
     # ------------------------------------------------------------------ prediction
     def eps(self, latents: torch.Tensor, t: torch.Tensor, genes: torch.Tensor,
@@ -340,7 +362,8 @@ class LocalModel:
 
     @torch.no_grad()
     def generate(self, genes: np.ndarray, *, seeds: Sequence[int], sampler: str = "dpmsolver++", steps: int = 20,
-                 guidance_scale: float = 2.0, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+                 guidance_scale: float = 2.0, batch_size: int = 64, init_tiles: np.ndarray | None = None,
+                 strength: float = 1.0, progress: bool = False) -> np.ndarray:
         """Sample one tile per standardised expression profile.
 
         Parameters
@@ -358,6 +381,11 @@ class LocalModel:
             Classifier-free guidance ``eps_u + g (eps_c - eps_u)``; 1 = conditional only, 0 = central model.
         batch_size
             Profiles per batch.
+        init_tiles
+            With ``strength < 1``: one uint8 RGB tile per profile to start from (image-to-image): its latent
+            is noised to ``strength`` of the schedule and denoised under the profile's conditioning.
+        strength
+            Share of the denoising path run, in ``(0, 1]``; 1 (default) samples from pure noise.
         progress
             Show a tqdm bar over batches.
 
@@ -371,6 +399,14 @@ class LocalModel:
             raise ValueError(f"{len(seeds)} seeds for {len(g)} profiles; pass one seed per profile.")
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
+        if not 0 < strength <= 1:
+            raise ValueError(f"`strength` must be in (0, 1], got {strength}.")
+        if strength < 1:
+            if init_tiles is None:
+                raise ValueError("`strength` < 1 needs `init_tiles` (one starting tile per profile).")
+            init_tiles = as_tiles(init_tiles, name="init_tiles")
+            if len(init_tiles) != len(g):
+                raise ValueError(f"{len(init_tiles)} init_tiles for {len(g)} profiles; pass one tile per profile.")
         c = self.central.config
         like = torch.empty(0, device=self.device)
         out = []
@@ -388,10 +424,12 @@ class LocalModel:
                 return uncond + guidance_scale * (cond - uncond)
 
             gens = [torch.Generator().manual_seed(s) for s in seeds[start:start + n]]
+            init = (self.central.encode(to_model(init_tiles[start:start + n], c.tile_px, device=self.device))
+                    if strength < 1 else None)
             latents = sample_latents(eps_fn, sampler=sampler, scheduler_config=self.central.scheduler_config,
                                      steps=steps, shape=(n, c.latent_channels, c.latent_px, c.latent_px),
-                                     generators=gens, like=like)
-            out.append(self.central.decode(latents))
+                                     generators=gens, like=like, init=init, strength=strength)
+            out.append(self.decode(latents))
         return np.concatenate(out)
 
     @torch.no_grad()
@@ -439,7 +477,7 @@ class LocalModel:
             write_json(tmp / LOCAL_MANIFEST, {
                 "format": LOCAL_FORMAT, "central": self.central.identity(), "panel": self.panel,
                 "modulation": self.modulation_settings(), "lora_rank": self.lora_rank,
-                "summary": self.summary, "adapter_sha256": sha,
+                "local_decoder": self.decoder is not None, "summary": self.summary, "adapter_sha256": sha,
             })
         return path
 
@@ -492,5 +530,15 @@ class LocalModel:
             if missing:
                 raise ValueError(f"the adapter in {path} lacks LoRA weights {missing[:3]}: corrupt adapter.")
             lora_unet.load_state_dict(lora, strict=False)
+        decoder = None
+        if meta.get("local_decoder", False):
+            decoder = copy.deepcopy(central.autoencoder)
+            pre = "decoder."
+            try:
+                decoder.decoder.load_state_dict({k[len(pre):]: v for k, v in state.items() if k.startswith(pre)},
+                                                strict=True)
+            except RuntimeError as err:
+                raise ValueError(f"the local decoder weights in {path} do not fit: {err}") from None
         return cls(central, modulation.to(central.device), meta["panel"], lora_rank=meta["lora_rank"],
-                   lora_unet=None if lora_unet is None else lora_unet.to(central.device), summary=meta["summary"])
+                   lora_unet=None if lora_unet is None else lora_unet.to(central.device),
+                   decoder=None if decoder is None else decoder.to(central.device), summary=meta["summary"])

@@ -27,8 +27,9 @@ def make_scheduler(sampler: str, scheduler_config: dict[str, Any]) -> SchedulerM
 
 def sample_latents(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, sampler: str,
                    scheduler_config: dict[str, Any], steps: int, shape: Sequence[int],
-                   generators: Sequence[torch.Generator], like: torch.Tensor) -> torch.Tensor:
-    """Run the reverse process from seeded noise.
+                   generators: Sequence[torch.Generator], like: torch.Tensor, init: torch.Tensor | None = None,
+                   strength: float = 1.0) -> torch.Tensor:
+    """Run the reverse process from seeded noise, or from noised ``init`` latents (SDEdit-style).
 
     Parameters
     ----------
@@ -46,6 +47,12 @@ def sample_latents(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         One CPU generator per sample: initial noise and any stochastic scheduler noise come from it.
     like
         Tensor giving the device and dtype of the latents.
+    init
+        Optional starting latents ``shape`` (e.g. encoded real tiles). With ``strength < 1`` they are noised
+        to the timestep ``strength`` of the way up the schedule and only the last
+        ``round(strength * steps)`` steps are run (image-to-image, Meng et al. 2022, SDEdit).
+    strength
+        Share of the denoising path that is run, in ``(0, 1]``; 1 starts from pure noise (``init`` unused).
 
     Returns
     -------
@@ -53,11 +60,27 @@ def sample_latents(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     """
     if steps < 1:
         raise ValueError(f"`steps` must be >= 1, got {steps}.")
+    if not 0 < strength <= 1:
+        raise ValueError(f"`strength` must be in (0, 1], got {strength}.")
+    if strength < 1 and init is None:
+        raise ValueError("`strength` < 1 needs `init` latents to start from.")
     scheduler = make_scheduler(sampler, scheduler_config)
     scheduler.set_timesteps(steps, device=like.device)
-    latents = randn(shape, generators, like=like) * scheduler.init_noise_sigma
+    noise = randn(shape, generators, like=like)
+    timesteps = scheduler.timesteps
+    if strength < 1:
+        if tuple(init.shape) != tuple(shape):
+            raise ValueError(f"`init` latents have shape {tuple(init.shape)}, expected {tuple(shape)}.")
+        begin = steps - max(1, round(strength * steps))
+        timesteps = timesteps[begin:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(begin)
+        start = timesteps[:1].repeat(shape[0]).to(like.device)
+        latents = DDPMScheduler.from_config(scheduler_config).add_noise(init.to(like), noise, start)
+    else:
+        latents = noise * scheduler.init_noise_sigma
     gens = list(generators)
-    for t in scheduler.timesteps:
+    for t in timesteps:
         model_input = scheduler.scale_model_input(latents, t)
         eps = eps_fn(model_input, t)
         if sampler == "ddim":

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
-MAX_ADAPTER_SHARE = 0.05
+MAX_ADAPTER_SHARE = 0.05  # of the gene-conditioned adapter (modulation + LoRA), as a share of the central model
+DECODER_STEPS = 200  # default local-decoder steps (at most `steps`)
 
 
 def _central(central: CentralModel | str | Path) -> CentralModel:
@@ -66,6 +67,7 @@ def adapt(
     lr: float | None = None,
     cond_dropout: float = 0.1,
     lora_rank: int = 0,
+    decoder_steps: int | None = None,
     mixed_precision: str = "no",
     table_key: str | None = None,
     patch_key: str = "c2lst_patch",
@@ -80,6 +82,10 @@ def adapt(
     what the central model predicts. Only the adapter is trained (at most a few % of the central
     parameters), on the training spots only; the central weights never change. Conditioning is dropped
     with probability ``cond_dropout`` so that generation can use classifier-free guidance.
+
+    A copy of the central decoder is then fine-tuned to reconstruct the training patches (the encoder and
+    so the latent space stay central): a central model pretrained on other tissue and scanners decodes
+    in its own palette, and this local decoder makes generated tiles take the local stain and texture.
 
     Parameters
     ----------
@@ -102,6 +108,9 @@ def adapt(
         Probability of dropping the conditioning of a training sample (classifier-free guidance).
     lora_rank
         Rank of extra LoRA adapters on the UNet's convolutions/attention (needs ``peft``); 0 = none.
+    decoder_steps
+        Steps of local decoder fine-tuning on the training patches (same batch size and learning rate);
+        0 keeps the central decoder. Default: ``min(200, steps)``.
     mixed_precision
         ``"no"``, ``"bf16"`` or ``"fp16"`` (CUDA only).
     table_key
@@ -117,7 +126,8 @@ def adapt(
     -------
     The :class:`~c2lst.core.LocalModel` (save it with ``LocalModel.save``). Also writes to the table:
 
-    - ``.uns["c2lst"]["adapt"]``: central identity, panel genes, training spots, arguments, losses;
+    - ``.uns["c2lst"]["adapt"]``: central identity, panel genes, training spots, arguments, losses (and
+      the local decoder's first/last loss when ``decoder_steps > 0``);
     - ``.var["c2lst_panel"]`` / ``.uns["c2lst_panel"]`` when a new panel had to be chosen.
     """
     start = logg.info("adapting the central model to the local spots")
@@ -130,6 +140,10 @@ def adapt(
     if not isinstance(steps, int | np.integer) or steps < 1:
         raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
     check_optimizer_args(batch_size, lr)
+    decoder_steps = min(DECODER_STEPS, int(steps)) if decoder_steps is None else decoder_steps
+    if not isinstance(decoder_steps, int | np.integer) or decoder_steps < 0:
+        raise ValueError(f"`decoder_steps` must be a non-negative integer (0: keep the central decoder), got "
+                         f"{decoder_steps!r}.")
     if not 0 <= cond_dropout < 1:
         raise ValueError(f"`cond_dropout` must be in [0, 1), got {cond_dropout}.")
     if not isinstance(lora_rank, int | np.integer) or lora_rank < 0:
@@ -145,10 +159,13 @@ def adapt(
     with torch_threads(settings.n_threads):
         local = adapt_local(model, patches, genes, gp.to_dict(), steps=int(steps), batch_size=int(batch_size),
                             lr=float(lr), cond_dropout=float(cond_dropout), lora_rank=int(lora_rank), seed=int(seed),
-                            mixed_precision=mixed_precision, progress=settings.progress_bar)
+                            decoder_steps=int(decoder_steps), mixed_precision=mixed_precision,
+                            progress=settings.progress_bar)
     share = local.n_trainable / model.n_params
-    if share > MAX_ADAPTER_SHARE:
-        logg.warning(f"the adapter has {share:.1%} of the central parameters (> 5%); use a smaller panel or lora_rank.")
+    conditioned = local.n_conditioned / model.n_params
+    if conditioned > MAX_ADAPTER_SHARE:
+        logg.warning(f"the gene-conditioned adapter has {conditioned:.1%} of the central parameters (> 5%); use a "
+                     "smaller panel or lora_rank.")
     train_spots = [str(s) for s in table.obs_names[mask]]
     local.summary |= {"train_spots": train_spots, "table_key": table_key, "patch_key": patch_key,
                       "adapter_share": share}
@@ -157,10 +174,13 @@ def adapt(
         "panel_genes": list(gp.genes), "panel_identity": gp.identity(), "train_spots": train_spots,
         "params": {"steps": int(steps), "batch_size": int(batch_size), "lr": float(lr),
                    "cond_dropout": float(cond_dropout), "lora_rank": int(lora_rank), "seed": int(seed),
-                   "mixed_precision": mixed_precision, "patch_key": patch_key},
+                   "decoder_steps": int(decoder_steps), "mixed_precision": mixed_precision, "patch_key": patch_key},
         "loss_first": local.summary["loss_first"], "loss_last": local.summary["loss_last"],
-        "n_trainable": local.n_trainable,
+        "n_trainable": local.n_trainable, "n_conditioned": local.n_conditioned,
     }
+    if "decoder" in local.summary:
+        table_uns(table)["adapt"]["decoder_loss_first"] = local.summary["decoder"]["loss_first"]
+        table_uns(table)["adapt"]["decoder_loss_last"] = local.summary["decoder"]["loss_last"]
     logg.info(f"    added .uns['c2lst']['adapt'] ({mask.sum()} training spots, {local.n_trainable:,} adapter "
               f"params = {share:.2%} of central; loss {local.summary['loss_first']:.4f} -> "
               f"{local.summary['loss_last']:.4f})", time=start)

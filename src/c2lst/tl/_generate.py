@@ -105,6 +105,7 @@ def generate(
     sampler: str = "dpmsolver++",
     steps: int = 20,
     guidance_scale: float = 2.0,
+    strength: float = 1.0,
     seed: int = 0,
     batch_size: int = 64,
     table_key: str | None = None,
@@ -135,6 +136,11 @@ def generate(
         Denoising steps.
     guidance_scale
         Classifier-free guidance (1 = conditional only, 0 = central model).
+    strength
+        Share of the denoising path run, in ``(0, 1]``. 1 (default) samples each patch from pure noise;
+        below 1 each patch starts from its source spot's own patch (``"spots"``/``"mixup"`` only), noised to
+        that point of the schedule and denoised under the new profile (image-to-image, SDEdit): the patch
+        keeps the source's layout and takes the profile's morphology.
     seed
         Seed: patch ``i`` is sampled from ``torch.Generator().manual_seed(obs["seed"][i])``, derived from
         ``(seed, i)``; mixup partners and weights are seeded too.
@@ -175,6 +181,11 @@ def generate(
             raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
     if not guidance_scale >= 0:
         raise ValueError(f"`guidance_scale` must be >= 0, got {guidance_scale}.")
+    if not 0 < strength <= 1:
+        raise ValueError(f"`strength` must be in (0, 1] (1: from pure noise), got {strength}.")
+    if strength < 1 and not isinstance(source, str):
+        raise ValueError("`strength` < 1 starts each patch from its source spot's patch: use source='spots' or "
+                         "'mixup', or strength=1 for user profiles.")
     check_key(sdata.tables, key_added, where="sdata.tables", overwrite=overwrite)
     start = logg.info(f"generating synthetic patches ({sampler}, {steps} steps, guidance {guidance_scale:g})")
     panel = GenePanel.from_dict(local.panel)
@@ -195,6 +206,13 @@ def generate(
         user, names = _user_profiles(source, panel)
         profiles = np.repeat(user, n_per_profile, axis=0)
         obs = pd.DataFrame({"source_spot": np.repeat(names, n_per_profile), "partner_spot": "", "mix_weight": 1.0})
+    init_tiles = None
+    if strength < 1:
+        patch_key = local.summary.get("patch_key", "c2lst_patch")
+        if patch_key not in table.obsm:
+            raise ValueError(f"`strength` < 1 needs the spot patches in .obsm[{patch_key!r}]; run "
+                             "c2lst.pp.extract_patches(sdata) first.")
+        init_tiles = np.asarray(table.obsm[patch_key])[table.obs_names.get_indexer(obs["source_spot"])]
     n = len(profiles)
     obs["seed"] = np.array([derive_seed(seed, "generate", i) for i in range(n)], dtype=np.int64)
     obs["profile_index"] = np.repeat(np.arange(n // n_per_profile), n_per_profile)
@@ -202,13 +220,14 @@ def generate(
     with torch_threads(settings.n_threads):
         patches = local.generate(panel.standardize(profiles), seeds=obs["seed"].tolist(), sampler=sampler,
                                  steps=steps, guidance_scale=float(guidance_scale), batch_size=batch_size,
-                                 progress=settings.progress_bar)
+                                 init_tiles=init_tiles, strength=float(strength), progress=settings.progress_bar)
     adata = AnnData(X=profiles, obs=obs, var=pd.DataFrame(index=list(panel.genes)))
     adata.obsm["c2lst_patch"] = patches
     adata.uns[key_added] = {"params": {
         "source": source if isinstance(source, str) else type(source).__name__, "n_per_profile": int(n_per_profile),
         "n_neighbors": int(n_neighbors), "sampler": sampler, "steps": int(steps),
-        "guidance_scale": float(guidance_scale), "seed": int(seed), "batch_size": int(batch_size),
+        "guidance_scale": float(guidance_scale), "strength": float(strength), "seed": int(seed),
+        "batch_size": int(batch_size),
         "central_weights_sha256": local.central.weights_sha256, "central_config": local.central.config.name,
         "panel_identity": panel.identity(), "tile_px": local.central.tile_px, "mpp": local.central.config.mpp,
     }}

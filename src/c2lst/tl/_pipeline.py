@@ -100,6 +100,7 @@ def run(
     adapt_steps: int | None = None,
     n_synthetic: int = 2,
     generate_steps: int = 20,
+    strength: float = 1.0,
     encoder: str = "central",
     table_key: str | None = None,
     seed: int = 0,
@@ -113,7 +114,8 @@ def run(
         c2lst.pp.normalize(sdata, train_mask=train)
         panel = c2lst.pp.gene_panel(sdata, n_top=panel_size, train_mask=train)
         local = c2lst.tl.adapt(sdata, central, panel=panel, train_mask=train, steps=adapt_steps, seed=seed)
-        c2lst.tl.generate(sdata, local, source="mixup", n_per_profile=n_synthetic, steps=generate_steps, seed=seed)
+        c2lst.tl.generate(sdata, local, source="mixup", n_per_profile=n_synthetic, steps=generate_steps,
+                          strength=strength, seed=seed)
         c2lst.tl.predict(sdata, train_mask=train, synthetic="c2lst_synthetic", encoder=encoder, central=central,
                          panel=panel, seed=seed)
         evaluation = c2lst.tl.evaluate(sdata, train_mask=train)
@@ -142,6 +144,9 @@ def run(
         Synthetic patches per mixup profile (one profile per training spot).
     generate_steps
         Denoising steps per synthetic patch.
+    strength
+        Share of the denoising path per synthetic patch (:func:`c2lst.tl.generate`); below 1 each patch starts
+        from its source spot's patch.
     encoder
         Patch encoder of the predictor: ``"central"``, ``"cnn"`` or ``"handcrafted"``.
     table_key
@@ -182,8 +187,8 @@ def run(
                           overwrite=overwrite)
     local = adapt(sdata, model, panel=panel, train_mask=train, steps=adapt_steps, table_key=table_key, seed=seed,
                   overwrite=overwrite)
-    generate(sdata, local, source="mixup", n_per_profile=n_synthetic, steps=generate_steps, table_key=table_key,
-             seed=seed, overwrite=overwrite)
+    generate(sdata, local, source="mixup", n_per_profile=n_synthetic, steps=generate_steps, strength=strength,
+             table_key=table_key, seed=seed, overwrite=overwrite)
     predict(sdata, train_mask=train, synthetic="c2lst_synthetic", encoder=encoder, central=model, panel=panel,
             table_key=table_key, seed=seed, overwrite=overwrite)
     evaluation = None
