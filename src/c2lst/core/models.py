@@ -331,9 +331,10 @@ class LocalModel:
 
     def __repr__(self) -> str:
         c = self.central.config
-        share = self.n_trainable / self.central.n_params
+        share, conditioned = self.n_trainable / self.central.n_params, self.n_conditioned / self.central.n_params
         return (f"LocalModel(central={c.name!r} {self.central.weights_sha256[:12]}, panel={self.n_genes} genes, "
-                f"adapter={self.n_trainable:,} params ({share:.2%} of central), lora_rank={self.lora_rank}, "
+                f"adapter={self.n_trainable:,} params ({share:.2%} of central; gene-conditioned {conditioned:.2%}), "
+                f"lora_rank={self.lora_rank}, "
                 f"local_decoder={self.decoder is not None}, tiles={c.tile_px}px, "
                 f"trained_steps={self.summary.get('steps', 0)}, device={self.device})")
 

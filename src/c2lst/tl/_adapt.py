@@ -181,7 +181,9 @@ def adapt(
     if "decoder" in local.summary:
         table_uns(table)["adapt"]["decoder_loss_first"] = local.summary["decoder"]["loss_first"]
         table_uns(table)["adapt"]["decoder_loss_last"] = local.summary["decoder"]["loss_last"]
+    decoder = (f"; local decoder loss {local.summary['decoder']['loss_first']:.4f} -> "
+               f"{local.summary['decoder']['loss_last']:.4f}" if "decoder" in local.summary else "")
     logg.info(f"    added .uns['c2lst']['adapt'] ({mask.sum()} training spots, {local.n_trainable:,} adapter "
-              f"params = {share:.2%} of central; loss {local.summary['loss_first']:.4f} -> "
-              f"{local.summary['loss_last']:.4f})", time=start)
+              f"params = {share:.2%} of central, gene-conditioned {conditioned:.2%}; loss "
+              f"{local.summary['loss_first']:.4f} -> {local.summary['loss_last']:.4f}{decoder})", time=start)
     return local
