@@ -112,9 +112,12 @@ class CentralModel:
         return self.autoencoder.encode(tiles)[0] * self.scaling_factor
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """uint8 tiles ``(n, 3, tile_px, tile_px)`` from scaled latents."""
-        return to_uint8(self.autoencoder.decode(latents / self.scaling_factor))
+    def decode(self, latents: torch.Tensor, *, autoencoder: TileAutoencoder | None = None) -> np.ndarray:
+        """uint8 tiles ``(n, 3, tile_px, tile_px)`` from scaled latents.
+
+        ``autoencoder``: decode with another autoencoder sharing this latent space (a local decoder).
+        """
+        return to_uint8((autoencoder or self.autoencoder).decode(latents / self.scaling_factor))
 
     @torch.no_grad()
     def features(self, patches: np.ndarray, *, t: int = 50, batch_size: int = 64, seed: int = 0) -> np.ndarray:
@@ -220,6 +223,14 @@ LOCAL_MANIFEST = "c2lst_local.json"
 LOCAL_WEIGHTS = "adapter.safetensors"
 LOCAL_FORMAT = "c2lst-local/1"
 LORA_TARGETS = ("conv1", "conv2", "to_q", "to_k", "to_v", "to_out.0")
+
+
+def _load_prefixed(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, what: str) -> None:
+    """Load the ``prefix``-ed tensors of ``state`` into ``module`` (strict); a mismatch is a ``ValueError``."""
+    try:
+        module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{what} do not fit: {err}") from None
 
 
 def add_lora(unet: UNet2DModel, rank: int) -> UNet2DModel:
@@ -341,9 +352,7 @@ class LocalModel:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """uint8 tiles from scaled latents, with the local decoder when there is one."""
-        if self.decoder is None:
-            return self.central.decode(latents)
-        return to_uint8(self.decoder.decode(latents / self.central.scaling_factor))
+        return self.central.decode(latents, autoencoder=self.decoder)
 
     # ------------------------------------------------------------------ prediction
     def eps(self, latents: torch.Tensor, t: torch.Tensor, genes: torch.Tensor,
@@ -400,9 +409,7 @@ class LocalModel:
             raise ValueError(f"{len(seeds)} seeds for {len(g)} profiles; pass one seed per profile.")
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
-        if not 0 < strength <= 1:
-            raise ValueError(f"`strength` must be in (0, 1], got {strength}.")
-        if strength < 1:
+        if strength < 1:  # the range of `strength` is checked by sample_latents
             if init_tiles is None:
                 raise ValueError("`strength` < 1 needs `init_tiles` (one starting tile per profile).")
             init_tiles = as_tiles(init_tiles, name="init_tiles")
@@ -518,11 +525,7 @@ class LocalModel:
         state = load_tensors(path / LOCAL_WEIGHTS, sha256=meta["adapter_sha256"], what="local adapter")
         s = meta["modulation"]
         modulation = GeneModulation.for_unet(central.unet, s["n_genes"], hidden=s["hidden"], cond_dim=s["cond_dim"])
-        pre = "modulation."
-        try:
-            modulation.load_state_dict({k[len(pre):]: v for k, v in state.items() if k.startswith(pre)}, strict=True)
-        except RuntimeError as err:
-            raise ValueError(f"the adapter weights in {path} do not fit: {err}") from None
+        _load_prefixed(modulation, state, "modulation.", f"the adapter weights in {path}")
         lora_unet = None
         if meta["lora_rank"] > 0:
             lora_unet = add_lora(central.unet, meta["lora_rank"])
@@ -534,12 +537,7 @@ class LocalModel:
         decoder = None
         if meta.get("local_decoder", False):
             decoder = copy.deepcopy(central.autoencoder)
-            pre = "decoder."
-            try:
-                decoder.decoder.load_state_dict({k[len(pre):]: v for k, v in state.items() if k.startswith(pre)},
-                                                strict=True)
-            except RuntimeError as err:
-                raise ValueError(f"the local decoder weights in {path} do not fit: {err}") from None
+            _load_prefixed(decoder.decoder, state, "decoder.", f"the local decoder weights in {path}")
         return cls(central, modulation.to(central.device), meta["panel"], lora_rank=meta["lora_rank"],
                    lora_unet=None if lora_unet is None else lora_unet.to(central.device),
                    decoder=None if decoder is None else decoder.to(central.device), summary=meta["summary"])

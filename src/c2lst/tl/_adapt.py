@@ -169,7 +169,7 @@ def adapt(
     train_spots = [str(s) for s in table.obs_names[mask]]
     local.summary |= {"train_spots": train_spots, "table_key": table_key, "patch_key": patch_key,
                       "adapter_share": share}
-    table_uns(table)["adapt"] = {
+    record = {
         "central": {"config": cfg.name, "weights_sha256": model.weights_sha256},
         "panel_genes": list(gp.genes), "panel_identity": gp.identity(), "train_spots": train_spots,
         "params": {"steps": int(steps), "batch_size": int(batch_size), "lr": float(lr),
@@ -178,11 +178,12 @@ def adapt(
         "loss_first": local.summary["loss_first"], "loss_last": local.summary["loss_last"],
         "n_trainable": local.n_trainable, "n_conditioned": local.n_conditioned,
     }
+    decoder = ""
     if "decoder" in local.summary:
-        table_uns(table)["adapt"]["decoder_loss_first"] = local.summary["decoder"]["loss_first"]
-        table_uns(table)["adapt"]["decoder_loss_last"] = local.summary["decoder"]["loss_last"]
-    decoder = (f"; local decoder loss {local.summary['decoder']['loss_first']:.4f} -> "
-               f"{local.summary['decoder']['loss_last']:.4f}" if "decoder" in local.summary else "")
+        first, last = local.summary["decoder"]["loss_first"], local.summary["decoder"]["loss_last"]
+        record |= {"decoder_loss_first": first, "decoder_loss_last": last}
+        decoder = f"; local decoder loss {first:.4f} -> {last:.4f}"
+    table_uns(table)["adapt"] = record
     logg.info(f"    added .uns['c2lst']['adapt'] ({mask.sum()} training spots, {local.n_trainable:,} adapter "
               f"params = {share:.2%} of central, gene-conditioned {conditioned:.2%}; loss "
               f"{local.summary['loss_first']:.4f} -> {local.summary['loss_last']:.4f}{decoder})", time=start)
