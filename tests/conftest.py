@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import functools
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+
+# Figures are written to files, never shown: without this, matplotlib picks QtAgg from pytest-xvfb's DISPLAY
+# and a test fails with "Invalid DISPLAY variable" whenever that Xvfb is not answering (seen on a loaded machine).
+os.environ.setdefault("MPLBACKEND", "Agg")
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 HER2ST_SPOTS = {"C2": 187, "C3": 180, "C4": 184, "C5": 181, "C6": 178}

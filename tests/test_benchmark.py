@@ -50,7 +50,23 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     assert df.set_index("condition").loc["handcrafted", "pcc"] > 0.5
 
 
+def test_quick_benchmark_synthetic_weight_and_align(tmp_path):
+    cache = tmp_path / "cache"
+    _fake_sections(cache)
+    df = run_benchmark(("S0", "S1"), quick=True, out_dir=tmp_path / "out", cache_dir=cache, n_top=3,
+                       conditions=("handcrafted", "c2l"), synthetic_weight=0.5, synthetic_align="moments")
+    rows = df.set_index("condition")
+    assert rows.loc["c2l", "extra_weight"] == 0.5 and np.isnan(rows.loc["handcrafted", "extra_weight"])
+    assert np.isfinite(rows["pcc"]).all()
+
+
 def test_benchmark_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="synthetic_weight"):
+        run_benchmark(("S0", "S1"), synthetic_weight="half", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="synthetic_weight"):
+        run_benchmark(("S0", "S1"), synthetic_weight="cv", encoder="cnn", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="synthetic_align"):
+        run_benchmark(("S0", "S1"), synthetic_align="coral", out_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown conditions"):
         run_benchmark(("S0", "S1"), conditions=("gan",), out_dir=tmp_path)
     with pytest.raises(ValueError, match="two sections"):

@@ -157,5 +157,9 @@ def test_benchmark_options_match_the_module_defaults():
     defaults = inspect.signature(run_benchmark).parameters
     assert args.adapt_steps == 7 and args.encoder == defaults["encoder"].default
     plain = build_parser().parse_args(["benchmark"])
-    for name in ("adapt_steps", "decoder_steps", "strength", "local_steps"):
+    for name in ("adapt_steps", "decoder_steps", "strength", "local_steps", "synthetic_weight", "synthetic_align"):
         assert getattr(plain, name) == defaults[name].default, name
+    chosen = build_parser().parse_args(["benchmark", "--synthetic-weight", "cv", "--synthetic-align", "moments"])
+    assert (chosen.synthetic_weight, chosen.synthetic_align) == ("cv", "moments")
+    assert build_parser().parse_args(["benchmark", "--synthetic-weight", "0.25"]).synthetic_weight == 0.25
+    assert main(["benchmark", "--synthetic-weight", "half"]) == 2

@@ -135,6 +135,40 @@ def test_predict_uses_stored_panel_and_synthetic_table(sdata):
         c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", key_added="bad")
 
 
+def test_predict_synthetic_weight_align_and_cv(sdata):
+    from anndata import AnnData
+
+    table = _table(sdata)
+    mask = _mask(table.n_obs)
+    panel = c2lst.pp.gene_panel(sdata, n_top=5, train_mask=mask)
+    rows = np.flatnonzero(mask)
+    table.obs["section"] = np.where(np.arange(table.n_obs) % 2 == 0, "A", "B")
+    syn = AnnData(X=panel.expression(table)[rows], var=pd.DataFrame(index=list(panel.genes)),
+                  obs=pd.DataFrame({"source_spot": table.obs_names[rows]}, index=[f"s{i}" for i in range(len(rows))]),
+                  obsm={"c2lst_patch": np.asarray(table.obsm["c2lst_patch"])[rows][:, :, ::-1].copy()},
+                  uns={"c2lst": {"synthetic": True}})
+    sdata.tables["c2lst_synthetic"] = syn
+    kw = {"train_mask": mask, "encoder": "handcrafted"}
+    c2lst.tl.predict(sdata, key_added="w0", synthetic_weight=0.0, **kw)
+    c2lst.tl.predict(sdata, key_added="real", synthetic=None, **kw)
+    assert np.allclose(table.layers["w0"], table.layers["real"], atol=1e-5)  # weight 0 = the real pairs alone
+    c2lst.tl.predict(sdata, key_added="al", synthetic_align="moments", synthetic_weight=0.5, **kw)
+    fit = table.uns["al"]["params"]["predictor"]["fit"]
+    assert fit["extra_align"] == "moments" and fit["extra_weight"] == 0.5
+    assert table.uns["al"]["params"]["synthetic_align"] == "moments"
+    c2lst.tl.predict(sdata, key_added="cv", synthetic_weight="cv", groupby="section", **kw)
+    fit = table.uns["cv"]["params"]["predictor"]["fit"]
+    assert fit["extra_weight"] in (0.0, 0.25, 0.5, 1.0) and len(fit["extra_weight_cv"]) == 4
+    with pytest.raises(ValueError, match="groupby"):
+        c2lst.tl.predict(sdata, key_added="bad", synthetic_weight="cv", **kw)
+    with pytest.raises(ValueError, match="synthetic_weight"):
+        c2lst.tl.predict(sdata, key_added="bad", synthetic_weight="half", **kw)
+    del syn.obs["source_spot"]
+    with pytest.raises(ValueError, match="source spot"):
+        c2lst.tl.predict(sdata, key_added="bad", synthetic_weight="cv", groupby="section", **kw)
+    assert "bad" not in table.layers
+
+
 def test_predict_bad_input(sdata, tmp_path):
     table = _table(sdata)
     n = table.n_obs
@@ -327,3 +361,62 @@ def test_ridge_per_target_matches_sklearn():
     coef, intercept = ridge_per_target(x, y, w, alpha)
     ref = Ridge(alpha=alpha).fit(x, y, sample_weight=w)
     assert np.allclose(coef, ref.coef_) and np.allclose(intercept, ref.intercept_)
+
+
+def _colour_pairs(n, seed, sign=1.0):
+    """Flat-colour patches (values 40..200) whose 2 targets are linear in the colour (plus noise)."""
+    rng = np.random.default_rng(seed)
+    colour = rng.uniform(40, 200, size=(n, 3))
+    patches = np.repeat(np.repeat(colour[:, :, None, None], PX, 2), PX, 3).round().astype(np.uint8)
+    y = sign * np.stack([colour[:, 0] - colour[:, 1], colour[:, 2]], 1) / 50 + rng.normal(0, 0.3, (n, 2))
+    return patches, y.astype(np.float32)
+
+
+def _mean_colour(p):
+    return np.asarray(p, dtype=np.float32).mean(axis=(2, 3))
+
+
+def test_predictor_extra_align_removes_a_global_shift():
+    patches, y = _colour_pairs(30, 0)
+    extra, ey = _colour_pairs(60, 1)
+    shifted = (extra.astype(int) + 40).astype(np.uint8)  # a generator that paints every tile 40 levels lighter
+    test, truth = _colour_pairs(40, 2)
+    fit = {"encoder": _mean_colour, "handcrafted": False}
+    plain = Predictor(**fit).fit(patches, y, extra_patches=extra, extra_targets=ey, extra_align="moments")
+    moved = Predictor(**fit).fit(patches, y, extra_patches=shifted, extra_targets=ey, extra_align="moments")
+    raw = Predictor(**fit).fit(patches, y, extra_patches=shifted, extra_targets=ey)
+    # aligned on their own moments, shifted and unshifted extra rows give the same predictor
+    assert np.allclose(moved.predict(test), plain.predict(test), atol=1e-4)
+    err = {k: float(np.mean((m.predict(test) - truth) ** 2)) for k, m in (("aligned", moved), ("raw", raw))}
+    assert err["aligned"] < 0.8 * err["raw"], err
+    assert moved.fit_info["extra_align"] == "moments" and raw.fit_info["extra_align"] is None
+    # statistics still come from the real rows only
+    assert np.array_equal(moved.stats["x_mean"], raw.stats["x_mean"])
+    with pytest.raises(ValueError, match="extra_align"):
+        Predictor(**fit).fit(patches, y, extra_patches=extra, extra_targets=ey, extra_align="coral")
+
+
+def test_predictor_extra_weight_cv_chooses_by_training_groups():
+    patches, y = _colour_pairs(36, 0)
+    groups = np.repeat([0, 1, 2], 12)
+    extra, ey = _colour_pairs(72, 1)
+    wrong, wy = _colour_pairs(72, 1, sign=-1.0)  # the same tiles with the opposite relation
+    extra_groups = np.repeat([0, 1, 2], 24)
+    fit = {"encoder": _mean_colour, "handcrafted": False}
+    good = Predictor(**fit).fit(patches, y, extra_patches=extra, extra_targets=ey, extra_weight="cv", groups=groups,
+                                extra_groups=extra_groups)
+    bad = Predictor(**fit).fit(patches, y, extra_patches=wrong, extra_targets=wy, extra_weight="cv", groups=groups,
+                               extra_groups=extra_groups)
+    assert good.fit_info["extra_weight"] > 0 and bad.fit_info["extra_weight"] == 0.0
+    assert set(bad.fit_info["extra_weight_cv"]) == {"0.0", "0.25", "0.5", "1.0"}
+    real_only = Predictor(**fit).fit(patches, y)
+    assert np.allclose(bad.predict(patches), real_only.predict(patches), atol=1e-5)  # weight 0 = real pairs only
+    kw = {"extra_patches": extra, "extra_targets": ey, "extra_weight": "cv"}
+    with pytest.raises(ValueError, match="groups"):
+        Predictor(**fit).fit(patches, y, **kw)
+    with pytest.raises(ValueError, match="two groups"):
+        Predictor(**fit).fit(patches, y, groups=np.zeros(36), extra_groups=np.zeros(72), **kw)
+    with pytest.raises(ValueError, match="ridge head"):
+        Predictor(head="mlp", **fit).fit(patches, y, groups=groups, extra_groups=extra_groups, **kw)
+    with pytest.raises(ValueError, match="extra_weight"):
+        Predictor(**fit).fit(patches, y, extra_patches=extra, extra_targets=ey, extra_weight=-1.0)

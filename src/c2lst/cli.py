@@ -212,6 +212,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     synthetic = None if args.synthetic == "none" else args.synthetic
     kwargs = {"central": load_central(args.central)} if args.encoder == "central" else {}
     tl.predict(sdata, train_mask=mask, synthetic=synthetic, encoder=args.encoder, table_key=name, seed=args.seed,
+               synthetic_weight=args.synthetic_weight, synthetic_align=args.synthetic_align, groupby=args.groupby,
                overwrite=args.overwrite, **kwargs)
     write_store(sdata, source, args.out, [name], overwrite=args.overwrite)
     print(f"added .layers['c2lst_pred'] to table {name!r} ({int(mask.sum())} training spots)")
@@ -255,6 +256,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                             conditions=args.conditions, quick=args.quick, out_dir=args.out, central=central,
                             encoder=args.encoder, adapt_steps=args.adapt_steps, decoder_steps=args.decoder_steps,
                             strength=args.strength, local_steps=args.local_steps,
+                            synthetic_weight=args.synthetic_weight, synthetic_align=args.synthetic_align,
                             test_sections=args.test_sections)
     figure = Path(args.out) / "benchmark.png"
     pl.benchmark(results, show=False, save=figure)
@@ -417,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic", default="c2lst_synthetic", help="synthetic table to augment with, or 'none'")
     p.add_argument("--encoder", default="central", choices=["central", "cnn", "handcrafted"], help="patch encoder")
     p.add_argument("--central", default="default", help="central model for --encoder central")
+    _add_synthetic_rows(p)
+    p.add_argument("--groupby", help="obs column of the spots (e.g. 'section') for --synthetic-weight cv")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="per-gene Pearson r on the held-out spots")
@@ -441,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strength", type=float, default=1.0,
                    help="share of the denoising path per synthetic tile; < 1 starts from the source spot's patch "
                         "(default %(default)s)")
+    _add_synthetic_rows(p)
     p.add_argument("--local-steps", type=int, default=2000, help="pretraining steps of the local-only baseline")
     p.add_argument("--central", default="default", help="central model directory or 'default'")
     p.add_argument("--quick", action="store_true", help="smoke test: two sections, one fold, tiny model")
@@ -454,6 +459,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def _add_synthetic_rows(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--synthetic-weight", type=_weight, default=1.0,
+                   help="ridge weight of synthetic rows, a number or 'cv' (chosen by leave-one-group-out on the "
+                        "training spots; default %(default)s)")
+    p.add_argument("--synthetic-align", choices=["moments"],
+                   help="standardise synthetic rows' features on their own moments (default: no alignment)")
+
+
+def _weight(value: str) -> float | str:
+    """``--synthetic-weight``: ``"cv"`` or a number."""
+    if value == "cv":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number or 'cv', not {value!r}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -86,14 +86,14 @@ def augmented_pairs(patches: np.ndarray, y: np.ndarray, *, n_copies: int, seed: 
 def diffusion_pairs(central: Any, patches: np.ndarray, z: np.ndarray, xy: np.ndarray, group: np.ndarray,
                     panel: dict[str, Any], *, adapt_steps: int, adapt_batch_size: int, adapt_lr: float,
                     decoder_steps: int, n_per_profile: int, sample_steps: int, guidance_scale: float,
-                    strength: float, seed: int, out_px: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+                    strength: float, seed: int, out_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
     """Adapt ``central`` on the paired training spots, then generate tiles for spatial-mixup profiles.
 
     With ``strength < 1`` each tile starts from its source spot's own patch (image-to-image).
 
     Returns
     -------
-    ``(synthetic patches at out_px, standardised conditioning profiles, stage timings)``.
+    ``(synthetic patches at out_px, standardised conditioning profiles, source spot of each tile, stage timings)``.
     """
     import time
 
@@ -110,4 +110,4 @@ def diffusion_pairs(central: Any, patches: np.ndarray, z: np.ndarray, xy: np.nda
                            init_tiles=resize(patches[src], central.tile_px) if strength < 1 else None,
                            strength=strength)
     t2 = time.perf_counter()
-    return resize(np.asarray(tiles), out_px), profiles, {"adapt_s": t1 - t0, "generate_s": t2 - t1}
+    return resize(np.asarray(tiles), out_px), profiles, src, {"adapt_s": t1 - t0, "generate_s": t2 - t1}

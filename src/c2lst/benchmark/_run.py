@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _logging as logg
-from ..core.predictor import Predictor
+from ..core.predictor import EXTRA_ALIGN, Predictor
 from ..metrics import (
     composition_distances,
     fidelity_report,
@@ -164,6 +164,8 @@ def run_benchmark(
     sample_steps: int = 20,
     guidance_scale: float = 2.0,
     strength: float = 1.0,
+    synthetic_weight: float | str = 1.0,
+    synthetic_align: str | None = None,
     test_sections: Sequence[str] | None = None,
     cache_dir: str | Path | None = None,
     n_jobs: int = 1,
@@ -224,6 +226,13 @@ def run_benchmark(
     strength
         Share of the denoising path run for each synthetic tile; below 1 a tile starts from its source spot's
         patch (image-to-image), 1 from pure noise.
+    synthetic_weight
+        Ridge sample weight of the generated rows of ``c2l``/``local_only`` (real rows weigh 1), or ``"cv"``:
+        chosen among 0, 0.25, 0.5 and 1 by leave-one-training-section-out CV on the paired spots
+        (``Predictor.fit(extra_weight="cv")``; the test section is never used).
+    synthetic_align
+        ``"moments"``: standardise the generated rows' features on their own moments
+        (``Predictor.fit(extra_align=)``), removing the generator's global feature shift; ``None``: not.
     test_sections
         Only run the folds holding out these sections (default: all).
     cache_dir
@@ -234,7 +243,8 @@ def run_benchmark(
     Returns
     -------
     One row per (condition, held-out section, fraction, seed): ``pcc`` (mean Pearson over the panel =
-    top-``n_top`` HVGs of the training spots), ``n_train``, ``n_extra`` and per-stage ``t_*_s`` /
+    top-``n_top`` HVGs of the training spots), ``n_train``, ``n_extra``, ``extra_weight`` (the weight used, chosen
+    by CV for ``synthetic_weight="cv"``) and per-stage ``t_*_s`` /
     ``mem_*_mb``. Also writes the files listed under ``out_dir``.
     """
     from ._report import write_outputs
@@ -246,6 +256,11 @@ def run_benchmark(
         raise ValueError("no condition to run; pass at least one of " + ", ".join(CONDITIONS) + ".")
     if encoder not in ("handcrafted", "central", "cnn"):
         raise ValueError(f"`encoder` must be 'handcrafted', 'central' or 'cnn', got {encoder!r}.")
+    if isinstance(synthetic_weight, str) and (synthetic_weight != "cv" or encoder == "cnn"):
+        raise ValueError(f"`synthetic_weight` must be a number >= 0 or 'cv' (not with encoder='cnn'), got "
+                         f"{synthetic_weight!r}.")
+    if synthetic_align not in (None, *EXTRA_ALIGN):
+        raise ValueError(f"`synthetic_align` must be None or one of {EXTRA_ALIGN}, got {synthetic_align!r}.")
     if any(not 0 < f <= 1 for f in fractions):
         raise ValueError(f"fractions must be in (0, 1], got {list(fractions)}.")
     if len(sections) < 2:
@@ -269,6 +284,7 @@ def run_benchmark(
         the_central = None
     meta = {"sections": list(sections), "quick": quick, "encoder": encoder, "n_top": n_top,
             "decoder_steps": decoder_steps, "strength": strength, "guidance_scale": guidance_scale,
+            "synthetic_weight": synthetic_weight, "synthetic_align": synthetic_align,
             "fractions": list(fractions), "seeds": list(seeds), "conditions": list(conditions),
             "data_s": meter_data.seconds["data"], "data_mb": meter_data.peak_mb["data"]}
     hand = CachedFeatures(lambda p: handcrafted_features(p, n_jobs=n_jobs), "handcrafted")
@@ -294,6 +310,7 @@ def run_benchmark(
                     meter = StageMeter()
                     extra_p = extra_y = None
                     n_mixup = 0
+                    fit_kw: dict[str, Any] = {}
                     if cond == "augment":
                         with meter.stage("augment"):
                             extra_p, extra_y = augmented_pairs(patches, y, n_copies=n_augment, seed=seed)
@@ -317,7 +334,7 @@ def run_benchmark(
                         z = panel.standardize(y)
                         a_steps = 4 if quick else (adapt_steps or gen_model.config.adapt_steps)
                         with meter.stage("diffusion"):
-                            extra_p, zs, tms = diffusion_pairs(
+                            extra_p, zs, src, tms = diffusion_pairs(
                                 gen_model, patches, z, xy, group, panel.to_dict(), adapt_steps=a_steps,
                                 adapt_batch_size=8 if quick else gen_model.config.adapt_batch_size,
                                 adapt_lr=gen_model.config.adapt_lr, decoder_steps=4 if quick else decoder_steps,
@@ -325,6 +342,8 @@ def run_benchmark(
                                 guidance_scale=guidance_scale, strength=strength, seed=seed, out_px=PATCH_PX)
                         meter.parts.update({f"{k[:-2]}": v for k, v in tms.items()})
                         extra_y = panel.destandardize(zs)
+                        fit_kw = {"extra_weight": synthetic_weight, "extra_align": synthetic_align, "groups": group,
+                                  "extra_groups": group[src]}
                         with meter.stage("synthetic_metrics"):
                             syn_rows.append({"condition": cond, "test_section": test.name, "fraction": fraction,
                                              "seed": seed, **_synthetic_metrics(hand, patches, extra_p, test.patches, seed)})
@@ -335,13 +354,14 @@ def run_benchmark(
                     else:
                         model = Predictor(encoder="cnn", handcrafted=False, seed=seed, epochs=2 if quick else 30)
                     with meter.stage("fit"):
-                        model.fit(patches, y, extra_patches=extra_p, extra_targets=extra_y, n_mixup=n_mixup)
+                        model.fit(patches, y, extra_patches=extra_p, extra_targets=extra_y, n_mixup=n_mixup, **fit_kw)
                     with meter.stage("predict"):
                         pred = model.predict(test.patches)
                     r = pearson_per_gene(truth, pred)
                     rows.append({"condition": cond, "test_section": test.name, "fraction": fraction, "seed": seed,
                                  "n_train": len(patches), "n_extra": 0 if extra_p is None else len(extra_p),
                                  "n_mixup": n_mixup, "n_test": len(test.patches),
+                                 "extra_weight": model.fit_info["extra_weight"] if extra_p is not None else float("nan"),
                                  "pcc": float(np.nanmean(r)) if np.isfinite(r).any() else float("nan"),
                                  "n_genes": int(np.isfinite(r).sum()), **meter.row()})
                     logg.info(f"    {cond:<11s} test {test.name} f={fraction:<4} seed {seed}: PCC {rows[-1]['pcc']:.3f} "

@@ -42,11 +42,13 @@ from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file as load_torch
 from torch import nn
 
-from ..metrics import check_patches, handcrafted_features
+from ..metrics import check_patches, handcrafted_features, pearson_per_gene
 
 ENCODERS = ("handcrafted", "cnn", "central")
 HEADS = ("ridge", "mlp")
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))
+EXTRA_WEIGHTS = (0.0, 0.25, 0.5, 1.0)  # candidates of extra_weight="cv"
+EXTRA_ALIGN = ("moments",)
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _FORMAT = "c2lst-predictor"
@@ -220,6 +222,13 @@ def ridge_per_target(x: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: np.ndar
     shrink = s[:, None] / (s[:, None] ** 2 + np.asarray(alpha, dtype=np.float64)[None, :])
     coef = (vt.T @ (shrink * uty)).T
     return coef, ym - coef @ xm
+
+
+def _standardise_extra(f_extra: np.ndarray, mean: np.ndarray, std: np.ndarray, align: str | None) -> np.ndarray:
+    """Extra rows' features on the real rows' standardised scale (``align="moments"``: on their own moments)."""
+    if align is None or len(f_extra) < 2:
+        return (f_extra - mean) / std
+    return (f_extra - f_extra.mean(axis=0)) / np.maximum(f_extra.std(axis=0), 1e-6)
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -406,7 +415,8 @@ class Predictor:
 
     # ------------------------------------------------------------------ public API
     def fit(self, patches: np.ndarray, targets: np.ndarray, *, extra_patches: np.ndarray | None = None,
-            extra_targets: np.ndarray | None = None, extra_weight: float = 1.0, n_mixup: int = 0) -> Predictor:
+            extra_targets: np.ndarray | None = None, extra_weight: float | str = 1.0, extra_align: str | None = None,
+            groups: np.ndarray | None = None, extra_groups: np.ndarray | None = None, n_mixup: int = 0) -> Predictor:
         """Fit the encoder (``"cnn"``) and the head.
 
         Parameters
@@ -419,7 +429,18 @@ class Predictor:
             Additional training pairs (synthetic or augmented patches); never used for statistics or the
             ridge penalty.
         extra_weight
-            Sample weight of each extra row (real rows weigh 1).
+            Sample weight of each extra row (real rows weigh 1), or ``"cv"``: the weight among
+            :data:`EXTRA_WEIGHTS` (0 included) with the best mean per-gene Pearson r in leave-one-group-out
+            cross-validation on the real rows (ridge head; needs ``groups`` and ``extra_groups``). In each
+            inner fold the extra rows of the held-out group are left out, so no extra row derived from a
+            validation spot is trained on.
+        extra_align
+            ``"moments"``: standardise the extra rows' features on their own mean and standard deviation
+            (instead of the real rows'), which moves them onto the real rows' distribution feature by
+            feature. This removes a generator's global shift (e.g. fewer nuclei in every synthetic tile) and
+            keeps how features vary with expression among the extra rows. ``None``: no alignment.
+        groups, extra_groups
+            Group (e.g. section) of each real row and of each extra row, for ``extra_weight="cv"``.
         n_mixup
             Number of feature-space mixup rows added to the head's training set: random pairs of real
             training spots, features and expression mixed with the same Beta weight.
@@ -449,20 +470,31 @@ class Predictor:
                 raise ValueError(f"extra patches are {ep.shape[2:]} px, training patches {p.shape[2:]}; extract both at one size.")
         else:
             ep, ey = p[:0], y[:0]
+        if extra_align not in (None, *EXTRA_ALIGN):
+            raise ValueError(f"`extra_align` must be None or one of {EXTRA_ALIGN}, got {extra_align!r}.")
+        cv_weight = isinstance(extra_weight, str)
+        if cv_weight:
+            g_real, g_extra = self._check_cv(extra_weight, groups, extra_groups, len(p), len(ep))
+        elif not (np.isfinite(float(extra_weight)) and float(extra_weight) >= 0):
+            raise ValueError(f"`extra_weight` must be a number >= 0 or 'cv', got {extra_weight!r}.")
         y_mean, y_std = y.mean(axis=0), np.maximum(y.std(axis=0), 1e-3)
         self.stats = {"y_mean": y_mean.astype(np.float64), "y_std": y_std.astype(np.float64)}
         z_real, z_extra = (y - y_mean) / y_std, (ey - y_mean) / y_std
         all_p = np.concatenate([p, ep]) if len(ep) else p
         z_all = np.concatenate([z_real, z_extra]).astype(np.float32)
-        w_all = np.concatenate([np.ones(len(p)), np.full(len(ep), float(extra_weight))])
         if self.encoder_kind == "cnn":
-            self._train_cnn(all_p, z_all, w_all)
+            self._train_cnn(all_p, z_all, np.concatenate([np.ones(len(p)), np.full(len(ep), float(extra_weight))]))
         f_all = self.features(all_p).astype(np.float64)
-        f_real = f_all[: len(p)]
+        f_real, f_extra = f_all[: len(p)], f_all[len(p):]
+        if cv_weight:
+            scores = {w: self._cv_score(f_real, y, f_extra, ey, g_real, g_extra, w, extra_align) for w in EXTRA_WEIGHTS}
+            extra_weight = max(EXTRA_WEIGHTS, key=lambda w: (scores[w], -w))  # ties: the smaller weight
+            self.fit_info["extra_weight_cv"] = {str(w): float(v) for w, v in scores.items()}
+        w_all = np.concatenate([np.ones(len(p)), np.full(len(ep), float(extra_weight))])
         self.stats["x_mean"] = f_real.mean(axis=0)
         self.stats["x_std"] = np.maximum(f_real.std(axis=0), 1e-6)
-        x_all = (f_all - self.stats["x_mean"]) / self.stats["x_std"]
-        x_real = x_all[: len(p)]
+        x_real = (f_real - self.stats["x_mean"]) / self.stats["x_std"]
+        x_all = np.concatenate([x_real, _standardise_extra(f_extra, self.stats["x_mean"], self.stats["x_std"], extra_align)])
         if n_mixup > 0:
             rng = np.random.default_rng(self.hparams["seed"] + 3)
             i, j = rng.integers(0, len(p), n_mixup), rng.integers(0, len(p), n_mixup)
@@ -474,8 +506,55 @@ class Predictor:
             self._fit_ridge(x_real, z_real, x_all, z_all, w_all)
         else:
             self._fit_mlp(x_all, z_all, w_all)
-        self.fit_info.update({"patch_px": int(p.shape[-1]), "n_real": len(p), "n_extra": len(ep), "n_mixup": int(n_mixup), "n_features": x_all.shape[1]})
+        self.fit_info.update({"patch_px": int(p.shape[-1]), "n_real": len(p), "n_extra": len(ep), "n_mixup": int(n_mixup),
+                              "n_features": x_all.shape[1], "extra_weight": float(extra_weight),
+                              "extra_align": extra_align})
         return self
+
+    def _check_cv(self, extra_weight: str, groups: np.ndarray | None, extra_groups: np.ndarray | None, n_real: int,
+                  n_extra: int) -> tuple[np.ndarray, np.ndarray]:
+        if extra_weight != "cv":
+            raise ValueError(f"`extra_weight` must be a number >= 0 or 'cv', got {extra_weight!r}.")
+        if self.head_kind != "ridge" or self.encoder_kind == "cnn":
+            raise ValueError("extra_weight='cv' needs the ridge head on a frozen encoder; pass a number, or use "
+                             "head='ridge' with encoder='handcrafted'/'central'/a checkpoint.")
+        if groups is None or extra_groups is None:
+            raise ValueError("extra_weight='cv' needs `groups` (one per real row, e.g. its section) and "
+                             "`extra_groups` (the group each extra row was derived from).")
+        g_real, g_extra = np.asarray(groups), np.asarray(extra_groups)
+        if g_real.shape != (n_real,) or g_extra.shape != (n_extra,):
+            raise ValueError(f"`groups` must have one label per real row ({n_real}) and `extra_groups` one per extra "
+                             f"row ({n_extra}); got {g_real.shape} and {g_extra.shape}.")
+        if len(np.unique(g_real)) < 2:
+            raise ValueError("extra_weight='cv' needs at least two groups of real rows (leave-one-group-out); pass "
+                             "a fixed weight instead.")
+        return g_real, g_extra
+
+    def _cv_score(self, f_real: np.ndarray, y: np.ndarray, f_extra: np.ndarray, y_extra: np.ndarray,
+                  g_real: np.ndarray, g_extra: np.ndarray, weight: float, align: str | None) -> float:
+        """Mean over held-out groups of the mean per-gene Pearson r with extra rows at ``weight``."""
+        from sklearn.linear_model import RidgeCV
+
+        alphas = np.asarray(self.hparams["alphas"])
+        scores = []
+        for g in np.unique(g_real):
+            tr, va, etr = g_real != g, g_real == g, g_extra != g
+            if tr.sum() < 3 or va.sum() < 3:
+                continue
+            m, s = f_real[tr].mean(axis=0), np.maximum(f_real[tr].std(axis=0), 1e-6)
+            ym, ys = y[tr].mean(axis=0), np.maximum(y[tr].std(axis=0), 1e-3)
+            x_tr, z_tr = (f_real[tr] - m) / s, (y[tr] - ym) / ys
+            x_e, z_e = _standardise_extra(f_extra[etr], m, s, align), (y_extra[etr] - ym) / ys
+            alpha = np.broadcast_to(np.asarray(RidgeCV(alphas=alphas, alpha_per_target=True).fit(x_tr, z_tr).alpha_,
+                                               dtype=np.float64), (y.shape[1],)).copy()
+            w = np.concatenate([np.ones(len(x_tr)), np.full(len(x_e), float(weight))])
+            coef, intercept = ridge_per_target(np.concatenate([x_tr, x_e]), np.concatenate([z_tr, z_e]), w, alpha)
+            pred = ((f_real[va] - m) / s) @ coef.T + intercept
+            scores.append(np.nanmean(pearson_per_gene(y[va], pred)))
+        if not scores:
+            raise ValueError("extra_weight='cv' found no group with >= 3 validation and >= 3 training rows; pass a "
+                             "fixed weight instead.")
+        return float(np.mean(scores))
 
     def predict(self, patches: np.ndarray) -> np.ndarray:
         """Predicted log-normalised expression ``(n, G)`` float32 of ``(n, 3, H, W)`` uint8 patches."""

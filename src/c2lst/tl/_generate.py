@@ -23,11 +23,16 @@ MIX_LOW, MIX_HIGH = 0.2, 0.8
 SYNTHETIC_FLAG = "c2lst"  # generated tables carry .uns["c2lst"]["synthetic"] = True
 
 
+def is_synthetic(table: AnnData) -> bool:
+    """Whether ``table`` was written by :func:`generate` (it carries ``.uns["c2lst"]["synthetic"]``)."""
+    return bool(table.uns.get(SYNTHETIC_FLAG, {}).get("synthetic"))
+
+
 def _source_table(sdata: SpatialData, local: LocalModel, table_key: str | None) -> AnnData:
     """Pick the section table: ``table_key``, else the one adapted on, else the only non-synthetic one."""
     if table_key is None:
         adapted = local.summary.get("table_key")
-        real = [k for k, t in sdata.tables.items() if not t.uns.get(SYNTHETIC_FLAG, {}).get("synthetic")]
+        real = [k for k, t in sdata.tables.items() if not is_synthetic(t)]
         if adapted in sdata.tables:
             table_key = adapted
         elif len(real) == 1:
