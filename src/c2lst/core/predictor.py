@@ -372,16 +372,19 @@ class Predictor:
         self.fit_info["cnn_final_loss"] = float(np.mean(losses[-max(1, len(losses) // 10):]))
 
     # ------------------------------------------------------------------ heads
-    def _fit_ridge(self, x_real: np.ndarray, z_real: np.ndarray, x_all: np.ndarray, z_all: np.ndarray,
-                   w_all: np.ndarray) -> None:
+    def _ridge_alpha(self, x_real: np.ndarray, z_real: np.ndarray) -> np.ndarray:
+        """One ridge penalty per target by efficient leave-one-out CV on the real rows (the largest if < 3 rows)."""
         from sklearn.linear_model import RidgeCV
 
         alphas = np.asarray(self.hparams["alphas"])
-        if len(x_real) >= 3:
-            cv = RidgeCV(alphas=alphas, alpha_per_target=True).fit(x_real, z_real)
-            alpha = np.broadcast_to(np.asarray(cv.alpha_, dtype=np.float64), (z_real.shape[1],)).copy()
-        else:
-            alpha = np.full(z_real.shape[1], alphas.max())
+        if len(x_real) < 3:
+            return np.full(z_real.shape[1], alphas.max())
+        cv = RidgeCV(alphas=alphas, alpha_per_target=True).fit(x_real, z_real)
+        return np.broadcast_to(np.asarray(cv.alpha_, dtype=np.float64), (z_real.shape[1],)).copy()
+
+    def _fit_ridge(self, x_real: np.ndarray, z_real: np.ndarray, x_all: np.ndarray, z_all: np.ndarray,
+                   w_all: np.ndarray) -> None:
+        alpha = self._ridge_alpha(x_real, z_real)
         coef, intercept = ridge_per_target(x_all, z_all, w_all, alpha)
         self.stats.update({"ridge_coef": coef, "ridge_intercept": intercept, "ridge_alpha": alpha})
 
@@ -487,7 +490,7 @@ class Predictor:
         f_all = self.features(all_p).astype(np.float64)
         f_real, f_extra = f_all[: len(p)], f_all[len(p):]
         if cv_weight:
-            scores = {w: self._cv_score(f_real, y, f_extra, ey, g_real, g_extra, w, extra_align) for w in EXTRA_WEIGHTS}
+            scores = self._cv_scores(f_real, y, f_extra, ey, g_real, g_extra, extra_align)
             extra_weight = max(EXTRA_WEIGHTS, key=lambda w: (scores[w], -w))  # ties: the smaller weight
             self.fit_info["extra_weight_cv"] = {str(w): float(v) for w, v in scores.items()}
         w_all = np.concatenate([np.ones(len(p)), np.full(len(ep), float(extra_weight))])
@@ -530,13 +533,13 @@ class Predictor:
                              "a fixed weight instead.")
         return g_real, g_extra
 
-    def _cv_score(self, f_real: np.ndarray, y: np.ndarray, f_extra: np.ndarray, y_extra: np.ndarray,
-                  g_real: np.ndarray, g_extra: np.ndarray, weight: float, align: str | None) -> float:
-        """Mean over held-out groups of the mean per-gene Pearson r with extra rows at ``weight``."""
-        from sklearn.linear_model import RidgeCV
+    def _cv_scores(self, f_real: np.ndarray, y: np.ndarray, f_extra: np.ndarray, y_extra: np.ndarray,
+                   g_real: np.ndarray, g_extra: np.ndarray, align: str | None) -> dict[float, float]:
+        """Mean over held-out groups of the mean per-gene Pearson r, for each weight in :data:`EXTRA_WEIGHTS`.
 
-        alphas = np.asarray(self.hparams["alphas"])
-        scores = []
+        Each inner fold's statistics and ridge penalties come from its real training rows, once for all weights.
+        """
+        scores: dict[float, list[float]] = {w: [] for w in EXTRA_WEIGHTS}
         for g in np.unique(g_real):
             tr, va, etr = g_real != g, g_real == g, g_extra != g
             if tr.sum() < 3 or va.sum() < 3:
@@ -545,16 +548,16 @@ class Predictor:
             ym, ys = y[tr].mean(axis=0), np.maximum(y[tr].std(axis=0), 1e-3)
             x_tr, z_tr = (f_real[tr] - m) / s, (y[tr] - ym) / ys
             x_e, z_e = _standardise_extra(f_extra[etr], m, s, align), (y_extra[etr] - ym) / ys
-            alpha = np.broadcast_to(np.asarray(RidgeCV(alphas=alphas, alpha_per_target=True).fit(x_tr, z_tr).alpha_,
-                                               dtype=np.float64), (y.shape[1],)).copy()
-            w = np.concatenate([np.ones(len(x_tr)), np.full(len(x_e), float(weight))])
-            coef, intercept = ridge_per_target(np.concatenate([x_tr, x_e]), np.concatenate([z_tr, z_e]), w, alpha)
-            pred = ((f_real[va] - m) / s) @ coef.T + intercept
-            scores.append(np.nanmean(pearson_per_gene(y[va], pred)))
-        if not scores:
+            alpha = self._ridge_alpha(x_tr, z_tr)
+            x_va = (f_real[va] - m) / s
+            for weight in EXTRA_WEIGHTS:
+                w = np.concatenate([np.ones(len(x_tr)), np.full(len(x_e), float(weight))])
+                coef, intercept = ridge_per_target(np.concatenate([x_tr, x_e]), np.concatenate([z_tr, z_e]), w, alpha)
+                scores[weight].append(np.nanmean(pearson_per_gene(y[va], x_va @ coef.T + intercept)))
+        if not scores[EXTRA_WEIGHTS[0]]:
             raise ValueError("extra_weight='cv' found no group with >= 3 validation and >= 3 training rows; pass a "
                              "fixed weight instead.")
-        return float(np.mean(scores))
+        return {w: float(np.mean(v)) for w, v in scores.items()}
 
     def predict(self, patches: np.ndarray) -> np.ndarray:
         """Predicted log-normalised expression ``(n, G)`` float32 of ``(n, 3, H, W)`` uint8 patches."""
