@@ -24,7 +24,8 @@ import torch
 
 from c2lst.benchmark._conditions import CachedFeatures, resize, spatial_mixup
 from c2lst.benchmark._data import PATCH_PX, load_sections
-from c2lst.benchmark._run import SECTIONS, _lognorm, _panel, _select
+from c2lst.benchmark._fold import make_fold
+from c2lst.benchmark._run import SECTIONS
 from c2lst.core.adaptation import adapt_local
 from c2lst.core.predictor import Predictor
 from c2lst.core.seeding import derive_seed
@@ -47,17 +48,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_sections(tuple(args.sections), root=args.root, cache_dir=args.cache)
-    test = next(s for s in data if s.name == args.test)
-    train = [s for s in data if s.name != args.test]
-    picks = _select(train, args.fraction, args.seed)
-    counts = np.concatenate([s.counts[p] for s, p in zip(train, picks, strict=True)])
-    library = np.concatenate([s.library[p] for s, p in zip(train, picks, strict=True)])
-    panel, cols = _panel(counts, library, data[0].genes, 50)
-    patches = np.concatenate([s.patches[p] for s, p in zip(train, picks, strict=True)])
-    y = np.concatenate([_lognorm(s, cols, panel, p) for s, p in zip(train, picks, strict=True)])
-    xy = np.concatenate([s.xy[p] for s, p in zip(train, picks, strict=True)])
-    group = np.concatenate([np.full(len(p), i) for i, p in enumerate(picks)])
-    truth = _lognorm(test, cols, panel)
+    fold = make_fold(data, args.test, args.fraction, args.seed)
+    test, panel, patches, y, xy, group = fold.test, fold.panel, fold.patches, fold.y, fold.xy, fold.group
+    truth = fold.truth()
     hand = CachedFeatures(handcrafted_features, "handcrafted")
 
     def pcc(extra_p: np.ndarray | None = None, extra_y: np.ndarray | None = None) -> float:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from c2lst.benchmark._data import load_sections
-from c2lst.benchmark._run import SECTIONS, _select
+from c2lst.benchmark._fold import select_pairs
+from c2lst.benchmark._run import SECTIONS
 from c2lst.core.adaptation import adapt_decoder
 from c2lst.core.images import to_model, to_uint8
 from c2lst.core.runtime import make_accelerator
@@ -63,7 +64,7 @@ def main() -> None:
     rows = []
     for i, test in enumerate(data):
         train = [s for j, s in enumerate(data) if j != i]
-        picks = _select(train, args.fraction, args.seed)
+        picks = select_pairs(train, args.fraction, args.seed)
         patches = np.concatenate([s.patches[p] for s, p in zip(train, picks, strict=True)])
         f_real = handcrafted_features(test.patches)
         began = time.perf_counter()

@@ -119,3 +119,31 @@ def test_stage_meter_counts_parts_once():
     assert meter.total == meter.seconds["diffusion"]
     row = meter.row()
     assert row["t_adapt_s"] + row["t_generate_s"] == row["t_diffusion_s"] and "mem_diffusion_mb" in row
+
+
+def test_make_fold_fits_on_paired_training_spots_only(tmp_path):
+    from c2lst.benchmark._data import Section, load_sections
+    from c2lst.benchmark._fold import make_fold
+
+    _fake_sections(tmp_path, n_sections=3)
+    data = load_sections(("S0", "S1", "S2"), cache_dir=tmp_path)
+    fold = make_fold(data, "S1", 0.5, seed=3, n_top=5)
+    assert [s.name for s in fold.train] == ["S0", "S2"] and fold.test.name == "S1"
+    assert len(fold.patches) == len(fold.y) == len(fold.group) == 24 and set(fold.group) == {0, 1}
+    # what is not paired (the test section, the unpaired training spots) can change without changing the fit
+    unpaired = [np.setdiff1d(np.arange(24), p) for p in fold.picks]
+    changed = []
+    for s in data:
+        counts = s.counts.copy()
+        if s.name == "S1":
+            counts[:] = counts[::-1] * 7 + 1
+        else:
+            counts[unpaired[0 if s.name == "S0" else 1]] *= 50
+        changed.append(Section(s.name, s.patches, counts, counts.sum(1, dtype=np.float64), s.genes, s.xy))
+    other = make_fold(changed, "S1", 0.5, seed=3, n_top=5)
+    assert other.panel.genes == fold.panel.genes and other.panel.target_sum == fold.panel.target_sum
+    assert np.array_equal(other.y, fold.y) and np.array_equal(other.panel.mean, fold.panel.mean)
+    assert not np.allclose(other.truth(), fold.truth())
+    assert np.array_equal(make_fold(data, "S1", 0.5, seed=3, n_top=5).picks[1], fold.picks[1])
+    with pytest.raises(ValueError, match="not among the sections"):
+        make_fold(data, "S9", 0.5, seed=3)

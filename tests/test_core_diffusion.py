@@ -140,6 +140,12 @@ def test_true_pairs_fit_better_than_shuffled(adapted):
     central_loss = local.denoising_loss(patches, genes, seed=1, n_draws=6, conditional=False)
     assert true_loss < 0.98 * shuffled_loss, (true_loss, shuffled_loss)
     assert true_loss < central_loss
+    # per pair and draw, on the same seeded timesteps for every conditioning
+    own, t = local.denoising_losses(patches, genes, seed=1, n_draws=6)
+    other, t_other = local.denoising_losses(patches, shuffled, seed=1, n_draws=6)
+    assert own.shape == t.shape == (48, 6) and np.array_equal(t, t_other)
+    assert np.isclose(own.mean(), true_loss) and np.isclose(other.mean(), shuffled_loss)
+    assert t.min() >= 0 and t.max() < local.central.config.num_train_timesteps
 
 
 def test_generation_deterministic_and_seeded(adapted, tmp_path):

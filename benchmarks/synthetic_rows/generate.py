@@ -3,49 +3,40 @@
 
 Usage: python benchmarks/synthetic_rows/generate.py FRACTION SEED C2,C3,C4,C5,C6
 Saves mixup-profile tiles and own-profile tiles (same start, same noise) and prints the held-out denoising loss
-with own / shuffled profiles and unconditionally. Section arrays are cached in /tmp/c2cache.
+with own / shuffled profiles and unconditionally. Section arrays are cached in /tmp/c2cache. Another number of
+modulation steps than the benchmark's: C2LST_ADAPT_STEPS (default 300), with a file suffix C2LST_TAG (which score.py
+and conditioning.py read too).
 """
 
 import os
-
-OUT = os.environ.get("C2LST_EXP", "/tmp/exp2")  # where tiles (npz) are written and read
-import sys
 import time
 
 import numpy as np
 import torch
+from _common import arguments, sections, tiles_path
 
 torch.set_num_threads(2)
 from c2lst.benchmark._conditions import resize, spatial_mixup
-from c2lst.benchmark._data import PATCH_PX, load_sections
-from c2lst.benchmark._run import _lognorm, _panel, _select
+from c2lst.benchmark._data import PATCH_PX
+from c2lst.benchmark._fold import make_fold
 from c2lst.core.adaptation import adapt_local
 from c2lst.core.seeding import derive_seed
 from c2lst.datasets import central_default
 
-fraction = float(sys.argv[1])
-seed = int(sys.argv[2])
-tests = sys.argv[3].split(",")
-data = load_sections(("C2", "C3", "C4", "C5", "C6"), cache_dir="/tmp/c2cache")
+ADAPT_STEPS = int(os.environ.get("C2LST_ADAPT_STEPS", "300"))
+fraction, seed, tests = arguments()
+data = sections()
 central = central_default()
 for test_name in tests:
-    train = [s for s in data if s.name != test_name]
-    picks = _select(train, fraction, seed)
-    counts = np.concatenate([s.counts[p] for s, p in zip(train, picks, strict=False)])
-    library = np.concatenate([s.library[p] for s, p in zip(train, picks, strict=False)])
-    panel, cols = _panel(counts, library, data[0].genes, 50)
-    patches = np.concatenate([s.patches[p] for s, p in zip(train, picks, strict=False)])
-    y = np.concatenate([_lognorm(s, cols, panel, p) for s, p in zip(train, picks, strict=False)])
-    xy = np.concatenate([s.xy[p] for s, p in zip(train, picks, strict=False)])
-    group = np.concatenate([np.full(len(p), i) for i, p in enumerate(picks)])
-    z = panel.standardize(y)
+    fold = make_fold(data, test_name, fraction, seed)
+    panel, patches, xy, group, z = fold.panel, fold.patches, fold.xy, fold.group, fold.z
     t = time.time()
     local = adapt_local(
         central,
         patches,
         z,
         panel.to_dict(),
-        steps=300,
+        steps=ADAPT_STEPS,
         batch_size=32,
         lr=1e-3,
         cond_dropout=0.1,
@@ -54,8 +45,8 @@ for test_name in tests:
         decoder_steps=200,
     )
     ta = time.time() - t
-    test = [s for s in data if s.name == test_name][0]
-    zt = panel.standardize(_lognorm(test, cols, panel))
+    test = fold.test
+    zt = panel.standardize(fold.truth())
     perm = np.random.default_rng(seed).permutation(len(zt))
     dl = {
         k: local.denoising_loss(test.patches, g, seed=seed, n_draws=4, conditional=c)
@@ -93,7 +84,7 @@ for test_name in tests:
     )
     tg = time.time() - t
     np.savez_compressed(
-        f"{OUT}/gen_{test_name}_{fraction}_{seed}.npz",
+        tiles_path(test_name, fraction, seed),
         mix=mix,
         own=own,
         profiles=profiles,

@@ -4,37 +4,25 @@
 Usage: python benchmarks/synthetic_rows/score.py FRACTION SEED C2,C3,C4,C5,C6 > scores.jsonl
 """
 
-import os
-
-OUT = os.environ.get("C2LST_EXP", "/tmp/exp2")  # where tiles (npz) are written and read
 import json
-import sys
 
 import numpy as np
+from _common import arguments, sections, tiles_path
 
 from c2lst.benchmark._conditions import CachedFeatures
-from c2lst.benchmark._data import load_sections
-from c2lst.benchmark._run import _lognorm, _panel, _select
+from c2lst.benchmark._fold import make_fold
 from c2lst.core.predictor import Predictor
 from c2lst.metrics import handcrafted_features, pearson_per_gene
 
-fraction = float(sys.argv[1])
-seed = int(sys.argv[2])
-tests = sys.argv[3].split(",")
-data = load_sections(("C2", "C3", "C4", "C5", "C6"), cache_dir="/tmp/c2cache")
+fraction, seed, tests = arguments()
+data = sections()
 hand = CachedFeatures(handcrafted_features, "h")
 rows = []
 for test_name in tests:
-    d = np.load(f"{OUT}/gen_{test_name}_{fraction}_{seed}.npz")
-    test = [s for s in data if s.name == test_name][0]
-    train = [s for s in data if s.name != test_name]
-    picks = _select(train, fraction, seed)
-    counts = np.concatenate([s.counts[p] for s, p in zip(train, picks, strict=False)])
-    library = np.concatenate([s.library[p] for s, p in zip(train, picks, strict=False)])
-    panel, cols = _panel(counts, library, data[0].genes, 50)
-    patches = np.concatenate([s.patches[p] for s, p in zip(train, picks, strict=False)])
-    y = np.concatenate([_lognorm(s, cols, panel, p) for s, p in zip(train, picks, strict=False)])
-    truth = _lognorm(test, cols, panel)
+    d = np.load(tiles_path(test_name, fraction, seed))
+    fold = make_fold(data, test_name, fraction, seed)
+    test, panel, patches, y = fold.test, fold.panel, fold.patches, fold.y
+    truth = fold.truth()
     ey = panel.destandardize(d["profiles"])
     src = d["src"]
     group = d["group"]

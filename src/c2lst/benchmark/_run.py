@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _logging as logg
-from ..core.predictor import EXTRA_ALIGN, Predictor
+from ..core.predictor import Predictor, check_extra_options
 from ..metrics import (
     composition_distances,
     fidelity_report,
@@ -20,9 +20,9 @@ from ..metrics import (
     memorisation_audit,
     pearson_per_gene,
 )
-from ..pp._panel import GenePanel
 from ._conditions import CachedFeatures, augmented_pairs, diffusion_pairs, resize, spatial_mixup
-from ._data import PATCH_PX, Section, load_sections
+from ._data import PATCH_PX, load_sections
+from ._fold import make_fold
 
 CONDITIONS = ("handcrafted", "real", "augment", "c2l", "local_only", "mixup", "spatial_mixup")
 SECTIONS = ("C2", "C3", "C4", "C5", "C6")
@@ -79,30 +79,6 @@ class StageMeter:
         """Flat ``t_<stage>_s`` / ``mem_<stage>_mb`` columns."""
         times = {**self.seconds, **self.parts}
         return {**{f"t_{k}_s": v for k, v in times.items()}, **{f"mem_{k}_mb": v for k, v in self.peak_mb.items()}}
-
-
-def _select(sections: Sequence[Section], fraction: float, seed: int) -> list[np.ndarray]:
-    """Pick the paired spots of each training section: ``round(fraction * n)`` (>= 2), seeded."""
-    rng = np.random.default_rng(seed)
-    return [np.sort(rng.choice(len(s.patches), max(2, int(round(fraction * len(s.patches)))), replace=False))
-            for s in sections]
-
-
-def _panel(counts: np.ndarray, library: np.ndarray, genes: np.ndarray, n_top: int, min_spots: float = 0.1) -> tuple[GenePanel, np.ndarray]:
-    """Top ``n_top`` genes by lognorm variance on the training spots (as ``pp.gene_panel``); their column indices."""
-    target_sum = float(np.median(library[library > 0]))
-    y = np.log1p(counts / library[:, None] * target_sum)
-    var = y.var(axis=0)
-    var[(y > 0).mean(axis=0) < min_spots] = -np.inf
-    top = np.argsort(-var, kind="stable")[:n_top]
-    panel = GenePanel(tuple(genes[top]), y[:, top].mean(axis=0), np.maximum(y[:, top].std(axis=0), 1e-3), target_sum,
-                      {"n_top": n_top, "flavor": "variance", "min_spots": min_spots, "n_train": len(counts)})
-    return panel, top
-
-
-def _lognorm(section: Section, cols: np.ndarray, panel: GenePanel, rows: np.ndarray | None = None) -> np.ndarray:
-    rows = np.arange(len(section.patches)) if rows is None else rows
-    return np.log1p(section.counts[np.ix_(rows, cols)] / section.library[rows, None] * panel.target_sum).astype(np.float32)
 
 
 def _local_only_central(central_like: Any, patches: np.ndarray, *, steps: int, seed: int) -> Any:
@@ -256,11 +232,8 @@ def run_benchmark(
         raise ValueError("no condition to run; pass at least one of " + ", ".join(CONDITIONS) + ".")
     if encoder not in ("handcrafted", "central", "cnn"):
         raise ValueError(f"`encoder` must be 'handcrafted', 'central' or 'cnn', got {encoder!r}.")
-    if isinstance(synthetic_weight, str) and (synthetic_weight != "cv" or encoder == "cnn"):
-        raise ValueError(f"`synthetic_weight` must be a number >= 0 or 'cv' (not with encoder='cnn'), got "
-                         f"{synthetic_weight!r}.")
-    if synthetic_align not in (None, *EXTRA_ALIGN):
-        raise ValueError(f"`synthetic_align` must be None or one of {EXTRA_ALIGN}, got {synthetic_align!r}.")
+    check_extra_options(synthetic_weight, synthetic_align, cv_possible=encoder != "cnn",
+                        names=("synthetic_weight", "synthetic_align"))
     if any(not 0 < f <= 1 for f in fractions):
         raise ValueError(f"fractions must be in (0, 1], got {list(fractions)}.")
     if len(sections) < 2:
@@ -290,22 +263,15 @@ def run_benchmark(
     hand = CachedFeatures(lambda p: handcrafted_features(p, n_jobs=n_jobs), "handcrafted")
     cent = CachedFeatures(lambda p: the_central.features(p, seed=0), "central") if the_central is not None else None
     rows, syn_rows = [], []
-    for test_i, test in enumerate(data):
+    for test in data:
         if test_sections is not None and test.name not in test_sections:
             continue
-        train = [s for i, s in enumerate(data) if i != test_i]
         local_models: dict[int, Any] = {}
         for fraction in fractions:
             for seed in seeds:
-                picks = _select(train, fraction, seed)
-                counts = np.concatenate([s.counts[p] for s, p in zip(train, picks, strict=True)])
-                library = np.concatenate([s.library[p] for s, p in zip(train, picks, strict=True)])
-                panel, cols = _panel(counts, library, data[0].genes, n_top)
-                patches = np.concatenate([s.patches[p] for s, p in zip(train, picks, strict=True)])
-                y = np.concatenate([_lognorm(s, cols, panel, p) for s, p in zip(train, picks, strict=True)])
-                xy = np.concatenate([s.xy[p] for s, p in zip(train, picks, strict=True)])
-                group = np.concatenate([np.full(len(p), i) for i, p in enumerate(picks)])
-                truth = _lognorm(test, cols, panel)
+                fold = make_fold(data, test.name, fraction, seed, n_top=n_top)
+                panel, patches, y, xy, group = fold.panel, fold.patches, fold.y, fold.xy, fold.group
+                truth = fold.truth()
                 for cond in conditions:
                     meter = StageMeter()
                     extra_p = extra_y = None
@@ -326,9 +292,9 @@ def run_benchmark(
                             if seed not in local_models:
                                 with meter.stage("pretrain_local"):
                                     steps = 12 if quick else local_steps
-                                    local_models[seed] = (_quick_central(np.concatenate([s.patches for s in train]), seed + 1)
+                                    local_models[seed] = (_quick_central(np.concatenate([s.patches for s in fold.train]), seed + 1)
                                                           if quick else _local_only_central(
-                                                              the_central, np.concatenate([s.patches for s in train]),
+                                                              the_central, np.concatenate([s.patches for s in fold.train]),
                                                               steps=steps, seed=seed))
                             gen_model = local_models[seed]
                         z = panel.standardize(y)

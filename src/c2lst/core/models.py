@@ -440,7 +440,6 @@ class LocalModel:
             out.append(self.decode(latents))
         return np.concatenate(out)
 
-    @torch.no_grad()
     def denoising_loss(self, patches: np.ndarray, genes: np.ndarray, *, seed: int = 0, n_draws: int = 8,
                        conditional: bool = True) -> float:
         """Mean noise-prediction MSE on (patch, expression) pairs, with seeded timesteps and noise.
@@ -450,7 +449,22 @@ class LocalModel:
 
         Returns
         -------
-        The mean squared error over pairs, draws and latent elements.
+        The mean squared error over pairs, draws and latent elements (the mean of :meth:`denoising_losses`).
+        """
+        losses, _ = self.denoising_losses(patches, genes, seed=seed, n_draws=n_draws, conditional=conditional)
+        return float(losses.mean())
+
+    @torch.no_grad()
+    def denoising_losses(self, patches: np.ndarray, genes: np.ndarray, *, seed: int = 0, n_draws: int = 8,
+                         conditional: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Noise-prediction MSE of every pair and draw, with the timestep it was drawn at.
+
+        The draws are those of :meth:`denoising_loss` (seeded by ``(seed, i, j)``), so losses can be compared
+        per timestep range between conditionings.
+
+        Returns
+        -------
+        ``(losses, timesteps)``, both ``(n_pairs, n_draws)``: the MSE over latent elements and the timestep.
         """
         tiles = as_tiles(patches, name="patches")
         g = self._genes(genes)
@@ -459,15 +473,16 @@ class LocalModel:
         z = self.central.encode(to_model(tiles, self.central.tile_px, device=self.device))
         noise_sched = DDPMScheduler.from_config(self.central.scheduler_config)
         keep = torch.full((len(z),), float(conditional), device=self.device)
-        total = 0.0
+        losses, steps = np.empty((len(z), n_draws)), np.empty((len(z), n_draws), dtype=np.int64)
         for j in range(n_draws):
             gens = [generator(seed, "denoising-loss", i, j) for i in range(len(z))]
             t = torch.cat([torch.randint(0, self.central.config.num_train_timesteps, (1,), generator=gn)
                            for gn in gens]).to(self.device)
             noise = randn(z.shape, gens, like=z)
             pred = self.eps(noise_sched.add_noise(z, noise, t), t, g, keep)
-            total += float(((pred - noise) ** 2).mean())
-        return total / n_draws
+            losses[:, j] = ((pred.float() - noise) ** 2).flatten(1).mean(dim=1).cpu().numpy()
+            steps[:, j] = t.cpu().numpy()
+        return losses, steps
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:

@@ -224,6 +224,48 @@ def ridge_per_target(x: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: np.ndar
     return coef, ym - coef @ xm
 
 
+def check_extra_options(weight: Any, align: Any, *, cv_possible: bool = True,
+                        names: tuple[str, str] = ("extra_weight", "extra_align")) -> None:
+    """Raise a ``ValueError`` unless ``weight`` and ``align`` are valid weighing options for extra rows.
+
+    ``weight``: a finite number >= 0, or ``"cv"`` where ``cv_possible`` (the ridge head on a frozen encoder);
+    ``align``: ``None`` or one of :data:`EXTRA_ALIGN`. ``names`` are the parameter names used in the message (the
+    public functions call them ``synthetic_weight``/``synthetic_align``).
+    """
+    w_name, a_name = names
+    if isinstance(weight, str):
+        if weight != "cv":
+            raise ValueError(f"`{w_name}` must be a number >= 0 or 'cv', got {weight!r}.")
+        if not cv_possible:
+            raise ValueError(f"{w_name}='cv' needs the ridge head on a frozen encoder; pass a number, or use "
+                             "head='ridge' with encoder='handcrafted'/'central'/a checkpoint.")
+    else:
+        try:
+            valid = bool(np.isfinite(float(weight)) and float(weight) >= 0)
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise ValueError(f"`{w_name}` must be a number >= 0 or 'cv', got {weight!r}.")
+    if align not in (None, *EXTRA_ALIGN):
+        raise ValueError(f"`{a_name}` must be None or one of {EXTRA_ALIGN}, got {align!r}.")
+
+
+def _check_groups(groups: np.ndarray | None, extra_groups: np.ndarray | None, n_real: int,
+                  n_extra: int) -> tuple[np.ndarray, np.ndarray]:
+    """Check and return the real and extra rows' groups of ``extra_weight="cv"``."""
+    if groups is None or extra_groups is None:
+        raise ValueError("extra_weight='cv' needs `groups` (one per real row, e.g. its section) and "
+                         "`extra_groups` (the group each extra row was derived from).")
+    g_real, g_extra = np.asarray(groups), np.asarray(extra_groups)
+    if g_real.shape != (n_real,) or g_extra.shape != (n_extra,):
+        raise ValueError(f"`groups` must have one label per real row ({n_real}) and `extra_groups` one per extra "
+                         f"row ({n_extra}); got {g_real.shape} and {g_extra.shape}.")
+    if len(np.unique(g_real)) < 2:
+        raise ValueError("extra_weight='cv' needs at least two groups of real rows (leave-one-group-out); pass "
+                         "a fixed weight instead.")
+    return g_real, g_extra
+
+
 def _standardise_extra(f_extra: np.ndarray, mean: np.ndarray, std: np.ndarray, align: str | None) -> np.ndarray:
     """Extra rows' features on the real rows' standardised scale (``align="moments"``: on their own moments)."""
     if align is None or len(f_extra) < 2:
@@ -473,13 +515,10 @@ class Predictor:
                 raise ValueError(f"extra patches are {ep.shape[2:]} px, training patches {p.shape[2:]}; extract both at one size.")
         else:
             ep, ey = p[:0], y[:0]
-        if extra_align not in (None, *EXTRA_ALIGN):
-            raise ValueError(f"`extra_align` must be None or one of {EXTRA_ALIGN}, got {extra_align!r}.")
-        cv_weight = isinstance(extra_weight, str)
+        check_extra_options(extra_weight, extra_align, cv_possible=self.head_kind == "ridge" and self.encoder_kind != "cnn")
+        cv_weight = extra_weight == "cv"
         if cv_weight:
-            g_real, g_extra = self._check_cv(extra_weight, groups, extra_groups, len(p), len(ep))
-        elif not (np.isfinite(float(extra_weight)) and float(extra_weight) >= 0):
-            raise ValueError(f"`extra_weight` must be a number >= 0 or 'cv', got {extra_weight!r}.")
+            g_real, g_extra = _check_groups(groups, extra_groups, len(p), len(ep))
         y_mean, y_std = y.mean(axis=0), np.maximum(y.std(axis=0), 1e-3)
         self.stats = {"y_mean": y_mean.astype(np.float64), "y_std": y_std.astype(np.float64)}
         z_real, z_extra = (y - y_mean) / y_std, (ey - y_mean) / y_std
@@ -514,24 +553,6 @@ class Predictor:
                               "extra_align": extra_align})
         return self
 
-    def _check_cv(self, extra_weight: str, groups: np.ndarray | None, extra_groups: np.ndarray | None, n_real: int,
-                  n_extra: int) -> tuple[np.ndarray, np.ndarray]:
-        if extra_weight != "cv":
-            raise ValueError(f"`extra_weight` must be a number >= 0 or 'cv', got {extra_weight!r}.")
-        if self.head_kind != "ridge" or self.encoder_kind == "cnn":
-            raise ValueError("extra_weight='cv' needs the ridge head on a frozen encoder; pass a number, or use "
-                             "head='ridge' with encoder='handcrafted'/'central'/a checkpoint.")
-        if groups is None or extra_groups is None:
-            raise ValueError("extra_weight='cv' needs `groups` (one per real row, e.g. its section) and "
-                             "`extra_groups` (the group each extra row was derived from).")
-        g_real, g_extra = np.asarray(groups), np.asarray(extra_groups)
-        if g_real.shape != (n_real,) or g_extra.shape != (n_extra,):
-            raise ValueError(f"`groups` must have one label per real row ({n_real}) and `extra_groups` one per extra "
-                             f"row ({n_extra}); got {g_real.shape} and {g_extra.shape}.")
-        if len(np.unique(g_real)) < 2:
-            raise ValueError("extra_weight='cv' needs at least two groups of real rows (leave-one-group-out); pass "
-                             "a fixed weight instead.")
-        return g_real, g_extra
 
     def _cv_scores(self, f_real: np.ndarray, y: np.ndarray, f_extra: np.ndarray, y_extra: np.ndarray,
                    g_real: np.ndarray, g_extra: np.ndarray, align: str | None) -> dict[float, float]:

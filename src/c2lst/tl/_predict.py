@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import _logging as logg
 from .._utils import as_mask, check_key, resolve_table
-from ..core.predictor import ENCODERS, Predictor
+from ..core.predictor import ENCODERS, Predictor, check_extra_options
 from ..pp import GenePanel, gene_panel
 from ..pp._counts import library_sizes, lognorm, raw_counts
 from ._generate import is_synthetic
@@ -216,8 +216,8 @@ def predict(
         central = resolve_central(central)
     elif str(encoder) not in ENCODERS and not Path(encoder).exists():
         raise ValueError(f"encoder {str(encoder)!r} is neither one of {ENCODERS} nor an existing checkpoint path.")
-    if isinstance(synthetic_weight, str) and synthetic_weight != "cv":
-        raise ValueError(f"`synthetic_weight` must be a number >= 0 or 'cv', got {synthetic_weight!r}.")
+    check_extra_options(synthetic_weight, synthetic_align, cv_possible=head == "ridge" and str(encoder) != "cnn",
+                        names=("synthetic_weight", "synthetic_align"))
     the_panel, panel_source = train_panel(table, mask, panel, n_top)
     expr = the_panel.expression(table)
     syn_p, syn_y, n_syn, syn_source = synthetic_pairs(sd, synthetic, the_panel, patch_key)

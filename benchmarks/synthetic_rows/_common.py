@@ -1,0 +1,31 @@
+"""What the synthetic_rows scripts share: the command line, where the tiles are, the sections.
+
+Environment: C2LST_EXP (tile folder, default /tmp/exp2), C2LST_TAG (tile file suffix: one set per adaptation
+setting). Section arrays are cached in /tmp/c2cache.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+OUT = os.environ.get("C2LST_EXP", "/tmp/exp2")
+TAG = os.environ.get("C2LST_TAG", "")
+SECTIONS = ("C2", "C3", "C4", "C5", "C6")
+
+
+def arguments() -> tuple[float, int, list[str]]:
+    """``FRACTION SEED C2,C3,...`` from the command line."""
+    return float(sys.argv[1]), int(sys.argv[2]), sys.argv[3].split(",")
+
+
+def sections() -> list[Any]:
+    """The her2st sections C2-C6 (benchmark arrays, cached)."""
+    from c2lst.benchmark._data import load_sections
+
+    return load_sections(SECTIONS, cache_dir="/tmp/c2cache")
+
+
+def tiles_path(test: str, fraction: float, seed: int) -> str:
+    """The ``.npz`` generate.py writes for one fold, fraction and seed."""
+    return f"{OUT}/gen_{test}_{fraction}_{seed}{TAG}.npz"
