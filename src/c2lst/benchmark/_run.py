@@ -297,7 +297,7 @@ def run_benchmark(
                                                               the_central, np.concatenate([s.patches for s in fold.train]),
                                                               steps=steps, seed=seed))
                             gen_model = local_models[seed]
-                        z = panel.standardize(y)
+                        z = fold.z
                         a_steps = 4 if quick else (adapt_steps or gen_model.config.adapt_steps)
                         with meter.stage("diffusion"):
                             extra_p, zs, src, tms = diffusion_pairs(
