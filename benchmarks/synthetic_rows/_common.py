@@ -11,7 +11,6 @@ from typing import Any
 
 OUT = os.environ.get("C2LST_EXP", "/tmp/exp2")
 TAG = os.environ.get("C2LST_TAG", "")
-SECTIONS = ("C2", "C3", "C4", "C5", "C6")
 
 
 def arguments() -> tuple[float, int, list[str]]:
@@ -22,6 +21,7 @@ def arguments() -> tuple[float, int, list[str]]:
 def sections() -> list[Any]:
     """The her2st sections C2-C6 (benchmark arrays, cached)."""
     from c2lst.benchmark._data import load_sections
+    from c2lst.benchmark._run import SECTIONS
 
     return load_sections(SECTIONS, cache_dir="/tmp/c2cache")
 

@@ -17,15 +17,13 @@ from c2lst.metrics import handcrafted_features, pearson_per_gene
 fraction, seed, tests = arguments()
 data = sections()
 hand = CachedFeatures(handcrafted_features, "h")
-rows = []
 for test_name in tests:
     d = np.load(tiles_path(test_name, fraction, seed))
     fold = make_fold(data, test_name, fraction, seed)
-    test, panel, patches, y = fold.test, fold.panel, fold.patches, fold.y
+    test, panel, patches, y, group = fold.test, fold.panel, fold.patches, fold.y, fold.group
     truth = fold.truth()
     ey = panel.destandardize(d["profiles"])
     src = d["src"]
-    group = d["group"]
 
     def run(**kw):
         m = Predictor(encoder=hand, handcrafted=False, seed=seed)
@@ -42,5 +40,4 @@ for test_name in tests:
         r[f"align_{w}"], _ = run(extra_weight=w, extra_align="moments")
     r["raw_cv"], r["raw_cv_w"] = run(extra_weight="cv")
     r["align_cv"], r["align_cv_w"] = run(extra_weight="cv", extra_align="moments")
-    rows.append(r)
     print(json.dumps(r), flush=True)

@@ -283,7 +283,7 @@ def run_benchmark(
                     elif cond == "mixup":
                         n_mixup = n_per_profile * len(patches)
                     elif cond == "spatial_mixup":
-                        zs, src, _ = spatial_mixup(panel.standardize(y), xy, group, n_per_profile=n_per_profile,
+                        zs, src, _ = spatial_mixup(fold.z, xy, group, n_per_profile=n_per_profile,
                                                    seed=seed)
                         extra_p, extra_y = patches[src], panel.destandardize(zs)
                     elif cond in DIFFUSION:
@@ -291,11 +291,10 @@ def run_benchmark(
                         if cond == "local_only":
                             if seed not in local_models:
                                 with meter.stage("pretrain_local"):
-                                    steps = 12 if quick else local_steps
-                                    local_models[seed] = (_quick_central(np.concatenate([s.patches for s in fold.train]), seed + 1)
-                                                          if quick else _local_only_central(
-                                                              the_central, np.concatenate([s.patches for s in fold.train]),
-                                                              steps=steps, seed=seed))
+                                    local_patches = np.concatenate([s.patches for s in fold.train])
+                                    local_models[seed] = (_quick_central(local_patches, seed + 1) if quick else
+                                                          _local_only_central(the_central, local_patches,
+                                                                              steps=local_steps, seed=seed))
                             gen_model = local_models[seed]
                         z = fold.z
                         a_steps = 4 if quick else (adapt_steps or gen_model.config.adapt_steps)

@@ -49,6 +49,7 @@ HEADS = ("ridge", "mlp")
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))
 EXTRA_WEIGHTS = (0.0, 0.25, 0.5, 1.0)  # candidates of extra_weight="cv"
 EXTRA_ALIGN = ("moments",)
+_X_STD_FLOOR, _Y_STD_FLOOR = 1e-6, 1e-3  # smallest feature / target sd used for standardising
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _FORMAT = "c2lst-predictor"
@@ -266,11 +267,17 @@ def _check_groups(groups: np.ndarray | None, extra_groups: np.ndarray | None, n_
     return g_real, g_extra
 
 
+def _moments(a: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and standard deviation (at least ``floor``) of ``a``."""
+    return a.mean(axis=0), np.maximum(a.std(axis=0), floor)
+
+
 def _standardise_extra(f_extra: np.ndarray, mean: np.ndarray, std: np.ndarray, align: str | None) -> np.ndarray:
     """Extra rows' features on the real rows' standardised scale (``align="moments"``: on their own moments)."""
     if align is None or len(f_extra) < 2:
         return (f_extra - mean) / std
-    return (f_extra - f_extra.mean(axis=0)) / np.maximum(f_extra.std(axis=0), 1e-6)
+    own_mean, own_std = _moments(f_extra, _X_STD_FLOOR)
+    return (f_extra - own_mean) / own_std
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -519,7 +526,7 @@ class Predictor:
         cv_weight = extra_weight == "cv"
         if cv_weight:
             g_real, g_extra = _check_groups(groups, extra_groups, len(p), len(ep))
-        y_mean, y_std = y.mean(axis=0), np.maximum(y.std(axis=0), 1e-3)
+        y_mean, y_std = _moments(y, _Y_STD_FLOOR)
         self.stats = {"y_mean": y_mean.astype(np.float64), "y_std": y_std.astype(np.float64)}
         z_real, z_extra = (y - y_mean) / y_std, (ey - y_mean) / y_std
         all_p = np.concatenate([p, ep]) if len(ep) else p
@@ -533,8 +540,7 @@ class Predictor:
             extra_weight = max(EXTRA_WEIGHTS, key=lambda w: (scores[w], -w))  # ties: the smaller weight
             self.fit_info["extra_weight_cv"] = {str(w): float(v) for w, v in scores.items()}
         w_all = np.concatenate([np.ones(len(p)), np.full(len(ep), float(extra_weight))])
-        self.stats["x_mean"] = f_real.mean(axis=0)
-        self.stats["x_std"] = np.maximum(f_real.std(axis=0), 1e-6)
+        self.stats["x_mean"], self.stats["x_std"] = _moments(f_real, _X_STD_FLOOR)
         x_real = (f_real - self.stats["x_mean"]) / self.stats["x_std"]
         x_all = np.concatenate([x_real, _standardise_extra(f_extra, self.stats["x_mean"], self.stats["x_std"], extra_align)])
         if n_mixup > 0:
@@ -553,7 +559,6 @@ class Predictor:
                               "extra_align": extra_align})
         return self
 
-
     def _cv_scores(self, f_real: np.ndarray, y: np.ndarray, f_extra: np.ndarray, y_extra: np.ndarray,
                    g_real: np.ndarray, g_extra: np.ndarray, align: str | None) -> dict[float, float]:
         """Mean over held-out groups of the mean per-gene Pearson r, for each weight in :data:`EXTRA_WEIGHTS`.
@@ -565,8 +570,8 @@ class Predictor:
             tr, va, etr = g_real != g, g_real == g, g_extra != g
             if tr.sum() < 3 or va.sum() < 3:
                 continue
-            m, s = f_real[tr].mean(axis=0), np.maximum(f_real[tr].std(axis=0), 1e-6)
-            ym, ys = y[tr].mean(axis=0), np.maximum(y[tr].std(axis=0), 1e-3)
+            m, s = _moments(f_real[tr], _X_STD_FLOOR)
+            ym, ys = _moments(y[tr], _Y_STD_FLOOR)
             x_tr, z_tr = (f_real[tr] - m) / s, (y[tr] - ym) / ys
             x_e, z_e = _standardise_extra(f_extra[etr], m, s, align), (y_extra[etr] - ym) / ys
             alpha = self._ridge_alpha(x_tr, z_tr)
