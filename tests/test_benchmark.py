@@ -147,3 +147,22 @@ def test_make_fold_fits_on_paired_training_spots_only(tmp_path):
     assert np.array_equal(make_fold(data, "S1", 0.5, seed=3, n_top=5).picks[1], fold.picks[1])
     with pytest.raises(ValueError, match="not among the sections"):
         make_fold(data, "S9", 0.5, seed=3)
+
+
+def test_fold_panel_is_pp_gene_panel_on_the_paired_spots(tmp_path):
+    import anndata as ad
+
+    import c2lst
+
+    from c2lst.benchmark._data import load_sections
+    from c2lst.benchmark._fold import make_fold
+
+    _fake_sections(tmp_path, n_sections=3)
+    data = load_sections(("S0", "S1", "S2"), cache_dir=tmp_path)
+    fold = make_fold(data, "S0", 0.5, seed=1, n_top=5)
+    paired = ad.AnnData(np.concatenate([s.counts[p] for s, p in zip(fold.train, fold.picks, strict=True)]))
+    paired.var_names = list(fold.test.genes)
+    panel = c2lst.pp.gene_panel(paired, n_top=5)
+    assert panel == fold.panel and panel.params == fold.panel.params
+    c2lst.pp.normalize(paired, target_sum=panel.target_sum)
+    np.testing.assert_array_equal(panel.expression(paired), fold.y)

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..pp._panel import GenePanel
+from ..pp._counts import lognorm as _lognorm
+from ..pp._counts import median_library_size
+from ..pp._panel import GenePanel, variance_panel
 from ._data import Section
 
 
@@ -17,23 +19,10 @@ def select_pairs(sections: Sequence[Section], fraction: float, seed: int) -> lis
             for s in sections]
 
 
-def variance_panel(counts: np.ndarray, library: np.ndarray, genes: np.ndarray, n_top: int,
-                   min_spots: float = 0.1) -> tuple[GenePanel, np.ndarray]:
-    """Top ``n_top`` genes by lognorm variance on the training spots (as ``pp.gene_panel``); their column indices."""
-    target_sum = float(np.median(library[library > 0]))
-    y = np.log1p(counts / library[:, None] * target_sum)
-    var = y.var(axis=0)
-    var[(y > 0).mean(axis=0) < min_spots] = -np.inf
-    top = np.argsort(-var, kind="stable")[:n_top]
-    panel = GenePanel(tuple(genes[top]), y[:, top].mean(axis=0), np.maximum(y[:, top].std(axis=0), 1e-3), target_sum,
-                      {"n_top": n_top, "flavor": "variance", "min_spots": min_spots, "n_train": len(counts)})
-    return panel, top
-
-
 def lognorm(section: Section, cols: np.ndarray, panel: GenePanel, rows: np.ndarray | None = None) -> np.ndarray:
-    """``log1p`` of the panel genes' counts scaled to the panel's target sum, for ``rows`` (default: all spots)."""
+    """Lognorm expression (``pp.normalize``'s) of the panel genes at the panel's target sum, for ``rows`` (default: all)."""
     rows = np.arange(len(section.patches)) if rows is None else rows
-    return np.log1p(section.counts[np.ix_(rows, cols)] / section.library[rows, None] * panel.target_sum).astype(np.float32)
+    return _lognorm(section.counts[np.ix_(rows, cols)], section.library[rows], panel.target_sum)
 
 
 @dataclass(frozen=True)
@@ -80,9 +69,10 @@ def make_fold(sections: Sequence[Section], test: str, fraction: float, seed: int
     held = sections[names.index(test)]
     train = tuple(s for s in sections if s.name != test)
     picks = tuple(select_pairs(train, fraction, seed))
-    counts = np.concatenate([s.counts[p] for s, p in zip(train, picks, strict=True)])
     library = np.concatenate([s.library[p] for s, p in zip(train, picks, strict=True)])
-    panel, cols = variance_panel(counts, library, held.genes, n_top)
+    target_sum = median_library_size(library)
+    expr = np.concatenate([_lognorm(s.counts[p], s.library[p], target_sum) for s, p in zip(train, picks, strict=True)])
+    panel, cols = variance_panel(expr, held.genes, target_sum, n_top=n_top, min_spots=0.1)
     return Fold(
         test=held, train=train, fraction=fraction, seed=seed, picks=picks, panel=panel, cols=cols,
         patches=np.concatenate([s.patches[p] for s, p in zip(train, picks, strict=True)]),

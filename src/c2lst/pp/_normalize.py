@@ -65,7 +65,7 @@ def normalize(
     mask = as_mask(train_mask, table.n_obs)
     counts = raw_counts(table, layer=layer_counts)
     if target_sum is None:
-        target_sum = median_library_size(counts, mask)
+        target_sum = median_library_size(library_sizes(counts)[mask])
     elif not target_sum > 0:
         raise ValueError(f"`target_sum` must be positive, got {target_sum}.")
     table.layers[key_added] = lognorm(counts, library_sizes(counts), float(target_sum))

@@ -6,7 +6,7 @@ that they see the same genes in the same order, and normalise new spots exactly 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -160,6 +160,51 @@ class GenePanel:
         return x
 
 
+def variance_panel(train: np.ndarray, genes: Sequence[str], target_sum: float, *, n_top: int,
+                   min_spots: float) -> tuple[GenePanel, np.ndarray]:
+    """Choose the ``n_top`` most variable genes of the training spots' lognorm expression, with their statistics.
+
+    Genes detected (> 0) in fewer than ``min_spots`` of the rows are excluded; ties keep the gene order. This is
+    the array-level core of :func:`gene_panel`, shared with the benchmark.
+
+    Parameters
+    ----------
+    train
+        ``(n_train, n_genes)`` lognorm expression of the training spots only, at ``target_sum``.
+    genes
+        The ``n_genes`` gene names.
+    target_sum
+        Normalisation target sum of ``train`` (recorded in the panel).
+    n_top, min_spots
+        As in :func:`gene_panel`.
+
+    Returns
+    -------
+    The :class:`GenePanel` and the column indices of its genes in ``train`` (in panel order).
+
+    Raises
+    ------
+    ValueError
+        When fewer than ``n_top`` genes pass ``min_spots``.
+    """
+    detected = (train > 0).mean(axis=0) >= min_spots
+    n_ok = int(detected.sum())
+    if n_ok < n_top:
+        raise ValueError(f"only {n_ok} genes are detected in >= {min_spots:.0%} of the training spots, fewer than "
+                         f"n_top={n_top}; lower `n_top` or `min_spots`.")
+    var = train.var(axis=0)
+    var[~detected] = -np.inf
+    order = np.argsort(-var, kind="stable")[:n_top]
+    panel = GenePanel(
+        genes=tuple(np.asarray(genes)[order]),
+        mean=train[:, order].mean(axis=0),
+        std=np.maximum(train[:, order].std(axis=0), _STD_FLOOR),
+        target_sum=target_sum,
+        params={"n_top": int(n_top), "flavor": "variance", "min_spots": float(min_spots), "n_train": len(train)},
+    )
+    return panel, order
+
+
 def gene_panel(
     data: SpatialData | AnnData,
     *,
@@ -214,23 +259,10 @@ def gene_panel(
         raise ValueError("gene names are not unique; call table.var_names_make_unique() first.")
     mask = as_mask(train_mask, table.n_obs)
     counts = raw_counts(table, layer=layer_counts)
-    target_sum = median_library_size(counts, mask)
-    train = lognorm(counts[np.flatnonzero(mask)], library_sizes(counts)[mask], target_sum)
-    detected = (train > 0).mean(axis=0) >= min_spots
-    var = train.var(axis=0)
-    var[~detected] = -np.inf
-    n_ok = int(detected.sum())
-    if n_ok < n_top:
-        raise ValueError(f"only {n_ok} genes are detected in >= {min_spots:.0%} of the training spots, fewer than "
-                         f"n_top={n_top}; lower `n_top` or `min_spots`.")
-    order = np.argsort(-var, kind="stable")[:n_top]
-    panel = GenePanel(
-        genes=tuple(table.var_names[order]),
-        mean=train[:, order].mean(axis=0),
-        std=np.maximum(train[:, order].std(axis=0), _STD_FLOOR),
-        target_sum=target_sum,
-        params={"n_top": int(n_top), "flavor": "variance", "min_spots": float(min_spots), "n_train": int(mask.sum())},
-    )
+    lib = library_sizes(counts)[mask]
+    target_sum = median_library_size(lib)
+    train = lognorm(counts[np.flatnonzero(mask)], lib, target_sum)
+    panel, _ = variance_panel(train, table.var_names, target_sum, n_top=n_top, min_spots=min_spots)
     table.var[key_added] = table.var_names.isin(panel.genes)
     table.uns[key_added] = panel.to_dict()
     logg.info(f"    added .var[{key_added!r}] and .uns[{key_added!r}] ({len(panel)} genes)", time=start)
