@@ -225,6 +225,11 @@ def ridge_per_target(x: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: np.ndar
     return coef, ym - coef @ xm
 
 
+def _row_weights(n_real: int, n_extra: int, extra_weight: float) -> np.ndarray:
+    """Sample weights of ``n_real`` real rows (1) followed by ``n_extra`` extra rows (``extra_weight``)."""
+    return np.concatenate([np.ones(n_real), np.full(n_extra, float(extra_weight))])
+
+
 def check_extra_options(weight: Any, align: Any, *, cv_possible: bool = True,
                         names: tuple[str, str] = ("extra_weight", "extra_align")) -> None:
     """Raise a ``ValueError`` unless ``weight`` and ``align`` are valid weighing options for extra rows.
@@ -532,14 +537,14 @@ class Predictor:
         all_p = np.concatenate([p, ep]) if len(ep) else p
         z_all = np.concatenate([z_real, z_extra]).astype(np.float32)
         if self.encoder_kind == "cnn":
-            self._train_cnn(all_p, z_all, np.concatenate([np.ones(len(p)), np.full(len(ep), float(extra_weight))]))
+            self._train_cnn(all_p, z_all, _row_weights(len(p), len(ep), extra_weight))
         f_all = self.features(all_p).astype(np.float64)
         f_real, f_extra = f_all[: len(p)], f_all[len(p):]
         if cv_weight:
             scores = self._cv_scores(f_real, y, f_extra, ey, g_real, g_extra, extra_align)
             extra_weight = max(EXTRA_WEIGHTS, key=lambda w: (scores[w], -w))  # ties: the smaller weight
             self.fit_info["extra_weight_cv"] = {str(w): float(v) for w, v in scores.items()}
-        w_all = np.concatenate([np.ones(len(p)), np.full(len(ep), float(extra_weight))])
+        w_all = _row_weights(len(p), len(ep), extra_weight)
         self.stats["x_mean"], self.stats["x_std"] = _moments(f_real, _X_STD_FLOOR)
         x_real = (f_real - self.stats["x_mean"]) / self.stats["x_std"]
         x_all = np.concatenate([x_real, _standardise_extra(f_extra, self.stats["x_mean"], self.stats["x_std"], extra_align)])
@@ -577,7 +582,7 @@ class Predictor:
             alpha = self._ridge_alpha(x_tr, z_tr)
             x_va = (f_real[va] - m) / s
             for weight in EXTRA_WEIGHTS:
-                w = np.concatenate([np.ones(len(x_tr)), np.full(len(x_e), float(weight))])
+                w = _row_weights(len(x_tr), len(x_e), weight)
                 coef, intercept = ridge_per_target(np.concatenate([x_tr, x_e]), np.concatenate([z_tr, z_e]), w, alpha)
                 scores[weight].append(np.nanmean(pearson_per_gene(y[va], x_va @ coef.T + intercept)))
         if not scores[EXTRA_WEIGHTS[0]]:
