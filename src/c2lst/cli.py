@@ -88,6 +88,15 @@ def spot_table_of(sdata: SpatialData, table_key: str | None) -> tuple[AnnData, s
     return table, name
 
 
+def open_spots(args: argparse.Namespace, *, default_all: bool
+               ) -> tuple[SpatialData, Path, AnnData, str, np.ndarray | None]:
+    """Read the store ``--sdata``; return it, its path, the spot table, its name and the training mask."""
+    source = Path(args.sdata)
+    sdata = read_store(source)
+    table, name = spot_table_of(sdata, args.table_key)
+    return sdata, source, table, name, train_mask_of(table, args, default_all=default_all)
+
+
 def train_mask_of(table: AnnData, args: argparse.Namespace, *, default_all: bool) -> np.ndarray | None:
     """Training mask from ``--train-key`` (a boolean obs column) or ``--fraction`` (new seeded split).
 
@@ -162,10 +171,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     """Adapt a central model to a section's spots; save the adapter."""
     from . import pp, tl
 
-    source = Path(args.sdata)
-    sdata = read_store(source)
-    table, name = spot_table_of(sdata, args.table_key)
-    mask = train_mask_of(table, args, default_all=True)
+    sdata, source, table, name, mask = open_spots(args, default_all=True)
     central = load_central(args.central)
     if "c2lst_patch" not in table.obsm:  # at the central model's tile size, like the synthetic patches
         pp.extract_patches(sdata, patch_px=central.tile_px, table_key=name)
@@ -203,10 +209,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Train the histology -> expression predictor on the training spots and predict every spot."""
     from . import pp, tl
 
-    source = Path(args.sdata)
-    sdata = read_store(source)
-    table, name = spot_table_of(sdata, args.table_key)
-    mask = train_mask_of(table, args, default_all=True)
+    sdata, source, table, name, mask = open_spots(args, default_all=True)
     if "c2lst_patch" not in table.obsm:
         pp.extract_patches(sdata, table_key=name)
     synthetic = None if args.synthetic == "none" else args.synthetic
@@ -223,10 +226,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Per-gene Pearson r of the prediction on the held-out spots."""
     from . import tl
 
-    source = Path(args.sdata)
-    sdata = read_store(source)
-    table, name = spot_table_of(sdata, args.table_key)
-    mask = train_mask_of(table, args, default_all=False)
+    sdata, source, table, name, mask = open_spots(args, default_all=False)
     if mask is None or mask.all():
         raise UserError("no held-out spot: evaluate needs a training split (--train-key COLUMN or --fraction F, "
                         "the same as for predict).")
