@@ -26,6 +26,7 @@ from c2lst.benchmark._data import load_sections
 from c2lst.benchmark._fold import make_fold
 from c2lst.benchmark._run import SECTIONS
 from c2lst.core.adaptation import adapt_local
+from c2lst.core.models import CentralModel
 from c2lst.datasets import central_default
 
 
@@ -58,12 +59,13 @@ def main() -> None:
     parser.add_argument("--n-draws", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", help="section cache folder (as the prediction benchmark's)")
+    parser.add_argument("--central", help="a saved central model directory (default: the shipped central_default())")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = [s for s in args.sections if s != args.exclude]
     fold = make_fold(load_sections(tuple(names), root=args.root, cache_dir=args.cache), args.val, args.fraction,
                      args.seed)
-    central = central_default()
+    central = CentralModel.load(args.central) if args.central else central_default()
     z_val = fold.panel.standardize(fold.truth())
     rng = np.random.default_rng(args.seed)
     perm_val, perm_train = rng.permutation(len(z_val)), rng.permutation(len(fold.z))

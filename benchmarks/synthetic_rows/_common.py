@@ -1,7 +1,8 @@
 """What the synthetic_rows scripts share: the command line, where the tiles are, the sections.
 
 Environment: C2LST_EXP (tile folder, default /tmp/exp2), C2LST_TAG (tile file suffix: one set per adaptation
-setting). Section arrays are cached in /tmp/c2cache.
+setting or central model), C2LST_CENTRAL (a saved central model directory; default the shipped
+``central_default()``). Section arrays are cached in /tmp/c2cache.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 OUT = os.environ.get("C2LST_EXP", "/tmp/exp2")
 TAG = os.environ.get("C2LST_TAG", "")
+CENTRAL = os.environ.get("C2LST_CENTRAL")
 
 
 def arguments() -> tuple[float, int, list[str]]:
@@ -29,3 +31,11 @@ def sections() -> list[Any]:
 def tiles_path(test: str, fraction: float, seed: int) -> str:
     """The ``.npz`` generate.py writes for one fold, fraction and seed."""
     return f"{OUT}/gen_{test}_{fraction}_{seed}{TAG}.npz"
+
+
+def load_central() -> Any:
+    """The central model to adapt: ``$C2LST_CENTRAL`` (a ``CentralModel.save`` directory), else the shipped one."""
+    from c2lst.core.models import CentralModel
+    from c2lst.datasets import central_default
+
+    return CentralModel.load(CENTRAL) if CENTRAL else central_default()

@@ -1,5 +1,5 @@
 # ruff: noqa: E402, B023  (a script: threads are set before torch-using imports; the closures run inside their loop)
-"""Adapt the shipped central model per fold and save c2l tiles under $C2LST_EXP (default /tmp/exp2).
+"""Adapt the central model ($C2LST_CENTRAL, default the shipped one) per fold; save c2l tiles under $C2LST_EXP.
 
 Usage: python benchmarks/synthetic_rows/generate.py FRACTION SEED C2,C3,C4,C5,C6
 Saves mixup-profile tiles and own-profile tiles (same start, same noise) and prints the held-out denoising loss
@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import torch
-from _common import arguments, sections, tiles_path
+from _common import arguments, load_central, sections, tiles_path
 
 torch.set_num_threads(2)
 from c2lst.benchmark._conditions import resize, spatial_mixup
@@ -21,12 +21,11 @@ from c2lst.benchmark._data import PATCH_PX
 from c2lst.benchmark._fold import make_fold
 from c2lst.core.adaptation import adapt_local
 from c2lst.core.seeding import derive_seed
-from c2lst.datasets import central_default
 
 ADAPT_STEPS = int(os.environ.get("C2LST_ADAPT_STEPS", "300"))
 fraction, seed, tests = arguments()
 data = sections()
-central = central_default()
+central = load_central()
 for test_name in tests:
     fold = make_fold(data, test_name, fraction, seed)
     panel, patches, xy, group, z = fold.panel, fold.patches, fold.xy, fold.group, fold.z
