@@ -1,10 +1,20 @@
-"""Mean +- sd over seeds and paired differences against real pairs alone: summarize.py scores*.jsonl."""
+"""Mean +- sd over seeds and paired differences against real pairs alone.
 
-import sys
+Usage: python benchmarks/synthetic_rows/summarize.py [--csv OUT.csv] scores*.jsonl
+(``--csv`` also writes every fold x fraction x seed row, sorted, as one CSV).
+"""
+
+import argparse
 
 import pandas as pd
 
-df = pd.concat([pd.read_json(f, lines=True) for f in sys.argv[1:]])
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("scores", nargs="+", help="JSON-lines files written by score.py")
+parser.add_argument("--csv", help="write the per-fold rows here")
+args = parser.parse_args()
+df = pd.concat([pd.read_json(f, lines=True) for f in args.scores])
+if args.csv:
+    df.sort_values(["fraction", "seed", "test"]).to_csv(args.csv, index=False)
 cols = [c for c in df if c not in ("test", "fraction", "seed") and not c.endswith("_w")]
 for f, d in df.groupby("fraction"):
     per_seed = d.groupby("seed")[cols].mean()
@@ -20,7 +30,7 @@ for f, d in df.groupby("fraction"):
             "of": len(d),
         }
     )
-    print(f"fraction {f}, seeds {sorted(d.seed.unique())}")
+    print(f"fraction {f}, seeds {sorted(int(s) for s in d.seed.unique())}")
     print(out.round(4).to_string())
     print(per_seed.round(4).to_string())
     print(d.groupby("test")[cols].mean().sub(d.groupby("test")["real"].mean(), axis=0).round(4).to_string())
