@@ -153,7 +153,6 @@ def test_fold_panel_is_pp_gene_panel_on_the_paired_spots(tmp_path):
     import anndata as ad
 
     import c2lst
-
     from c2lst.benchmark._data import load_sections
     from c2lst.benchmark._fold import make_fold
 
