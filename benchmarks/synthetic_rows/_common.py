@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 OUT = os.environ.get("C2LST_EXP", "/tmp/exp2")
@@ -31,6 +32,17 @@ def sections() -> list[Any]:
 def tiles_path(test: str, fraction: float, seed: int) -> str:
     """The ``.npz`` generate.py writes for one fold, fraction and seed."""
     return f"{OUT}/gen_{test}_{fraction}_{seed}{TAG}.npz"
+
+
+def tile_folds(fraction: float, seed: int, tests: list[str]) -> Iterator[tuple[Any, Any]]:
+    """Each held-out section's fold (``make_fold``) with the tiles generate.py saved for it."""
+    import numpy as np
+
+    from c2lst.benchmark._fold import make_fold
+
+    data = sections()
+    for test in tests:
+        yield make_fold(data, test, fraction, seed), np.load(tiles_path(test, fraction, seed))
 
 
 def load_central() -> Any:

@@ -11,19 +11,16 @@ Usage: python benchmarks/synthetic_rows/score.py FRACTION SEED C2,C3,C4,C5,C6 > 
 import json
 
 import numpy as np
-from _common import arguments, sections, tiles_path
+from _common import arguments, tile_folds
 
 from c2lst.benchmark._conditions import CachedFeatures
-from c2lst.benchmark._fold import make_fold
 from c2lst.core.predictor import Predictor
 from c2lst.metrics import handcrafted_features, pearson_per_gene
 
 fraction, seed, tests = arguments()
-data = sections()
 hand = CachedFeatures(handcrafted_features, "h")
-for test_name in tests:
-    d = np.load(tiles_path(test_name, fraction, seed))
-    fold = make_fold(data, test_name, fraction, seed)
+for fold, d in tile_folds(fraction, seed, tests):
+    test_name = fold.test.name
     test, panel, patches, y, group = fold.test, fold.panel, fold.patches, fold.y, fold.group
     truth = fold.truth()
     ey = panel.destandardize(d["profiles"])

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..pp._counts import lognorm as _lognorm
-from ..pp._counts import median_library_size
+from ..pp._counts import lognorm, median_library_size
 from ..pp._panel import GenePanel, variance_panel
 from ._data import Section
 
@@ -17,12 +16,6 @@ def select_pairs(sections: Sequence[Section], fraction: float, seed: int) -> lis
     rng = np.random.default_rng(seed)
     return [np.sort(rng.choice(len(s.patches), max(2, int(round(fraction * len(s.patches)))), replace=False))
             for s in sections]
-
-
-def lognorm(section: Section, cols: np.ndarray, panel: GenePanel, rows: np.ndarray | None = None) -> np.ndarray:
-    """Lognorm expression (``pp.normalize``'s) of the panel genes at the panel's target sum, for ``rows`` (default: all)."""
-    rows = np.arange(len(section.patches)) if rows is None else rows
-    return _lognorm(section.counts[np.ix_(rows, cols)], section.library[rows], panel.target_sum)
 
 
 @dataclass(frozen=True)
@@ -52,7 +45,7 @@ class Fold:
 
     def truth(self) -> np.ndarray:
         """Lognorm panel expression of every spot of the held-out section (scored, never fitted)."""
-        return lognorm(self.test, self.cols, self.panel)
+        return lognorm(self.test.counts[:, self.cols], self.test.library, self.panel.target_sum)
 
 
 def make_fold(sections: Sequence[Section], test: str, fraction: float, seed: int, *, n_top: int = 50) -> Fold:
@@ -71,12 +64,12 @@ def make_fold(sections: Sequence[Section], test: str, fraction: float, seed: int
     picks = tuple(select_pairs(train, fraction, seed))
     library = np.concatenate([s.library[p] for s, p in zip(train, picks, strict=True)])
     target_sum = median_library_size(library)
-    expr = np.concatenate([_lognorm(s.counts[p], s.library[p], target_sum) for s, p in zip(train, picks, strict=True)])
+    expr = np.concatenate([lognorm(s.counts[p], s.library[p], target_sum) for s, p in zip(train, picks, strict=True)])
     panel, cols = variance_panel(expr, held.genes, target_sum, n_top=n_top, min_spots=0.1)
     return Fold(
         test=held, train=train, fraction=fraction, seed=seed, picks=picks, panel=panel, cols=cols,
         patches=np.concatenate([s.patches[p] for s, p in zip(train, picks, strict=True)]),
-        y=np.concatenate([lognorm(s, cols, panel, p) for s, p in zip(train, picks, strict=True)]),
+        y=np.ascontiguousarray(expr[:, cols]),
         xy=np.concatenate([s.xy[p] for s, p in zip(train, picks, strict=True)]),
         group=np.concatenate([np.full(len(p), i) for i, p in enumerate(picks)]),
     )

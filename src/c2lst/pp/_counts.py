@@ -40,10 +40,10 @@ def library_sizes(counts: np.ndarray | sp.csr_matrix) -> np.ndarray:
 
 
 def lognorm(counts: np.ndarray | sp.csr_matrix, lib: np.ndarray, target_sum: float) -> np.ndarray:
-    """``log1p(counts / lib * target_sum)`` as a dense float32 array; spots with zero counts stay 0."""
+    """``log1p(counts / lib * target_sum)`` as a dense, C-ordered float32 array; spots with zero counts stay 0."""
     scale = np.divide(target_sum, lib, out=np.zeros_like(lib, dtype=np.float64), where=lib > 0)
     x = counts.multiply(scale[:, None]).toarray() if sp.issparse(counts) else counts * scale[:, None]
-    return np.log1p(x).astype(np.float32)
+    return np.log1p(x).astype(np.float32, order="C")
 
 
 def median_library_size(lib: np.ndarray) -> float:
