@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from c2lst.cli import build_parser, main
-from c2lst.core.models import MANIFEST
+from c2lst.core.models import MANIFEST, CentralModel
 
 SUBCOMMANDS = ["read", "pretrain", "adapt", "generate", "predict", "evaluate", "benchmark", "demo"]
 
@@ -95,6 +95,10 @@ def test_pipeline_from_the_command_line(tmp_path, tiny_files, capsys):
     assert main(["--quiet", "pretrain", str(image), "--mpp", "2.0", "--config", "tiny", "--steps", "4",
                  "--tile-px", "32", "--out", str(central)]) == 0
     assert (central / MANIFEST).is_file()
+    refined = tmp_path / "refined"
+    assert main(["--quiet", "pretrain", str(image), "--mpp", "2.0", "--init", str(central), "--steps", "2",
+                 "--tile-px", "32", "--out", str(refined)]) == 0
+    assert CentralModel.load(refined).summary["init_weights_sha256"] == CentralModel.load(central).weights_sha256
     assert main(["--quiet", "adapt", str(store), "--fraction", "0.6", "--central", str(central), "--adapter",
                  str(adapter), "--steps", "2", "--panel-size", "10"]) == 0
     assert main(["--quiet", "generate", str(store), "--central", str(central), "--adapter", str(adapter),

@@ -76,6 +76,41 @@ def test_pretrain_out_rules(central, tmp_path):
         model.save(out)
 
 
+def test_pretrain_refines_init(central, tmp_path):
+    """``init``: the autoencoder and latent scale are kept, every step trains the UNet from init's weights."""
+    import torch
+
+    tiles = np.random.default_rng(3).integers(30, 200, size=(24, 3, 32, 32), dtype=np.uint8)
+    out = tmp_path / "refined"
+    refined = c2lst.tl.pretrain(tiles, init=central, steps=3, batch_size=4, seed=0, out=out)
+    assert refined.config.to_dict() == central.config.to_dict()
+    assert refined.scaling_factor == central.scaling_factor
+    ae0, ae1 = central.autoencoder.state_dict(), refined.autoencoder.state_dict()
+    assert all(torch.equal(ae0[k], ae1[k]) for k in ae0)
+    u0, u1 = central.unet.state_dict(), refined.unet.state_dict()
+    assert any(not torch.equal(u0[k], u1[k]) for k in u0)
+    s = refined.summary
+    assert s["autoencoder_steps"] == 0 and s["unet_steps"] == 3 and "autoencoder_loss" not in s
+    assert s["init_weights_sha256"] == central.weights_sha256 and s["init_summary"]["steps"] == 8
+    # it starts from init's UNet: with a vanishing learning rate the refined UNet is init's
+    still = c2lst.tl.pretrain(tiles, init=central, steps=2, batch_size=4, lr=1e-12, seed=0).unet.state_dict()
+    assert all(torch.allclose(u0[k], still[k], atol=1e-8) for k in u0)
+    # same seed, same refined weights; a saved directory works as init; the finished run is found again
+    again = c2lst.tl.pretrain(tiles, init=central, steps=3, batch_size=4, seed=0, out=out, resume=True)
+    assert again.weights_sha256 == refined.weights_sha256
+    central_dir = tmp_path / "central"
+    central.save(central_dir)
+    from_dir = c2lst.tl.pretrain(tiles, init=central_dir, steps=3, batch_size=4, seed=0)
+    assert from_dir.weights_sha256 == refined.weights_sha256
+    # resuming without init must not return the refined model
+    with pytest.raises(ValueError, match="already holds a central model"):
+        c2lst.tl.pretrain(tiles, config="tiny", steps=3, batch_size=4, seed=0, out=out, resume=True)
+    with pytest.raises(ValueError, match="differs from the configuration of `init`"):
+        c2lst.tl.pretrain(tiles, init=central, config="cpu", steps=3)
+    with pytest.raises(ValueError, match="not a saved central model"):
+        c2lst.tl.pretrain(tiles, init=tmp_path / "missing", steps=3)
+
+
 def test_pretrain_inputs_histology_and_sdata(sdata):
     tiles = np.random.default_rng(2).integers(60, 230, size=(20, 3, 64, 64), dtype=np.uint8)
     histo = SimpleNamespace(tiles=tiles, mpp=1.5625)  # the HistologyTiles interface

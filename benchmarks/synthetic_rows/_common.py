@@ -2,7 +2,10 @@
 
 Environment: C2LST_EXP (tile folder, default /tmp/exp2), C2LST_TAG (tile file suffix: one set per adaptation
 setting or central model), C2LST_CENTRAL (a saved central model directory; default the shipped
-``central_default()``). Section arrays are cached in /tmp/c2cache.
+``central_default()``), C2LST_LOCAL_ONLY (N: the benchmark's ``local_only`` generator instead, a model of the
+central configuration pretrained from random initialisation for N steps on the training sections' patches only,
+saved once per held-out section and seed under C2LST_EXP and reused at every fraction). Section arrays are cached
+in /tmp/c2cache.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Any
 OUT = os.environ.get("C2LST_EXP", "/tmp/exp2")
 TAG = os.environ.get("C2LST_TAG", "")
 CENTRAL = os.environ.get("C2LST_CENTRAL")
+LOCAL_ONLY = int(os.environ.get("C2LST_LOCAL_ONLY", "0"))
 
 
 def arguments() -> tuple[float, int, list[str]]:
@@ -51,3 +55,31 @@ def load_central() -> Any:
     from c2lst.datasets import central_default
 
     return CentralModel.load(CENTRAL) if CENTRAL else central_default()
+
+
+def generator_for(fold: Any, seed: int, central: Any) -> Any:
+    """The model to adapt on ``fold``: ``central``, or with ``$C2LST_LOCAL_ONLY`` the fold's local-only model.
+
+    The local-only model is the benchmark's (``_local_only_central``: ``central``'s configuration, random
+    initialisation, the training sections' patches, ``seed``); it is trained once per held-out section and seed
+    and saved to ``$C2LST_EXP/local_only_<test>_<seed>_<steps>``.
+    """
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from c2lst.benchmark._run import _local_only_central
+    from c2lst.core.models import CentralModel
+
+    if not LOCAL_ONLY:
+        return central
+    path = Path(OUT) / f"local_only_{fold.test.name}_{seed}_{LOCAL_ONLY}"
+    if (path / "c2lst_central.json").is_file():
+        return CentralModel.load(path)
+    t = time.time()
+    model = _local_only_central(central, np.concatenate([s.patches for s in fold.train]), steps=LOCAL_ONLY, seed=seed)
+    model.save(path)
+    print(fold.test.name, seed, f"local-only pretraining {LOCAL_ONLY} steps {time.time() - t:.0f}s", model.summary,
+          flush=True)
+    return model

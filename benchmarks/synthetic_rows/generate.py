@@ -5,7 +5,7 @@ Usage: python benchmarks/synthetic_rows/generate.py FRACTION SEED C2,C3,C4,C5,C6
 Saves mixup-profile tiles and own-profile tiles (same start, same noise) and prints the held-out denoising loss
 with own / shuffled profiles and unconditionally. Section arrays are cached in /tmp/c2cache. Another number of
 modulation steps than the benchmark's: C2LST_ADAPT_STEPS (default 300), with a file suffix C2LST_TAG (which score.py
-and conditioning.py read too).
+and conditioning.py read too). The benchmark's local_only generator: C2LST_LOCAL_ONLY=2000 (see _common).
 """
 
 import os
@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import torch
-from _common import arguments, load_central, sections, tiles_path
+from _common import arguments, generator_for, load_central, sections, tiles_path
 
 torch.set_num_threads(2)
 from c2lst.benchmark._conditions import resize, spatial_mixup
@@ -31,7 +31,7 @@ for test_name in tests:
     panel, patches, xy, group, z = fold.panel, fold.patches, fold.xy, fold.group, fold.z
     t = time.time()
     local = adapt_local(
-        central,
+        generator_for(fold, seed, central),
         patches,
         z,
         panel.to_dict(),

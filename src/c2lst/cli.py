@@ -156,12 +156,13 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    """Pretrain a central model on histology-only images."""
+    """Pretrain a central model on histology-only images (or refine one with --init)."""
     from . import io, tl
 
+    init = None if args.init is None else load_central(args.init)
     tiles = io.read_histology(args.images, mpp=args.mpp, tile_um=args.tile_um, tile_px=args.tile_px,
                               max_tiles=args.max_tiles, seed=args.seed)
-    model = tl.pretrain(tiles, config=args.config, steps=args.steps, seed=args.seed, out=args.out,
+    model = tl.pretrain(tiles, config=args.config, init=init, steps=args.steps, seed=args.seed, out=args.out,
                         resume=args.resume, overwrite=args.overwrite)
     print(f"saved central model to {args.out}: {model!r}")
     return 0
@@ -381,7 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="pretrain a central model on histology-only images")
     p.add_argument("images", nargs="+", help="image files or folders (tif, png, jpg, svs)")
     p.add_argument("--out", required=True, help="central model directory to write")
-    p.add_argument("--config", default="cpu", choices=["tiny", "cpu", "gpu"], help="model size (default cpu)")
+    p.add_argument("--config", choices=["tiny", "cpu", "gpu"], help="model size (default cpu, or --init's)")
+    p.add_argument("--init", help="refine this central model (a saved directory or 'default', the shipped one) "
+                                  "instead of training from scratch: its autoencoder is kept, its UNet trained on")
     p.add_argument("--steps", type=int, help="training steps (default from the config)")
     p.add_argument("--mpp", type=float, help="µm per pixel of the images when their metadata lacks it")
     p.add_argument("--tile-um", type=float, default=100.0, help="tile side in µm (default 100, one ST spot)")

@@ -1,5 +1,8 @@
 """Central pretraining: phase 1 trains the autoencoder, phase 2 the latent UNet on the frozen autoencoder.
 
+Refining an existing central model (``init``) skips phase 1: its autoencoder and latent scale are kept, and
+its UNet is the starting point of phase 2.
+
 The loop follows diffusers' ``train_unconditional.py`` (``accelerate.Accelerator`` for device placement
 and mixed precision, AdamW, ``EMAModel``, a tqdm bar with the loss), with one difference that makes runs
 resumable bit for bit: every random draw of step ``k`` (batch indices, augmentation, posterior sample,
@@ -8,6 +11,7 @@ noise, timesteps) comes from a generator seeded by ``(seed, k)``, and checkpoint
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import re
@@ -89,14 +93,18 @@ class _Run:
     """State of one pretraining run (the models, optimizers and bookkeeping that checkpoints hold)."""
 
     def __init__(self, tiles: np.ndarray, config: DiffusionConfig, *, steps: int, batch_size: int, lr: float,
-                 seed: int, mixed_precision: str, signature: dict[str, Any]) -> None:
+                 seed: int, mixed_precision: str, signature: dict[str, Any], init: CentralModel | None = None) -> None:
         self.tiles, self.config, self.steps, self.batch_size = tiles, config, steps, batch_size
-        self.lr, self.seed, self.signature = lr, seed, signature
-        self.ae_steps = max(1, round(config.ae_fraction * steps))
+        self.lr, self.seed, self.signature, self.init = lr, seed, signature, init
+        self.ae_steps = 0 if init is not None else max(1, round(config.ae_fraction * steps))
         self.accelerator = make_accelerator(mixed_precision)
         self.device = self.accelerator.device
-        ae = _seeded_init(lambda: build_autoencoder(config), seed, "init-autoencoder")
-        unet = _seeded_init(lambda: build_unet(config), seed, "init-unet")
+        if init is None:
+            ae = _seeded_init(lambda: build_autoencoder(config), seed, "init-autoencoder")
+            unet = _seeded_init(lambda: build_unet(config), seed, "init-unet")
+        else:
+            ae = copy.deepcopy(init.autoencoder).cpu().float()
+            unet = copy.deepcopy(init.unet).cpu().float().requires_grad_(True)
         self.ae: TileAutoencoder = ae.to(self.device)
         self.unet: UNet2DModel = unet.to(self.device)
         self.noise = DDPMScheduler(**config.scheduler_config())
@@ -106,7 +114,7 @@ class _Run:
         self.ae, self.ae_opt, self.unet, self.unet_opt = self.accelerator.prepare(
             self.ae, self.ae_opt, self.unet, self.unet_opt)
         self.step = 0
-        self.scaling_factor: float | None = None
+        self.scaling_factor: float | None = None if init is None else init.scaling_factor
         self.losses: list[float] = []
         self.seconds = {"autoencoder": 0.0, "unet": 0.0}
 
@@ -230,19 +238,24 @@ class _Run:
             "steps": self.steps, "autoencoder_steps": n_ae, "unet_steps": n_unet, "batch_size": self.batch_size,
             "lr": self.lr, "seed": self.seed, "n_images": len(self.tiles),
             "images_sha256": self.signature["images_sha256"], "mixed_precision": self.signature["mixed_precision"],
-            "autoencoder_loss": float(np.mean(self.losses[n_ae - tail[0]:n_ae])),
             "unet_loss": float(np.mean(self.losses[self.steps - tail[1]:])),
-            "autoencoder_img_per_s": n_ae * self.batch_size / max(self.seconds["autoencoder"], 1e-9),
             "unet_img_per_s": n_unet * self.batch_size / max(self.seconds["unet"], 1e-9),
             "device": str(self.device),
         }
+        if self.init is None:
+            summary["autoencoder_loss"] = float(np.mean(self.losses[n_ae - tail[0]:n_ae]))
+            summary["autoencoder_img_per_s"] = n_ae * self.batch_size / max(self.seconds["autoencoder"], 1e-9)
+        else:
+            # the refined model's lineage: what it started from and that model's own record
+            summary["init_weights_sha256"] = self.init.weights_sha256
+            summary["init_summary"] = self.init.summary
         return CentralModel(ae.cpu().float(), unet.cpu().float(), self.config, self.scaling_factor, summary)
 
 
 def pretrain_central(tiles: np.ndarray, config: DiffusionConfig, *, steps: int, batch_size: int, lr: float,
                      seed: int, mixed_precision: str, out: Path | None, resume: bool, checkpoint_every: int,
-                     progress: bool) -> CentralModel:
-    """Train a central model on uint8 tiles ``(n, 3, tile_px, tile_px)``.
+                     progress: bool, init: CentralModel | None = None) -> CentralModel:
+    """Train a central model on uint8 tiles ``(n, 3, tile_px, tile_px)``, from scratch or refining ``init``.
 
     Parameters
     ----------
@@ -262,15 +275,25 @@ def pretrain_central(tiles: np.ndarray, config: DiffusionConfig, *, steps: int, 
         Steps between checkpoints.
     progress
         Show a tqdm bar.
+    init
+        A central model to refine instead of training from scratch: its autoencoder and latent scale are kept
+        (frozen), its UNet is the starting point, and all ``steps`` train the UNet. ``config`` must be its
+        configuration.
 
     Returns
     -------
-    The trained :class:`~c2lst.core.models.CentralModel` (EMA UNet weights), on the CPU.
+    The trained :class:`~c2lst.core.models.CentralModel` (EMA UNet weights), on the CPU. A refined model's
+    summary records ``init_weights_sha256`` and ``init_summary``.
     """
+    if init is not None and init.config.to_dict() != config.to_dict():
+        raise ValueError(f"`init` is a {init.config.name!r} model but the configuration is {config.name!r}; refine a "
+                         "central model with its own configuration (init.config).")
     signature = {"config": config.to_dict(), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                  "mixed_precision": mixed_precision, "images_sha256": tiles_sha256(tiles)}
+    if init is not None:
+        signature["init_weights_sha256"] = init.weights_sha256
     run = _Run(tiles, config, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-               mixed_precision=mixed_precision, signature=signature)
+               mixed_precision=mixed_precision, signature=signature, init=init)
     if resume and out is not None:
         run.load_latest(out)
     bar = tqdm(total=steps, initial=run.step, disable=not progress, desc="pretrain", unit="step")

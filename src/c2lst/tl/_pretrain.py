@@ -129,7 +129,8 @@ def _prepare_out(out: Path, *, resume: bool, overwrite: bool, config: DiffusionC
 def pretrain(
     images: Any,
     *,
-    config: str | DiffusionConfig = "cpu",
+    config: str | DiffusionConfig | None = None,
+    init: CentralModel | str | Path | None = None,
     steps: int | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
@@ -141,14 +142,16 @@ def pretrain(
     patch_key: str = "c2lst_patch",
     overwrite: bool = False,
 ) -> CentralModel:
-    """Pretrain the central latent-diffusion model on histology-only tiles.
+    """Pretrain the central latent-diffusion model on histology-only tiles, or refine one on more tiles.
 
     Phase 1 trains a small KL autoencoder (pixel L1 + image-gradient L1 + KL) on the first
     ``config.ae_fraction`` of the steps; phase 2 trains a UNet (epsilon prediction, DDPM 1000-step
     schedule, EMA) on the scaled latents of the frozen autoencoder. Tiles are augmented with random
     flips, 90° rotations and mild stain jitter. Every random draw of step ``k`` derives from
     ``(seed, k)``, so a run resumed from a checkpoint ends with exactly the weights of an
-    uninterrupted run.
+    uninterrupted run. With ``init``, phase 1 is skipped: the given central model's autoencoder and latent
+    scale are kept and every step refines its UNet on the new tiles (e.g. a shared central model extended
+    with tissue types it has not seen; mix in some of its original tiles to keep what it knows).
 
     Parameters
     ----------
@@ -158,10 +161,14 @@ def pretrain(
         the configuration's µm/px, keeping tiles that are mostly tissue); or a uint8 array
         ``(n, 3, H, W)`` / ``(n, H, W, 3)``. Tiles are resized to ``config.tile_px`` when needed.
     config
-        ``"tiny"`` (tests), ``"cpu"`` (default; ~20 min on 2 cores for recognisable H&E), ``"gpu"``, or a
-        :class:`~c2lst.core.DiffusionConfig`.
+        ``"tiny"`` (tests), ``"cpu"`` (~20 min on 2 cores for recognisable H&E), ``"gpu"``, or a
+        :class:`~c2lst.core.DiffusionConfig`; default ``init``'s configuration, else ``"cpu"``.
+    init
+        A central model (or its saved directory) to refine instead of training from scratch. Its
+        configuration is used; a different ``config`` is an error.
     steps
-        Optimisation steps of both phases together (at least 2); default ``config.steps``.
+        Optimisation steps of both phases together (at least 2; with ``init`` all of them train the UNet);
+        default ``config.steps``.
     batch_size, lr
         Default from the configuration.
     seed
@@ -182,9 +189,18 @@ def pretrain(
 
     Returns
     -------
-    The trained :class:`~c2lst.core.CentralModel` (also saved to ``out`` when given).
+    The trained :class:`~c2lst.core.CentralModel` (also saved to ``out`` when given). A refined model's
+    ``summary`` records ``init_weights_sha256`` and ``init_summary`` (the starting model's record).
     """
-    cfg = get_config(config)
+    if init is not None and not isinstance(init, CentralModel):
+        if not (Path(init) / MANIFEST).is_file():
+            raise ValueError(f"`init` {str(init)!r} is not a saved central model (no {MANIFEST}); give a directory "
+                             "written by CentralModel.save / tl.pretrain(out=...), or a CentralModel.")
+        init = CentralModel.load(init)
+    if init is not None and config is not None and get_config(config).to_dict() != init.config.to_dict():
+        raise ValueError(f"`config` {get_config(config).name!r} differs from the configuration of `init` "
+                         f"({init.config.name!r}); leave `config` unset to refine with init's configuration.")
+    cfg = init.config if init is not None else get_config("cpu" if config is None else config)
     steps = cfg.steps if steps is None else steps
     batch_size = cfg.batch_size if batch_size is None else batch_size
     lr = cfg.lr if lr is None else lr
@@ -196,12 +212,14 @@ def pretrain(
         raise ValueError(f"`checkpoint_every` must be >= 1, got {checkpoint_every}.")
     if resume and out is None:
         raise ValueError("`resume=True` needs `out`, the directory holding the checkpoints.")
-    start = logg.info(f"pretraining the central model ({cfg.name!r}, {steps} steps)")
+    what = "refining the central model" if init is not None else "pretraining the central model"
+    start = logg.info(f"{what} ({cfg.name!r}, {steps} steps)")
     tiles, source = _collect_tiles(images, cfg, patch_key)
     out_path = None if out is None else Path(out)
     if out_path is not None:
         run = {"images_sha256": tiles_sha256(tiles), "steps": int(steps), "batch_size": int(batch_size),
-               "lr": float(lr), "seed": int(seed), "mixed_precision": mixed_precision}
+               "lr": float(lr), "seed": int(seed), "mixed_precision": mixed_precision,
+               "init_weights_sha256": None if init is None else init.weights_sha256}
         done = _prepare_out(out_path, resume=resume, overwrite=overwrite, config=cfg, run=run)
         if done is not None:
             logg.info(f"    {out_path} already holds this finished run; loaded it", time=start)
@@ -209,10 +227,12 @@ def pretrain(
     with torch_threads(settings.n_threads):
         model = pretrain_central(tiles, cfg, steps=int(steps), batch_size=int(batch_size), lr=float(lr),
                                  seed=int(seed), mixed_precision=mixed_precision, out=out_path, resume=resume,
-                                 checkpoint_every=int(checkpoint_every), progress=settings.progress_bar)
+                                 checkpoint_every=int(checkpoint_every), progress=settings.progress_bar, init=init)
     model.summary["source"] = source
     if out_path is not None:
         model.save(out_path, overwrite=True)
-    logg.info(f"    trained on {len(tiles)} tiles from {source}: autoencoder loss "
-              f"{model.summary['autoencoder_loss']:.4f}, unet loss {model.summary['unet_loss']:.4f}", time=start)
+    ae = (f"autoencoder loss {model.summary['autoencoder_loss']:.4f}, " if init is None else
+          f"refined from {init.weights_sha256[:12]}, ")
+    logg.info(f"    trained on {len(tiles)} tiles from {source}: {ae}unet loss {model.summary['unet_loss']:.4f}",
+              time=start)
     return model
