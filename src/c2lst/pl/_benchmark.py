@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ._show import finish
+from ._show import figure_doc, finish
 
 METRIC_CANDIDATES = ("pcc", "pcc_top50", "mean_pcc", "pearson")
 REQUIRED = ("condition", "fraction", "seed")
@@ -43,6 +43,7 @@ def benchmark_summary(results: pd.DataFrame, metric: str) -> pd.DataFrame:
                          "n_seeds": grouped.size()}).reset_index()
 
 
+@figure_doc
 def benchmark(
     results: pd.DataFrame | str | Path,
     *,
@@ -68,12 +69,8 @@ def benchmark(
         Conditions to draw, in this order (default: all, in order of appearance).
     logx
         Logarithmic fraction axis.
-    ax
-        Draw into this axis instead of a new figure.
-    show
-        Show the figure (``None``: only with an interactive backend).
-    save
-        Write the figure to this path.
+    {ax}
+    {show_save}
 
     Returns
     -------

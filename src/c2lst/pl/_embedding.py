@@ -10,7 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..metrics import embed_2d, handcrafted_features, prdc, standardize_on_real
-from ._show import finish
+from ._show import figure_doc, finish
 from ._synthetic import patches_of, synthetic_tables
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
+@figure_doc
 def embedding_overlap(
     data: SpatialData | AnnData | tuple[np.ndarray, np.ndarray],
     *,
@@ -56,12 +57,8 @@ def embedding_overlap(
         Neighbour used for the PRDC radii.
     seed
         Random state of UMAP.
-    ax
-        Draw into this axis instead of a new figure.
-    show
-        Show the figure (``None``: only with an interactive backend).
-    save
-        Write the figure to this path.
+    {ax}
+    {show_save}
 
     Returns
     -------

@@ -13,13 +13,14 @@ from matplotlib.patches import Circle
 
 from ._expression import DIVERGING, ERROR, contrast_limits, gene_values, heldout_mask, pearson
 from ._geometry import section_layout
-from ._show import finish
+from ._show import figure_doc, finish
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
 
+@figure_doc
 def spatial_genes(
     data: SpatialData | AnnData,
     genes: str | Sequence[str],
@@ -67,10 +68,7 @@ def spatial_genes(
         Opacity of the spots.
     panel_size
         Size of one panel in inches.
-    show
-        Show the figure (``None``: only with an interactive backend).
-    save
-        Write the figure to this path (format from the extension).
+    {show_save}
 
     Returns
     -------

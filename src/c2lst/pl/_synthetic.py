@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from ..metrics import check_patches
 from ._expression import layer_matrix
 from ._geometry import is_synthetic, spot_table
-from ._show import finish
+from ._show import figure_doc, finish
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -93,6 +93,7 @@ def expression_groups(
     return labels, np.searchsorted(cuts, real_expr[:, j], side="right"), np.searchsorted(cuts, syn_expr[:, j], side="right")
 
 
+@figure_doc
 def synthetic_grid(
     data: SpatialData | AnnData,
     *,
@@ -134,10 +135,7 @@ def synthetic_grid(
         Seed of the patch sampling and of k-means.
     patch_size
         Size of one patch in inches.
-    show
-        Show the figure (``None``: only with an interactive backend).
-    save
-        Write the figure to this path.
+    {show_save}
 
     Returns
     -------
