@@ -60,6 +60,19 @@ def test_quick_benchmark_synthetic_weight_and_align(tmp_path):
     assert np.isfinite(rows["pcc"]).all()
 
 
+def test_quick_benchmark_group_norm(tmp_path):
+    import json
+
+    cache = tmp_path / "cache"
+    _fake_sections(cache)
+    kw = {"quick": True, "cache_dir": cache, "n_top": 3, "conditions": ("handcrafted", "real", "augment", "spatial_mixup")}
+    plain = run_benchmark(("S0", "S1"), out_dir=tmp_path / "plain", **kw).set_index("condition")["pcc"]
+    normed = run_benchmark(("S0", "S1"), out_dir=tmp_path / "out", group_norm=True, **kw).set_index("condition")["pcc"]
+    assert normed["handcrafted"] == plain["handcrafted"]  # the floor is never standardised per section
+    assert np.isfinite(normed).all() and normed["real"] != plain["real"]
+    assert json.loads((tmp_path / "out" / "meta.json").read_text())["group_norm"] is True
+
+
 def test_benchmark_bad_input(tmp_path):
     with pytest.raises(ValueError, match="synthetic_weight"):
         run_benchmark(("S0", "S1"), synthetic_weight="half", out_dir=tmp_path)
@@ -67,6 +80,8 @@ def test_benchmark_bad_input(tmp_path):
         run_benchmark(("S0", "S1"), synthetic_weight="cv", encoder="cnn", out_dir=tmp_path)
     with pytest.raises(ValueError, match="synthetic_align"):
         run_benchmark(("S0", "S1"), synthetic_align="coral", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="group_norm"):
+        run_benchmark(("S0", "S1"), group_norm=True, synthetic_weight="cv", out_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown conditions"):
         run_benchmark(("S0", "S1"), conditions=("gan",), out_dir=tmp_path)
     with pytest.raises(ValueError, match="two sections"):

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import c2lst
 from c2lst.cli import build_parser, main
 from c2lst.core.models import MANIFEST, CentralModel
 
@@ -152,6 +153,22 @@ def test_demo_fast(tmp_path, capsys):
     assert "C2: 93 held-out spots" in printed  # 94 of 187 spots train (fraction 0.5)
 
 
+def test_predict_options_match_tl_predict_and_the_benchmark():
+    import inspect
+
+    from c2lst.benchmark import run_benchmark
+
+    args = build_parser().parse_args(["predict", "store.zarr"])
+    tl_defaults = inspect.signature(c2lst.tl.predict).parameters
+    bench = inspect.signature(run_benchmark).parameters
+    for name in ("encoder", "synthetic_weight", "synthetic_align"):
+        assert getattr(args, name) == tl_defaults[name].default, name
+    for name in ("synthetic_weight", "synthetic_align"):  # the benchmark measures what tl.predict does by default
+        assert bench[name].default == tl_defaults[name].default, name
+    assert inspect.signature(c2lst.tl.run).parameters["encoder"].default == tl_defaults["encoder"].default
+    assert build_parser().parse_args(["predict", "store.zarr", "--synthetic-align", "none"]).synthetic_align is None
+
+
 def test_benchmark_options_match_the_module_defaults():
     import inspect
 
@@ -161,7 +178,8 @@ def test_benchmark_options_match_the_module_defaults():
     defaults = inspect.signature(run_benchmark).parameters
     assert args.adapt_steps == 7 and args.encoder == defaults["encoder"].default
     plain = build_parser().parse_args(["benchmark"])
-    for name in ("adapt_steps", "decoder_steps", "strength", "local_steps", "synthetic_weight", "synthetic_align"):
+    for name in ("adapt_steps", "decoder_steps", "strength", "local_steps", "synthetic_weight", "synthetic_align",
+                 "group_norm"):
         assert getattr(plain, name) == defaults[name].default, name
     chosen = build_parser().parse_args(["benchmark", "--synthetic-weight", "cv", "--synthetic-align", "moments"])
     assert (chosen.synthetic_weight, chosen.synthetic_align) == ("cv", "moments")

@@ -163,9 +163,22 @@ def test_predict_synthetic_weight_align_and_cv(sdata):
         c2lst.tl.predict(sdata, key_added="bad", synthetic_weight="cv", **kw)
     with pytest.raises(ValueError, match="synthetic_weight"):
         c2lst.tl.predict(sdata, key_added="bad", synthetic_weight="half", **kw)
+    c2lst.tl.predict(sdata, key_added="bk", batch_key="section", **kw)  # sections standardised on their own patches
+    params = table.uns["bk"]["params"]
+    assert params["batch_key"] == "section" and params["predictor"]["group_norm"] is True
+    assert params["predictor"]["fit"]["n_groups"] == 2 and params["predictor"]["fit"]["extra_align"] == "groups"
+    assert not np.allclose(table.layers["bk"], table.layers["al"])
+    c2lst.tl.predict(sdata, key_added="bk2", batch_key="section", **kw)
+    np.testing.assert_array_equal(table.layers["bk"], table.layers["bk2"])  # same seed, same predictions
+    with pytest.raises(ValueError, match="batch_key"):
+        c2lst.tl.predict(sdata, key_added="bad", batch_key="no_such_column", **kw)
+    with pytest.raises(ValueError, match="batch_key"):
+        c2lst.tl.predict(sdata, key_added="bad", batch_key="section", synthetic_weight="cv", groupby="section", **kw)
     del syn.obs["source_spot"]
     with pytest.raises(ValueError, match="source spot"):
         c2lst.tl.predict(sdata, key_added="bad", synthetic_weight="cv", groupby="section", **kw)
+    with pytest.raises(ValueError, match="batch_key"):
+        c2lst.tl.predict(sdata, key_added="bad", batch_key="section", **kw)
     assert "bad" not in table.layers
 
 
@@ -315,6 +328,18 @@ def test_predict_slide_maps_genes_on_a_grid(sdata):
         c2lst.tl.predict_slide(sdata, model, min_tissue=0.0)
 
 
+def test_predict_slide_with_a_per_section_model(sdata):
+    table = _table(sdata)
+    table.obs["section"] = np.where(np.arange(table.n_obs) % 2 == 0, "A", "B")
+    model = c2lst.tl.predict(sdata, train_mask=_mask(table.n_obs), encoder="handcrafted", synthetic=None, n_top=5,
+                             batch_key="section", return_model=True)
+    c2lst.tl.predict_slide(sdata, model, grid_um=150, spot_um=100, min_tissue=0.0)
+    grid = sdata.tables["c2lst_slide"]  # the new slide is one group, standardised on its own tiles
+    patches = np.asarray(grid.obsm["c2lst_patch"])
+    assert np.allclose(grid.X, model.predict(patches))
+    assert np.allclose(grid.X.mean(axis=0), model.stats["y_mean"], atol=1e-4)  # centred on the training mean
+
+
 def test_evaluate_synthetic_writes_metrics(sdata):
     from anndata import AnnData
 
@@ -420,3 +445,52 @@ def test_predictor_extra_weight_cv_chooses_by_training_groups():
         Predictor(head="mlp", **fit).fit(patches, y, groups=groups, extra_groups=extra_groups, **kw)
     with pytest.raises(ValueError, match="extra_weight"):
         Predictor(**fit).fit(patches, y, extra_patches=extra, extra_targets=ey, extra_weight=-1.0)
+
+
+def _intensity_patches(u: np.ndarray) -> np.ndarray:
+    """Constant uint8 patches of intensity ``u`` (one feature: their mean intensity)."""
+    return np.repeat(u.astype(np.uint8)[:, None, None, None], 3, axis=1).repeat(8, axis=2).repeat(8, axis=3)
+
+
+def _mean_intensity(p: np.ndarray) -> np.ndarray:
+    return p.reshape(len(p), -1).mean(axis=1, keepdims=True).astype(np.float32)
+
+
+def test_predictor_group_norm_learns_the_within_group_relation(tmp_path):
+    rng = np.random.default_rng(0)
+    u = rng.uniform(60, 120, 40)
+    groups = np.repeat(["A", "B"], 20)
+    # within each section expression rises with intensity; section B is brighter and lower overall (confounded)
+    patches = _intensity_patches(np.where(groups == "B", u + 60, u))
+    y = (u / 10 + np.where(groups == "B", -20, 0))[:, None].astype(np.float32)
+    u_new = rng.uniform(60, 120, 30)
+    truth = u_new / 10
+    fit = {"encoder": _mean_intensity, "handcrafted": False, "seed": 0}
+    plain = Predictor(**fit).fit(patches, y)
+    normed = Predictor(**fit, group_norm=True).fit(patches, y, groups=groups)
+    r_plain = np.corrcoef(plain.predict(_intensity_patches(u_new))[:, 0], truth)[0, 1]
+    pred = normed.predict(_intensity_patches(u_new))[:, 0]
+    assert r_plain < 0 < 0.99 < np.corrcoef(pred, truth)[0, 1]  # pooled fit learns the between-section sign
+    # a slide-wide shift (stain, scanner) changes nothing: the new slide is standardised on its own patches
+    np.testing.assert_allclose(normed.predict(_intensity_patches(u_new + 40))[:, 0], pred, atol=1e-5)
+    assert abs(pred.mean() - y.mean()) < 1e-4  # centred on the training mean
+    both = normed.predict(np.concatenate([_intensity_patches(u_new), _intensity_patches(u_new + 40)]),
+                          groups=np.repeat(["s1", "s2"], 30))
+    np.testing.assert_allclose(both[:30, 0], both[30:, 0], atol=1e-5)
+    with pytest.raises(ValueError, match="at least 5"):
+        normed.predict(_intensity_patches(u_new[:3]))
+    with pytest.raises(ValueError, match="extra_groups"):
+        Predictor(**fit, group_norm=True).fit(patches, y, groups=groups, extra_patches=patches, extra_targets=y)
+    with pytest.raises(ValueError, match="no real rows"):
+        Predictor(**fit, group_norm=True).fit(patches, y, groups=groups, extra_patches=patches, extra_targets=y,
+                                              extra_groups=np.repeat(["A", "C"], 20))
+    with pytest.raises(ValueError, match="cv"):
+        Predictor(**fit, group_norm=True).fit(patches, y, groups=groups, extra_patches=patches, extra_targets=y,
+                                              extra_groups=groups, extra_weight="cv")
+    with pytest.raises(ValueError, match="frozen encoder"):
+        Predictor(encoder="cnn", group_norm=True)
+    real = np.asarray(rng.integers(0, 255, (40, 3, 32, 32)), dtype=np.uint8)
+    saved = Predictor(encoder="handcrafted", group_norm=True).fit(real, y, groups=groups)
+    loaded = Predictor.load(saved.save(tmp_path / "p"))
+    assert loaded.hparams["group_norm"] is True
+    np.testing.assert_array_equal(loaded.predict(real, groups=groups), saved.predict(real, groups=groups))

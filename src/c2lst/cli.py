@@ -217,7 +217,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     kwargs = {"central": load_central(args.central)} if args.encoder == "central" else {}
     tl.predict(sdata, train_mask=mask, synthetic=synthetic, encoder=args.encoder, table_key=name, seed=args.seed,
                synthetic_weight=args.synthetic_weight, synthetic_align=args.synthetic_align, groupby=args.groupby,
-               overwrite=args.overwrite, **kwargs)
+               batch_key=args.batch_key, overwrite=args.overwrite, **kwargs)
     write_store(sdata, source, args.out, [name], overwrite=args.overwrite)
     print(f"added .layers['c2lst_pred'] to table {name!r} ({int(mask.sum())} training spots)")
     return 0
@@ -258,7 +258,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                             encoder=args.encoder, adapt_steps=args.adapt_steps, decoder_steps=args.decoder_steps,
                             strength=args.strength, local_steps=args.local_steps,
                             synthetic_weight=args.synthetic_weight, synthetic_align=args.synthetic_align,
-                            test_sections=args.test_sections)
+                            group_norm=args.group_norm, test_sections=args.test_sections)
     figure = Path(args.out) / "benchmark.png"
     pl.benchmark(results, show=False, save=figure)
     print(f"{len(results)} runs; results.csv, summary.md and {figure.name} in {args.out}/")
@@ -286,7 +286,7 @@ def save_patch_grid(patches: np.ndarray, path: Path, *, n: int = 32, seed: int =
 
 
 DEMO_SETTINGS = {  # (adapt steps, synthetic patches per profile, denoising steps, predictor encoder)
-    "default": (300, 2, 20, "central"),  # about 5 minutes on 2 CPU cores (3:07 with 150 steps and 1 per profile)
+    "default": (300, 2, 20, "handcrafted"),  # about 5 minutes on 2 CPU cores (3:07 with 150 steps and 1 per profile)
     "fast": (4, 1, 4, "handcrafted"),
 }
 
@@ -420,10 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="train the histology -> expression predictor and predict every spot")
     _add_common(p, split=True)
     p.add_argument("--synthetic", default="c2lst_synthetic", help="synthetic table to augment with, or 'none'")
-    p.add_argument("--encoder", default="central", choices=["central", "cnn", "handcrafted"], help="patch encoder")
+    p.add_argument("--encoder", default="handcrafted", choices=["handcrafted", "central", "cnn"],
+                   help="patch encoder (default %(default)s)")
     p.add_argument("--central", default="default", help="central model for --encoder central")
     _add_synthetic_rows(p)
     p.add_argument("--groupby", help="obs column of the spots (e.g. 'section') for --synthetic-weight cv")
+    p.add_argument("--batch-key", help="obs column of the spots' section/slide: standardise each section's features "
+                                       "on its own patches (e.g. 'library_id')")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="per-gene Pearson r on the held-out spots")
@@ -449,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the denoising path per synthetic tile; < 1 starts from the source spot's patch "
                         "(default %(default)s)")
     _add_synthetic_rows(p)
+    p.add_argument("--group-norm", action="store_true",
+                   help="non-floor predictors standardise each section's features on its own patches")
     p.add_argument("--local-steps", type=int, default=2000, help="pretraining steps of the local-only baseline")
     p.add_argument("--central", default="default", help="central model directory or 'default'")
     p.add_argument("--quick", action="store_true", help="smoke test: two sections, one fold, tiny model")
@@ -465,11 +470,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_synthetic_rows(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--synthetic-weight", type=_weight, default=1.0,
+    from .core.predictor import SYNTHETIC_ALIGN, SYNTHETIC_WEIGHT
+
+    p.add_argument("--synthetic-weight", type=_weight, default=SYNTHETIC_WEIGHT,
                    help="ridge weight of synthetic rows, a number or 'cv' (chosen by leave-one-group-out on the "
                         "training spots; default %(default)s)")
-    p.add_argument("--synthetic-align", choices=["moments"],
-                   help="standardise synthetic rows' features on their own moments (default: no alignment)")
+    p.add_argument("--synthetic-align", type=_align, choices=["moments", None], default=SYNTHETIC_ALIGN,
+                   metavar="{moments,none}",
+                   help="'moments': standardise synthetic rows' features on their own moments; 'none': on the "
+                        "training spots' (default %(default)s)")
+
+
+def _align(value: str) -> str | None:
+    """``--synthetic-align``: ``"none"`` is ``None``."""
+    return None if value == "none" else value
 
 
 def _weight(value: str) -> float | str:

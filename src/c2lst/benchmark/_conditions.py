@@ -77,10 +77,11 @@ def spatial_mixup(z: np.ndarray, xy: np.ndarray, group: np.ndarray, *, n_per_pro
     return (w * z[src] + (1 - w) * z[partner]).astype(np.float32), src, partner
 
 
-def augmented_pairs(patches: np.ndarray, y: np.ndarray, *, n_copies: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flip/rot90/HED-stain-jittered copies of the training patches with their own expression."""
+def augmented_pairs(patches: np.ndarray, y: np.ndarray, *, n_copies: int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flip/rot90/HED-stain-jittered copies of the training patches with their own expression, and their sources."""
     aug, src = augment_patches(patches, n_copies=n_copies, seed=seed)
-    return aug, y[src]
+    return aug, y[src], src
 
 
 def diffusion_pairs(central: Any, patches: np.ndarray, z: np.ndarray, xy: np.ndarray, group: np.ndarray,

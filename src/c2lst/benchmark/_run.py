@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _logging as logg
-from ..core.predictor import Predictor, check_extra_options
+from ..core.predictor import SYNTHETIC_ALIGN, SYNTHETIC_WEIGHT, Predictor, check_extra_options
 from ..metrics import (
     composition_distances,
     fidelity_report,
@@ -140,8 +140,9 @@ def run_benchmark(
     sample_steps: int = 20,
     guidance_scale: float = 2.0,
     strength: float = 1.0,
-    synthetic_weight: float | str = 1.0,
-    synthetic_align: str | None = None,
+    synthetic_weight: float | str = SYNTHETIC_WEIGHT,
+    synthetic_align: str | None = SYNTHETIC_ALIGN,
+    group_norm: bool = False,
     test_sections: Sequence[str] | None = None,
     cache_dir: str | Path | None = None,
     n_jobs: int = 1,
@@ -205,10 +206,15 @@ def run_benchmark(
     synthetic_weight
         Ridge sample weight of the generated rows of ``c2l``/``local_only`` (real rows weigh 1), or ``"cv"``:
         chosen among 0, 0.25, 0.5 and 1 by leave-one-training-section-out CV on the paired spots
-        (``Predictor.fit(extra_weight="cv")``; the test section is never used).
+        (``Predictor.fit(extra_weight="cv")``; the test section is never used). Default: ``tl.predict``'s (0.25).
     synthetic_align
-        ``"moments"``: standardise the generated rows' features on their own moments
+        ``"moments"`` (default, as ``tl.predict``): standardise the generated rows' features on their own moments
         (``Predictor.fit(extra_align=)``), removing the generator's global feature shift; ``None``: not.
+    group_norm
+        Predictor of the non-floor conditions with ``Predictor(group_norm=True)``: each section's features
+        standardised on its own patches (the held-out section's on its own, images only), targets centred per
+        training section, extra rows per source section (``tl.predict(batch_key=...)``). Not with
+        ``synthetic_weight="cv"`` or ``encoder="cnn"``.
     test_sections
         Only run the folds holding out these sections (default: all).
     cache_dir
@@ -234,6 +240,9 @@ def run_benchmark(
         raise ValueError(f"`encoder` must be 'handcrafted', 'central' or 'cnn', got {encoder!r}.")
     check_extra_options(synthetic_weight, synthetic_align, cv_possible=encoder != "cnn",
                         names=("synthetic_weight", "synthetic_align"))
+    if group_norm and (encoder == "cnn" or synthetic_weight == "cv"):
+        raise ValueError("group_norm needs a frozen encoder and a fixed `synthetic_weight`; use encoder='handcrafted' "
+                         "or 'central' and a number.")
     if any(not 0 < f <= 1 for f in fractions):
         raise ValueError(f"fractions must be in (0, 1], got {list(fractions)}.")
     if len(sections) < 2:
@@ -257,7 +266,7 @@ def run_benchmark(
         the_central = None
     meta = {"sections": list(sections), "quick": quick, "encoder": encoder, "n_top": n_top,
             "decoder_steps": decoder_steps, "strength": strength, "guidance_scale": guidance_scale,
-            "synthetic_weight": synthetic_weight, "synthetic_align": synthetic_align,
+            "synthetic_weight": synthetic_weight, "synthetic_align": synthetic_align, "group_norm": group_norm,
             "fractions": list(fractions), "seeds": list(seeds), "conditions": list(conditions),
             "data_s": meter_data.seconds["data"], "data_mb": meter_data.peak_mb["data"]}
     hand = CachedFeatures(lambda p: handcrafted_features(p, n_jobs=n_jobs), "handcrafted")
@@ -279,13 +288,15 @@ def run_benchmark(
                     fit_kw: dict[str, Any] = {}
                     if cond == "augment":
                         with meter.stage("augment"):
-                            extra_p, extra_y = augmented_pairs(patches, y, n_copies=n_augment, seed=seed)
+                            extra_p, extra_y, src = augmented_pairs(patches, y, n_copies=n_augment, seed=seed)
+                        fit_kw = {"groups": group, "extra_groups": group[src]} if group_norm else {}
                     elif cond == "mixup":
                         n_mixup = n_per_profile * len(patches)
                     elif cond == "spatial_mixup":
                         zs, src, _ = spatial_mixup(fold.z, xy, group, n_per_profile=n_per_profile,
                                                    seed=seed)
                         extra_p, extra_y = patches[src], panel.destandardize(zs)
+                        fit_kw = {"groups": group, "extra_groups": group[src]} if group_norm else {}
                     elif cond in DIFFUSION:
                         gen_model = the_central
                         if cond == "local_only":
@@ -312,10 +323,13 @@ def run_benchmark(
                         with meter.stage("synthetic_metrics"):
                             syn_rows.append({"condition": cond, "test_section": test.name, "fraction": fraction,
                                              "seed": seed, **_synthetic_metrics(hand, patches, extra_p, test.patches, seed)})
+                    norm = group_norm and cond != "handcrafted"
+                    if norm and "groups" not in fit_kw:
+                        fit_kw["groups"] = group
                     if cond == "handcrafted" or encoder == "handcrafted":
-                        model = Predictor(encoder=hand, handcrafted=False, seed=seed)
+                        model = Predictor(encoder=hand, handcrafted=False, seed=seed, group_norm=norm)
                     elif encoder == "central":
-                        model = Predictor(encoder=cent, handcrafted=hand, seed=seed)
+                        model = Predictor(encoder=cent, handcrafted=hand, seed=seed, group_norm=norm)
                     else:
                         model = Predictor(encoder="cnn", handcrafted=False, seed=seed, epochs=2 if quick else 30)
                     with meter.stage("fit"):

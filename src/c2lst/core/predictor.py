@@ -49,7 +49,12 @@ HEADS = ("ridge", "mlp")
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))
 EXTRA_WEIGHTS = (0.0, 0.25, 0.5, 1.0)  # candidates of extra_weight="cv"
 EXTRA_ALIGN = ("moments",)
+# Defaults of the public functions for synthetic rows (tl.predict, tl.run, the benchmark, the CLI), measured on
+# her2st (benchmarks/README.md): aligned rows at weight 0.25 gained at every paired fraction < 1, raw rows at
+# weight 1 lost at f = 0.25 and 0.5. Predictor.fit itself stays neutral (weight 1, no alignment) for other extra rows.
+SYNTHETIC_WEIGHT, SYNTHETIC_ALIGN = 0.25, "moments"
 _X_STD_FLOOR, _Y_STD_FLOOR = 1e-6, 1e-3  # smallest feature / target sd used for standardising
+MIN_GROUP_ROWS = 5  # group_norm: the fewest patches a group's own feature moments are taken from
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _FORMAT = "c2lst-predictor"
@@ -285,6 +290,30 @@ def _standardise_extra(f_extra: np.ndarray, mean: np.ndarray, std: np.ndarray, a
     return (f_extra - own_mean) / own_std
 
 
+def _group_labels(groups: np.ndarray | None, n: int, what: str) -> np.ndarray:
+    """Return ``groups`` as an ``(n,)`` string array (``None``: one group), for ``group_norm``."""
+    if groups is None:
+        return np.zeros(n, dtype="<U1")
+    g = np.asarray(groups).astype(str)
+    if g.shape != (n,):
+        raise ValueError(f"`{what}` must have one label per row ({n}), got shape {g.shape}.")
+    return g
+
+
+def _standardise_per_group(f: np.ndarray, g: np.ndarray, what: str) -> np.ndarray:
+    """Each group's rows standardised on that group's own feature moments (``group_norm``)."""
+    out = np.empty_like(f)
+    for label in np.unique(g):
+        rows = g == label
+        if rows.sum() < MIN_GROUP_ROWS:
+            raise ValueError(f"group {label!r} of the {what} has {int(rows.sum())} patches; group_norm standardises "
+                             f"each group on its own patches and needs at least {MIN_GROUP_ROWS}. Pass whole sections "
+                             "(or slides), or merge small groups.")
+        m, sd = _moments(f[rows], _X_STD_FLOOR)
+        out[rows] = (f[rows] - m) / sd
+    return out
+
+
 def _seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
@@ -323,6 +352,14 @@ class Predictor:
         Beta(``mixup_alpha``, ``mixup_alpha``) mixing weights of feature-space mixup rows.
     batch_features
         Batch size when encoding patches with a network.
+    group_norm
+        Standardise each group's features (e.g. each section's or slide's) on that group's own patches, and centre
+        the training targets per group, so the head learns how expression varies *within* a section from how the
+        tissue varies within it. This removes between-slide shifts in stain and texture. Groups are given to
+        :meth:`fit` (``groups``, ``extra_groups``) and :meth:`predict` (``groups``; ``None``: all patches are one
+        group, e.g. one new slide); each needs at least :data:`MIN_GROUP_ROWS` patches. Predictions are centred
+        on the training mean. Frozen encoders only; extra rows are always standardised on their own group's
+        moments (``extra_align`` has no further effect) and ``extra_weight="cv"`` is not available.
     """
 
     def __init__(self, *, encoder: str | Path | ResNetEncoder | Callable[[np.ndarray], np.ndarray] = "cnn",
@@ -330,7 +367,8 @@ class Predictor:
                  genes: list[str] | tuple[str, ...] | None = None, central: FeatureModel | None = None,
                  central_t: int = 50, seed: int = 0, epochs: int = 30, batch_size: int = 32, lr: float = 2e-3,
                  weight_decay: float = 1e-4, cnn_width: int = 16, feat_dim: int = 64, hidden: int = 256,
-                 alphas: tuple[float, ...] = RIDGE_ALPHAS, mixup_alpha: float = 0.4, batch_features: int = 64) -> None:
+                 alphas: tuple[float, ...] = RIDGE_ALPHAS, mixup_alpha: float = 0.4, batch_features: int = 64,
+                 group_norm: bool = False) -> None:
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; use one of {HEADS}.")
         if encoder == "central" and (central is None or not callable(getattr(central, "features", None))):
@@ -352,6 +390,9 @@ class Predictor:
             handcrafted = self.encoder_kind != "cnn"
         self.handcrafted_fn = (None if self.encoder_kind == "handcrafted" or handcrafted is False
                                else handcrafted if callable(handcrafted) else handcrafted_features)
+        if group_norm and self.encoder_kind == "cnn":
+            raise ValueError("group_norm needs a frozen encoder ('handcrafted', 'central' or a checkpoint); the 'cnn' "
+                             "encoder is trained on the raw patches.")
         self.head_kind = head
         self.genes = list(genes) if genes is not None else None
         self.central = central
@@ -359,7 +400,7 @@ class Predictor:
             "central_t": int(central_t), "seed": int(seed), "epochs": int(epochs), "batch_size": int(batch_size),
             "lr": float(lr), "weight_decay": float(weight_decay), "cnn_width": int(cnn_width), "feat_dim": int(feat_dim),
             "hidden": int(hidden), "alphas": [float(a) for a in alphas], "mixup_alpha": float(mixup_alpha),
-            "batch_features": int(batch_features),
+            "batch_features": int(batch_features), "group_norm": bool(group_norm),
         }
         self.cnn: PatchCNN | None = None
         self.mlp: MLPHead | None = None
@@ -497,7 +538,8 @@ class Predictor:
             feature. This removes a generator's global shift (e.g. fewer nuclei in every synthetic tile) and
             keeps how features vary with expression among the extra rows. ``None``: no alignment.
         groups, extra_groups
-            Group (e.g. section) of each real row and of each extra row, for ``extra_weight="cv"``.
+            Group (e.g. section) of each real row and of each extra row, for ``extra_weight="cv"`` and
+            ``group_norm`` (where ``None`` makes all rows one group).
         n_mixup
             Number of feature-space mixup rows added to the head's training set: random pairs of real
             training spots, features and expression mixed with the same Beta weight.
@@ -529,6 +571,19 @@ class Predictor:
             ep, ey = p[:0], y[:0]
         check_extra_options(extra_weight, extra_align, cv_possible=self.head_kind == "ridge" and self.encoder_kind != "cnn")
         cv_weight = extra_weight == "cv"
+        group_norm = self.hparams["group_norm"]
+        if group_norm:
+            if cv_weight:
+                raise ValueError("extra_weight='cv' is not available with group_norm; pass a fixed weight.")
+            g_real = _group_labels(groups, len(p), "groups")
+            if len(ep) and (groups is None) != (extra_groups is None):
+                raise ValueError("group_norm with extra rows: pass both `groups` and `extra_groups` (the group each "
+                                 "extra row comes from), or neither (one group).")
+            g_extra = _group_labels(extra_groups, len(ep), "extra_groups")
+            unknown = sorted(set(g_extra) - set(g_real))
+            if unknown:
+                raise ValueError(f"extra rows of groups {unknown[:3]} have no real rows; group_norm centres each extra "
+                                 "row's target on its group's real rows.")
         if cv_weight:
             g_real, g_extra = _check_groups(groups, extra_groups, len(p), len(ep))
         y_mean, y_std = _moments(y, _Y_STD_FLOOR)
@@ -546,8 +601,18 @@ class Predictor:
             self.fit_info["extra_weight_cv"] = {str(w): float(v) for w, v in scores.items()}
         w_all = _row_weights(len(p), len(ep), extra_weight)
         self.stats["x_mean"], self.stats["x_std"] = _moments(f_real, _X_STD_FLOOR)
-        x_real = (f_real - self.stats["x_mean"]) / self.stats["x_std"]
-        x_all = np.concatenate([x_real, _standardise_extra(f_extra, self.stats["x_mean"], self.stats["x_std"], extra_align)])
+        if group_norm:
+            x_real = _standardise_per_group(f_real, g_real, "training spots")
+            x_extra = _standardise_per_group(f_extra, g_extra, "extra rows") if len(ep) else f_extra
+            centre = {g: z_real[g_real == g].mean(axis=0) for g in np.unique(g_real)}
+            z_real = z_real - np.stack([centre[g] for g in g_real])
+            z_extra = z_extra - (np.stack([centre[g] for g in g_extra]) if len(ep) else 0.0)
+            z_all = np.concatenate([z_real, z_extra]).astype(np.float32)
+            x_all = np.concatenate([x_real, x_extra])
+        else:
+            x_real = (f_real - self.stats["x_mean"]) / self.stats["x_std"]
+            x_all = np.concatenate([x_real, _standardise_extra(f_extra, self.stats["x_mean"], self.stats["x_std"],
+                                                               extra_align)])
         if n_mixup > 0:
             rng = np.random.default_rng(self.hparams["seed"] + 3)
             i, j = rng.integers(0, len(p), n_mixup), rng.integers(0, len(p), n_mixup)
@@ -561,7 +626,9 @@ class Predictor:
             self._fit_mlp(x_all, z_all, w_all)
         self.fit_info.update({"patch_px": int(p.shape[-1]), "n_real": len(p), "n_extra": len(ep), "n_mixup": int(n_mixup),
                               "n_features": x_all.shape[1], "extra_weight": float(extra_weight),
-                              "extra_align": extra_align})
+                              "extra_align": "groups" if group_norm and len(ep) else extra_align})
+        if group_norm:
+            self.fit_info["n_groups"] = int(len(np.unique(g_real)))
         return self
 
     def _cv_scores(self, f_real: np.ndarray, y: np.ndarray, f_extra: np.ndarray, y_extra: np.ndarray,
@@ -590,14 +657,21 @@ class Predictor:
                              "fixed weight instead.")
         return {w: float(np.mean(v)) for w, v in scores.items()}
 
-    def predict(self, patches: np.ndarray) -> np.ndarray:
-        """Predicted log-normalised expression ``(n, G)`` float32 of ``(n, 3, H, W)`` uint8 patches."""
+    def predict(self, patches: np.ndarray, *, groups: np.ndarray | None = None) -> np.ndarray:
+        """Predicted log-normalised expression ``(n, G)`` float32 of ``(n, 3, H, W)`` uint8 patches.
+
+        ``groups``: the group (section, slide) of each patch, used with ``group_norm`` only (``None``: one group).
+        """
         if "x_mean" not in self.stats:
             raise ValueError("the predictor is not fitted; call fit() or Predictor.load().")
         f = self.features(patches).astype(np.float64)
         if f.shape[1] != len(self.stats["x_mean"]):
             raise ValueError(f"encoder gives {f.shape[1]} features, the head expects {len(self.stats['x_mean'])}.")
-        z = self._head((f - self.stats["x_mean"]) / self.stats["x_std"])
+        if self.hparams["group_norm"]:
+            x = _standardise_per_group(f, _group_labels(groups, len(f), "groups"), "patches to predict")
+        else:
+            x = (f - self.stats["x_mean"]) / self.stats["x_std"]
+        z = self._head(x)
         return (z * self.stats["y_std"] + self.stats["y_mean"]).astype(np.float32)
 
     @property
@@ -668,6 +742,7 @@ class Predictor:
                 "alphas", "mixup_alpha", "batch_features")
         kwargs = {k: cfg[k] for k in keys}
         kwargs["alphas"] = tuple(kwargs["alphas"])
+        kwargs["group_norm"] = bool(cfg.get("group_norm", False))  # absent in predictors saved before it existed
 
         def sub(prefix: str) -> dict[str, torch.Tensor]:
             return {k[len(prefix):]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith(prefix)}

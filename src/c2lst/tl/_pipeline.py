@@ -101,7 +101,7 @@ def run(
     n_synthetic: int = 2,
     generate_steps: int = 20,
     strength: float = 1.0,
-    encoder: str = "central",
+    encoder: str = "handcrafted",
     table_key: str | None = None,
     seed: int = 0,
     overwrite: bool = False,
@@ -148,7 +148,8 @@ def run(
         Share of the denoising path per synthetic patch (:func:`c2lst.tl.generate`); below 1 each patch starts
         from its source spot's patch.
     encoder
-        Patch encoder of the predictor: ``"central"``, ``"cnn"`` or ``"handcrafted"``.
+        Patch encoder of the predictor: ``"handcrafted"`` (default), ``"central"`` or ``"cnn"``
+        (:func:`c2lst.tl.predict`, which also sets how the synthetic rows are weighed).
     table_key
         Table to use when the SpatialData holds several.
     seed
