@@ -102,6 +102,7 @@ def run(
     generate_steps: int = 20,
     strength: float = 1.0,
     encoder: str = "handcrafted",
+    batch_key: str | None = None,
     table_key: str | None = None,
     seed: int = 0,
     overwrite: bool = False,
@@ -150,6 +151,9 @@ def run(
     encoder
         Patch encoder of the predictor: ``"handcrafted"`` (default), ``"central"`` or ``"cnn"``
         (:func:`c2lst.tl.predict`, which also sets how the synthetic rows are weighed).
+    batch_key
+        ``.obs`` column of the spots' section or slide: the predictor standardises each section's features on its
+        own patches (:func:`c2lst.tl.predict`'s ``batch_key``). ``None``: one standardisation for all spots.
     table_key
         Table to use when the SpatialData holds several.
     seed
@@ -191,7 +195,7 @@ def run(
     generate(sdata, local, source="mixup", n_per_profile=n_synthetic, steps=generate_steps, strength=strength,
              table_key=table_key, seed=seed, overwrite=overwrite)
     predict(sdata, train_mask=train, synthetic="c2lst_synthetic", encoder=encoder, central=model, panel=panel,
-            table_key=table_key, seed=seed, overwrite=overwrite)
+            batch_key=batch_key, table_key=table_key, seed=seed, overwrite=overwrite)
     evaluation = None
     if train.all():
         logg.info("    every spot was used for training: no held-out spot to evaluate on")
