@@ -81,7 +81,7 @@ def test_benchmark_bad_input(tmp_path):
     with pytest.raises(ValueError, match="synthetic_align"):
         run_benchmark(("S0", "S1"), synthetic_align="coral", out_dir=tmp_path)
     with pytest.raises(ValueError, match="group_norm"):
-        run_benchmark(("S0", "S1"), group_norm=True, synthetic_weight="cv", out_dir=tmp_path)
+        run_benchmark(("S0", "S1"), group_norm=True, encoder="cnn", out_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown conditions"):
         run_benchmark(("S0", "S1"), conditions=("gan",), out_dir=tmp_path)
     with pytest.raises(ValueError, match="two sections"):

@@ -172,8 +172,11 @@ def test_predict_synthetic_weight_align_and_cv(sdata):
     np.testing.assert_array_equal(table.layers["bk"], table.layers["bk2"])  # same seed, same predictions
     with pytest.raises(ValueError, match="batch_key"):
         c2lst.tl.predict(sdata, key_added="bad", batch_key="no_such_column", **kw)
-    with pytest.raises(ValueError, match="batch_key"):
-        c2lst.tl.predict(sdata, key_added="bad", batch_key="section", synthetic_weight="cv", groupby="section", **kw)
+    c2lst.tl.predict(sdata, key_added="bkcv", batch_key="section", synthetic_weight="cv", **kw)  # one section out
+    fit = table.uns["bkcv"]["params"]["predictor"]["fit"]
+    assert fit["extra_weight"] in (0.0, 0.25, 0.5, 1.0) and len(fit["extra_weight_cv"]) == 4
+    with pytest.raises(ValueError, match="groupby"):
+        c2lst.tl.predict(sdata, key_added="bad", batch_key="section", synthetic_weight="cv", groupby="other", **kw)
     del syn.obs["source_spot"]
     with pytest.raises(ValueError, match="source spot"):
         c2lst.tl.predict(sdata, key_added="bad", synthetic_weight="cv", groupby="section", **kw)
@@ -484,9 +487,11 @@ def test_predictor_group_norm_learns_the_within_group_relation(tmp_path):
     with pytest.raises(ValueError, match="no real rows"):
         Predictor(**fit, group_norm=True).fit(patches, y, groups=groups, extra_patches=patches, extra_targets=y,
                                               extra_groups=np.repeat(["A", "C"], 20))
-    with pytest.raises(ValueError, match="cv"):
-        Predictor(**fit, group_norm=True).fit(patches, y, groups=groups, extra_patches=patches, extra_targets=y,
-                                              extra_groups=groups, extra_weight="cv")
+    # leave-one-section-out weight: extra rows with the reversed relation flip the fit at weight >= 0.5
+    bad = Predictor(**fit, group_norm=True).fit(patches, y, groups=groups, extra_patches=patches,
+                                                extra_targets=-3 * y, extra_groups=groups, extra_weight="cv")
+    cv = bad.fit_info["extra_weight_cv"]
+    assert bad.fit_info["extra_weight"] == 0.0 and cv["1.0"] < 0 < cv["0.0"]
     with pytest.raises(ValueError, match="frozen encoder"):
         Predictor(encoder="cnn", group_norm=True)
     real = np.asarray(rng.integers(0, 255, (40, 3, 32, 32)), dtype=np.uint8)

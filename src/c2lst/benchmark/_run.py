@@ -214,7 +214,7 @@ def run_benchmark(
         Predictor of the non-floor conditions with ``Predictor(group_norm=True)``: each section's features
         standardised on its own patches (the held-out section's on its own, images only), targets centred per
         training section, extra rows per source section (``tl.predict(batch_key=...)``). Not with
-        ``synthetic_weight="cv"`` or ``encoder="cnn"``.
+        ``encoder="cnn"``.
     test_sections
         Only run the folds holding out these sections (default: all).
     cache_dir
@@ -240,9 +240,8 @@ def run_benchmark(
         raise ValueError(f"`encoder` must be 'handcrafted', 'central' or 'cnn', got {encoder!r}.")
     check_extra_options(synthetic_weight, synthetic_align, cv_possible=encoder != "cnn",
                         names=("synthetic_weight", "synthetic_align"))
-    if group_norm and (encoder == "cnn" or synthetic_weight == "cv"):
-        raise ValueError("group_norm needs a frozen encoder and a fixed `synthetic_weight`; use encoder='handcrafted' "
-                         "or 'central' and a number.")
+    if group_norm and encoder == "cnn":
+        raise ValueError("group_norm needs a frozen encoder; use encoder='handcrafted' or 'central'.")
     if any(not 0 < f <= 1 for f in fractions):
         raise ValueError(f"fractions must be in (0, 1], got {list(fractions)}.")
     if len(sections) < 2:

@@ -359,7 +359,7 @@ class Predictor:
         :meth:`fit` (``groups``, ``extra_groups``) and :meth:`predict` (``groups``; ``None``: all patches are one
         group, e.g. one new slide); each needs at least :data:`MIN_GROUP_ROWS` patches. Predictions are centred
         on the training mean. Frozen encoders only; extra rows are always standardised on their own group's
-        moments (``extra_align`` has no further effect) and ``extra_weight="cv"`` is not available.
+        moments (``extra_align`` has no further effect). ``extra_weight="cv"`` holds out one group at a time.
     """
 
     def __init__(self, *, encoder: str | Path | ResNetEncoder | Callable[[np.ndarray], np.ndarray] = "cnn",
@@ -572,9 +572,9 @@ class Predictor:
         check_extra_options(extra_weight, extra_align, cv_possible=self.head_kind == "ridge" and self.encoder_kind != "cnn")
         cv_weight = extra_weight == "cv"
         group_norm = self.hparams["group_norm"]
+        if cv_weight:
+            g_real, g_extra = _check_groups(groups, extra_groups, len(p), len(ep))
         if group_norm:
-            if cv_weight:
-                raise ValueError("extra_weight='cv' is not available with group_norm; pass a fixed weight.")
             g_real = _group_labels(groups, len(p), "groups")
             if len(ep) and (groups is None) != (extra_groups is None):
                 raise ValueError("group_norm with extra rows: pass both `groups` and `extra_groups` (the group each "
@@ -584,8 +584,6 @@ class Predictor:
             if unknown:
                 raise ValueError(f"extra rows of groups {unknown[:3]} have no real rows; group_norm centres each extra "
                                  "row's target on its group's real rows.")
-        if cv_weight:
-            g_real, g_extra = _check_groups(groups, extra_groups, len(p), len(ep))
         y_mean, y_std = _moments(y, _Y_STD_FLOOR)
         self.stats = {"y_mean": y_mean.astype(np.float64), "y_std": y_std.astype(np.float64)}
         z_real, z_extra = (y - y_mean) / y_std, (ey - y_mean) / y_std
@@ -595,11 +593,6 @@ class Predictor:
             self._train_cnn(all_p, z_all, _row_weights(len(p), len(ep), extra_weight))
         f_all = self.features(all_p).astype(np.float64)
         f_real, f_extra = f_all[: len(p)], f_all[len(p):]
-        if cv_weight:
-            scores = self._cv_scores(f_real, y, f_extra, ey, g_real, g_extra, extra_align)
-            extra_weight = max(EXTRA_WEIGHTS, key=lambda w: (scores[w], -w))  # ties: the smaller weight
-            self.fit_info["extra_weight_cv"] = {str(w): float(v) for w, v in scores.items()}
-        w_all = _row_weights(len(p), len(ep), extra_weight)
         self.stats["x_mean"], self.stats["x_std"] = _moments(f_real, _X_STD_FLOOR)
         if group_norm:
             x_real = _standardise_per_group(f_real, g_real, "training spots")
@@ -613,6 +606,12 @@ class Predictor:
             x_real = (f_real - self.stats["x_mean"]) / self.stats["x_std"]
             x_all = np.concatenate([x_real, _standardise_extra(f_extra, self.stats["x_mean"], self.stats["x_std"],
                                                                extra_align)])
+        if cv_weight:
+            scores = (self._cv_scores_grouped(x_real, z_real, x_all[len(p):], z_extra, g_real, g_extra) if group_norm
+                      else self._cv_scores(f_real, y, f_extra, ey, g_real, g_extra, extra_align))
+            extra_weight = max(EXTRA_WEIGHTS, key=lambda w: (scores[w], -w))  # ties: the smaller weight
+            self.fit_info["extra_weight_cv"] = {str(w): float(v) for w, v in scores.items()}
+        w_all = _row_weights(len(p), len(ep), extra_weight)
         if n_mixup > 0:
             rng = np.random.default_rng(self.hparams["seed"] + 3)
             i, j = rng.integers(0, len(p), n_mixup), rng.integers(0, len(p), n_mixup)
@@ -630,6 +629,29 @@ class Predictor:
         if group_norm:
             self.fit_info["n_groups"] = int(len(np.unique(g_real)))
         return self
+
+    def _cv_scores_grouped(self, x_real: np.ndarray, z_real: np.ndarray, x_extra: np.ndarray, z_extra: np.ndarray,
+                           g_real: np.ndarray, g_extra: np.ndarray) -> dict[float, float]:
+        """:meth:`_cv_scores` for ``group_norm``: the rows are already standardised within their own group.
+
+        Each group's standardisation uses that group's patches only, so it is the same in every inner fold; only
+        the ridge penalties are chosen again on each inner fold's real training rows.
+        """
+        scores: dict[float, list[float]] = {w: [] for w in EXTRA_WEIGHTS}
+        for g in np.unique(g_real):
+            tr, va, etr = g_real != g, g_real == g, g_extra != g
+            if tr.sum() < 3 or va.sum() < 3:
+                continue
+            alpha = self._ridge_alpha(x_real[tr], z_real[tr])
+            for weight in EXTRA_WEIGHTS:
+                w = _row_weights(int(tr.sum()), int(etr.sum()), weight)
+                coef, intercept = ridge_per_target(np.concatenate([x_real[tr], x_extra[etr]]),
+                                                   np.concatenate([z_real[tr], z_extra[etr]]), w, alpha)
+                scores[weight].append(np.nanmean(pearson_per_gene(z_real[va], x_real[va] @ coef.T + intercept)))
+        if not scores[EXTRA_WEIGHTS[0]]:
+            raise ValueError("extra_weight='cv' found no group with >= 3 validation and >= 3 training rows; pass a "
+                             "fixed weight instead.")
+        return {w: float(np.mean(v)) for w, v in scores.items()}
 
     def _cv_scores(self, f_real: np.ndarray, y: np.ndarray, f_extra: np.ndarray, y_extra: np.ndarray,
                    g_real: np.ndarray, g_extra: np.ndarray, align: str | None) -> dict[float, float]:
