@@ -288,14 +288,12 @@ def run_benchmark(
                     if cond == "augment":
                         with meter.stage("augment"):
                             extra_p, extra_y, src = augmented_pairs(patches, y, n_copies=n_augment, seed=seed)
-                        fit_kw = {"groups": group, "extra_groups": group[src]} if group_norm else {}
                     elif cond == "mixup":
                         n_mixup = n_per_profile * len(patches)
                     elif cond == "spatial_mixup":
                         zs, src, _ = spatial_mixup(fold.z, xy, group, n_per_profile=n_per_profile,
                                                    seed=seed)
                         extra_p, extra_y = patches[src], panel.destandardize(zs)
-                        fit_kw = {"groups": group, "extra_groups": group[src]} if group_norm else {}
                     elif cond in DIFFUSION:
                         gen_model = the_central
                         if cond == "local_only":
@@ -323,8 +321,10 @@ def run_benchmark(
                             syn_rows.append({"condition": cond, "test_section": test.name, "fraction": fraction,
                                              "seed": seed, **_synthetic_metrics(hand, patches, extra_p, test.patches, seed)})
                     norm = group_norm and cond != "handcrafted"
-                    if norm and "groups" not in fit_kw:
-                        fit_kw["groups"] = group
+                    if norm:  # each row's section; extra rows from their source spot's (diffusion rows set both)
+                        fit_kw.setdefault("groups", group)
+                        if extra_p is not None:
+                            fit_kw.setdefault("extra_groups", group[src])
                     if cond == "handcrafted" or encoder == "handcrafted":
                         model = Predictor(encoder=hand, handcrafted=False, seed=seed, group_norm=norm)
                     elif encoder == "central":

@@ -32,6 +32,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -312,6 +313,21 @@ def _standardise_per_group(f: np.ndarray, g: np.ndarray, what: str) -> np.ndarra
         m, sd = _moments(f[rows], _X_STD_FLOOR)
         out[rows] = (f[rows] - m) / sd
     return out
+
+
+def _fold_rows(x_real: np.ndarray, z_real: np.ndarray, x_extra: np.ndarray, z_extra: np.ndarray, tr: np.ndarray,
+               va: np.ndarray, etr: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Return an inner CV fold of rows standardised beforehand (``group_norm``): the rows the masks select."""
+    return x_real[tr], z_real[tr], x_extra[etr], z_extra[etr], x_real[va], z_real[va]
+
+
+def _restandardised_fold(f_real: np.ndarray, y: np.ndarray, f_extra: np.ndarray, y_extra: np.ndarray,
+                         align: str | None, tr: np.ndarray, va: np.ndarray, etr: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Return an inner CV fold standardised on its own real training rows (features and targets)."""
+    m, s = _moments(f_real[tr], _X_STD_FLOOR)
+    ym, ys = _moments(y[tr], _Y_STD_FLOOR)
+    return ((f_real[tr] - m) / s, (y[tr] - ym) / ys, _standardise_extra(f_extra[etr], m, s, align),
+            (y_extra[etr] - ym) / ys, (f_real[va] - m) / s, y[va])
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -607,8 +623,10 @@ class Predictor:
             x_all = np.concatenate([x_real, _standardise_extra(f_extra, self.stats["x_mean"], self.stats["x_std"],
                                                                extra_align)])
         if cv_weight:
-            scores = (self._cv_scores_grouped(x_real, z_real, x_all[len(p):], z_extra, g_real, g_extra) if group_norm
-                      else self._cv_scores(f_real, y, f_extra, ey, g_real, g_extra, extra_align))
+            # with group_norm each group is standardised on its own rows, the same in every inner fold
+            inner_fold = (partial(_fold_rows, x_real, z_real, x_extra, z_extra) if group_norm
+                          else partial(_restandardised_fold, f_real, y, f_extra, ey, extra_align))
+            scores = self._cv_scores(g_real, g_extra, inner_fold)
             extra_weight = max(EXTRA_WEIGHTS, key=lambda w: (scores[w], -w))  # ties: the smaller weight
             self.fit_info["extra_weight_cv"] = {str(w): float(v) for w, v in scores.items()}
         w_all = _row_weights(len(p), len(ep), extra_weight)
@@ -630,50 +648,26 @@ class Predictor:
             self.fit_info["n_groups"] = int(len(np.unique(g_real)))
         return self
 
-    def _cv_scores_grouped(self, x_real: np.ndarray, z_real: np.ndarray, x_extra: np.ndarray, z_extra: np.ndarray,
-                           g_real: np.ndarray, g_extra: np.ndarray) -> dict[float, float]:
-        """:meth:`_cv_scores` for ``group_norm``: the rows are already standardised within their own group.
-
-        Each group's standardisation uses that group's patches only, so it is the same in every inner fold; only
-        the ridge penalties are chosen again on each inner fold's real training rows.
-        """
-        scores: dict[float, list[float]] = {w: [] for w in EXTRA_WEIGHTS}
-        for g in np.unique(g_real):
-            tr, va, etr = g_real != g, g_real == g, g_extra != g
-            if tr.sum() < 3 or va.sum() < 3:
-                continue
-            alpha = self._ridge_alpha(x_real[tr], z_real[tr])
-            for weight in EXTRA_WEIGHTS:
-                w = _row_weights(int(tr.sum()), int(etr.sum()), weight)
-                coef, intercept = ridge_per_target(np.concatenate([x_real[tr], x_extra[etr]]),
-                                                   np.concatenate([z_real[tr], z_extra[etr]]), w, alpha)
-                scores[weight].append(np.nanmean(pearson_per_gene(z_real[va], x_real[va] @ coef.T + intercept)))
-        if not scores[EXTRA_WEIGHTS[0]]:
-            raise ValueError("extra_weight='cv' found no group with >= 3 validation and >= 3 training rows; pass a "
-                             "fixed weight instead.")
-        return {w: float(np.mean(v)) for w, v in scores.items()}
-
-    def _cv_scores(self, f_real: np.ndarray, y: np.ndarray, f_extra: np.ndarray, y_extra: np.ndarray,
-                   g_real: np.ndarray, g_extra: np.ndarray, align: str | None) -> dict[float, float]:
+    def _cv_scores(self, g_real: np.ndarray, g_extra: np.ndarray,
+                   inner_fold: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, ...]]
+                   ) -> dict[float, float]:
         """Mean over held-out groups of the mean per-gene Pearson r, for each weight in :data:`EXTRA_WEIGHTS`.
 
-        Each inner fold's statistics and ridge penalties come from its real training rows, once for all weights.
+        ``inner_fold(train, validation, extra_train)`` (row masks) returns the inner fold's standardised
+        ``(x_train, z_train, x_extra, z_extra, x_validation, y_validation)``; its ridge penalties come from its real
+        training rows, once for all weights.
         """
         scores: dict[float, list[float]] = {w: [] for w in EXTRA_WEIGHTS}
         for g in np.unique(g_real):
             tr, va, etr = g_real != g, g_real == g, g_extra != g
             if tr.sum() < 3 or va.sum() < 3:
                 continue
-            m, s = _moments(f_real[tr], _X_STD_FLOOR)
-            ym, ys = _moments(y[tr], _Y_STD_FLOOR)
-            x_tr, z_tr = (f_real[tr] - m) / s, (y[tr] - ym) / ys
-            x_e, z_e = _standardise_extra(f_extra[etr], m, s, align), (y_extra[etr] - ym) / ys
+            x_tr, z_tr, x_e, z_e, x_va, y_va = inner_fold(tr, va, etr)
             alpha = self._ridge_alpha(x_tr, z_tr)
-            x_va = (f_real[va] - m) / s
             for weight in EXTRA_WEIGHTS:
                 w = _row_weights(len(x_tr), len(x_e), weight)
                 coef, intercept = ridge_per_target(np.concatenate([x_tr, x_e]), np.concatenate([z_tr, z_e]), w, alpha)
-                scores[weight].append(np.nanmean(pearson_per_gene(y[va], x_va @ coef.T + intercept)))
+                scores[weight].append(np.nanmean(pearson_per_gene(y_va, x_va @ coef.T + intercept)))
         if not scores[EXTRA_WEIGHTS[0]]:
             raise ValueError("extra_weight='cv' found no group with >= 3 validation and >= 3 training rows; pass a "
                              "fixed weight instead.")

@@ -250,15 +250,14 @@ def predict(
         logg.info(f"    adding {n_syn} synthetic pairs from table {synthetic!r}")
     rows = np.flatnonzero(mask)
     fit_kw: dict[str, Any] = {"extra_weight": synthetic_weight, "extra_align": synthetic_align} if n_syn else {}
-    if n_syn and isinstance(synthetic_weight, str):
-        fit_kw.update(synthetic_groups(table, rows, groupby or batch_key, syn_source, n_syn))
-    batches = None
-    if batch_key is not None:
-        batches = table.obs[batch_key].astype(str).to_numpy()
+    batches = None if batch_key is None else table.obs[batch_key].astype(str).to_numpy()
+    if n_syn and batch_key is not None:  # per-section standardisation, and with "cv" one section held out at a time
+        fit_kw.update(synthetic_groups(table, rows, batch_key, syn_source, n_syn, option="`batch_key`",
+                                       fix="pass batch_key=None or synthetic=None"))
+    elif n_syn and isinstance(synthetic_weight, str):
+        fit_kw.update(synthetic_groups(table, rows, groupby, syn_source, n_syn))
+    elif batch_key is not None:
         fit_kw["groups"] = batches[rows]
-        if n_syn:
-            fit_kw["extra_groups"] = synthetic_groups(table, rows, batch_key, syn_source, n_syn, option="`batch_key`",
-                                                      fix="pass batch_key=None or synthetic=None")["extra_groups"]
     model = Predictor(encoder=encoder, head=head, genes=list(the_panel.genes), central=central, seed=seed,
                       group_norm=batch_key is not None, **predictor_kwargs)
     model.fit(patches[rows], expr[rows], extra_patches=syn_p, extra_targets=syn_y, **fit_kw)
