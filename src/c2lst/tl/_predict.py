@@ -211,7 +211,8 @@ def predict(
       panel, the training spots' mean lognorm (the constant no-information prediction).
     - ``.var[f"{key_added}_panel"]``: bool, the gene is predicted from histology.
     - ``.uns[key_added]["params"]``: panel genes and dict, training spot names, encoder, head, seed,
-      synthetic table and rows used, predictor hyperparameters and fit summary.
+      synthetic table and rows used (with their weight and alignment), ``groupby`` and ``batch_key``, predictor
+      hyperparameters (``group_norm`` among them) and fit summary.
     """
     start = logg.info(f"training a {encoder} + {head} predictor")
     if copy:
