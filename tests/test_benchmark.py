@@ -98,6 +98,9 @@ def test_summarize_spread_over_seeds():
     s = summarize(df).iloc[0]
     assert s["mean"] == pytest.approx(0.4) and s["min"] == pytest.approx(0.3) and s["max"] == pytest.approx(0.5)
     assert s["n_folds"] == 2 and s["n_seeds"] == 2
+    assert s["std"] == pytest.approx(0.1 * np.sqrt(2))  # sample sd of the seeds' fold means 0.3 and 0.5
+    one = summarize(df[df["seed"] == 0]).iloc[0]
+    assert one["n_seeds"] == 1 and np.isnan(one["std"])  # one seed: no spread, not a zero spread
 
 
 def test_helpers_mixup_resize_cache():

@@ -185,3 +185,6 @@ def test_benchmark_options_match_the_module_defaults():
     assert (chosen.synthetic_weight, chosen.synthetic_align) == ("cv", "moments")
     assert build_parser().parse_args(["benchmark", "--synthetic-weight", "0.25"]).synthetic_weight == 0.25
     assert main(["benchmark", "--synthetic-weight", "half"]) == 2
+    from c2lst.benchmark import main as module_main  # python -m c2lst.benchmark is the same command line
+
+    assert module_main(["--synthetic-weight", "half"]) == 2 and module_main(["--help"]) == 0

@@ -178,6 +178,20 @@ def test_benchmark_plot(tmp_path):
     from c2lst.benchmark import summarize  # the benchmark's own summary gives the same curve
 
     ref = summarize(pd.DataFrame(rows))
-    np.testing.assert_allclose(ys, ref[ref["condition"] == "real only"].sort_values("fraction")["mean"])
+    ref = ref[ref["condition"] == "real only"].sort_values("fraction")
+    np.testing.assert_allclose(ys, ref["mean"])
+    bar = ax.containers[0].lines[2][0].get_segments()  # the error bars are the same sd as summary.md's ±
+    np.testing.assert_allclose([seg[1, 1] - seg[0, 1] for seg in bar], 2 * ref["std"])
+    np.testing.assert_allclose(ref["std"], np.std([0.0, 0.01, 0.02], ddof=1))
+    fig = c2lst.pl.benchmark(path, baseline="real only", show=False)  # paired by fraction, seed and section
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [0.1, 0.1, 0.1])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["real only", "real + synthetic (3 seeds)"]
+    np.testing.assert_allclose([seg[1, 1] - seg[0, 1] for seg in ax.containers[0].lines[2][0].get_segments()], 0.0,
+                               atol=1e-12)  # the seed offsets cancel in the paired difference
+    with pytest.raises(ValueError, match="no 'real only' row"):
+        c2lst.pl.benchmark(pd.DataFrame(rows[1:]), baseline="real only", show=False)
+    with pytest.raises(ValueError, match="baseline 'nope'"):
+        c2lst.pl.benchmark(path, baseline="nope", show=False)
     with pytest.raises(ValueError, match="lack columns"):
         c2lst.pl.benchmark(pd.DataFrame({"fraction": [1.0]}), show=False)

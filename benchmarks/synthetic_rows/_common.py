@@ -4,8 +4,9 @@ Environment: C2LST_EXP (tile folder, default /tmp/exp2), C2LST_TAG (tile file su
 setting or central model), C2LST_CENTRAL (a saved central model directory; default the shipped
 ``central_default()``), C2LST_LOCAL_ONLY (N: the benchmark's ``local_only`` generator instead, a model of the
 central configuration pretrained from random initialisation for N steps on the training sections' patches only,
-saved once per held-out section and seed under C2LST_EXP and reused at every fraction). Section arrays are cached
-in /tmp/c2cache.
+saved once per held-out section and seed under C2LST_EXP and reused at every fraction; C2LST_LOCAL_ONLY_SEED=S
+adapts the seed-S model at every seed instead, as the central model is one fixed model at every seed). Section
+arrays are cached in /tmp/c2cache.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ OUT = os.environ.get("C2LST_EXP", "/tmp/exp2")
 TAG = os.environ.get("C2LST_TAG", "")
 CENTRAL = os.environ.get("C2LST_CENTRAL")
 LOCAL_ONLY = int(os.environ.get("C2LST_LOCAL_ONLY", "0"))
+LOCAL_ONLY_SEED = os.environ.get("C2LST_LOCAL_ONLY_SEED")
 
 
 def arguments() -> tuple[float, int, list[str]]:
@@ -62,7 +64,9 @@ def generator_for(fold: Any, seed: int, central: Any) -> Any:
 
     The local-only model is the benchmark's (``_local_only_central``: ``central``'s configuration, random
     initialisation, the training sections' patches, ``seed``); it is trained once per held-out section and seed
-    and saved to ``$C2LST_EXP/local_only_<test>_<seed>_<steps>``.
+    and saved to ``$C2LST_EXP/local_only_<test>_<seed>_<steps>``. With ``$C2LST_LOCAL_ONLY_SEED`` the model of
+    that pretraining seed is used at every ``seed``: it sees the same images (all training-section patches) at every
+    fraction and seed, so only its initialisation and batch order depend on the seed.
     """
     import time
     from pathlib import Path
@@ -74,6 +78,7 @@ def generator_for(fold: Any, seed: int, central: Any) -> Any:
 
     if not LOCAL_ONLY:
         return central
+    seed = int(LOCAL_ONLY_SEED) if LOCAL_ONLY_SEED is not None else seed
     path = Path(OUT) / f"local_only_{fold.test.name}_{seed}_{LOCAL_ONLY}"
     if (path / "c2lst_central.json").is_file():
         return CentralModel.load(path)

@@ -434,7 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="write the per-gene table to this CSV file")
     p.set_defaults(func=cmd_evaluate)
 
-    from .benchmark import CONDITIONS, SECTIONS
+    from .benchmark._run import ADAPT_STEPS as BENCH_ADAPT_STEPS
+    from .benchmark._run import CONDITIONS, SECTIONS
+    from .benchmark._run import STRENGTH as BENCH_STRENGTH
 
     p = sub.add_parser("benchmark", help="the data-limited benchmark on her2st (leave one section out)")
     p.add_argument("--sections", nargs="+", default=list(SECTIONS), help="her2st sections (default: %(default)s)")
@@ -445,12 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-sections", nargs="+", help="only the folds holding out these sections")
     p.add_argument("--encoder", default="handcrafted", choices=["handcrafted", "central", "cnn"],
                    help="predictor features of the non-floor conditions (default %(default)s)")
-    p.add_argument("--adapt-steps", type=int, help="adaptation steps of c2l/local_only (default: the model config's)")
+    p.add_argument("--adapt-steps", type=int, default=BENCH_ADAPT_STEPS,
+                   help="adaptation steps of c2l/local_only (default %(default)s, the measured setting)")
     p.add_argument("--decoder-steps", type=int, default=200,
                    help="local decoder fine-tuning steps of c2l/local_only (0: pretrained decoder; default %(default)s)")
-    p.add_argument("--strength", type=float, default=1.0,
+    p.add_argument("--strength", type=float, default=BENCH_STRENGTH,
                    help="share of the denoising path per synthetic tile; < 1 starts from the source spot's patch "
-                        "(default %(default)s)")
+                        "(default %(default)s, the measured setting)")
     _add_synthetic_rows(p)
     p.add_argument("--group-norm", action="store_true",
                    help="non-floor predictors standardise each section's features on its own patches")

@@ -26,11 +26,17 @@ def _atomic_write(path: Path, write: Any) -> None:
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean PCC per (condition, fraction): folds averaged within a seed, then mean/sd/min/max over seeds."""
-    per_seed = results.groupby(["condition", "fraction", "seed"], sort=False)["pcc"].mean().reset_index()
-    folds = results.groupby(["condition", "fraction"], sort=False)["test_section"].nunique().rename("n_folds")
-    agg = per_seed.groupby(["condition", "fraction"], sort=False)["pcc"].agg(["mean", "std", "min", "max", "count"])
-    return agg.rename(columns={"count": "n_seeds"}).join(folds).reset_index()
+    """Mean PCC per (condition, fraction): folds averaged within a seed, then mean/sd/min/max over seeds.
+
+    The curve of :func:`c2lst.pl.benchmark` (:func:`c2lst.pl._benchmark.benchmark_summary`), rows in order of
+    appearance.
+    """
+    from ..pl._benchmark import benchmark_summary
+
+    summ = benchmark_summary(results, "pcc")
+    order = {key: i for i, key in enumerate(dict.fromkeys(zip(results["condition"], results["fraction"], strict=True)))}
+    rank = [order[key] for key in zip(summ["condition"], summ["fraction"], strict=True)]
+    return summ.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
 
 
 def markdown(results: pd.DataFrame, synthetic: pd.DataFrame, meta: dict[str, Any]) -> str:

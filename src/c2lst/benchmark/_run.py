@@ -1,4 +1,4 @@
-"""The data-limited benchmark: leave-one-section-out, fractions of paired training spots, six conditions."""
+"""The data-limited benchmark: leave one section out, fractions of paired training spots, seven conditions."""
 from __future__ import annotations
 
 import threading
@@ -27,6 +27,8 @@ from ._fold import make_fold
 CONDITIONS = ("handcrafted", "real", "augment", "c2l", "local_only", "mixup", "spatial_mixup")
 SECTIONS = ("C2", "C3", "C4", "C5", "C6")
 DIFFUSION = ("c2l", "local_only")
+# the generation setting every measured c2l / local_only table of benchmarks/README.md used
+ADAPT_STEPS, STRENGTH = 300, 0.8
 
 
 class StageMeter:
@@ -134,12 +136,12 @@ def run_benchmark(
     n_top: int = 50,
     n_per_profile: int = 2,
     n_augment: int = 2,
-    adapt_steps: int | None = None,
+    adapt_steps: int | None = ADAPT_STEPS,
     decoder_steps: int = 200,
     local_steps: int = 2000,
     sample_steps: int = 20,
     guidance_scale: float = 2.0,
-    strength: float = 1.0,
+    strength: float = STRENGTH,
     synthetic_weight: float | str = SYNTHETIC_WEIGHT,
     synthetic_align: str | None = SYNTHETIC_ALIGN,
     group_norm: bool = False,
@@ -193,7 +195,8 @@ def run_benchmark(
     n_per_profile, n_augment
         Extra rows per paired spot of the generative/mixup and augmentation conditions.
     adapt_steps
-        Adaptation steps (default: the central configuration's).
+        Adaptation steps (default 300, the measured setting of ``benchmarks/README.md``; ``None``: the central
+        configuration's).
     decoder_steps
         Local decoder fine-tuning steps of ``c2l``/``local_only`` (0: decode with the pretrained decoder).
     local_steps
@@ -202,7 +205,7 @@ def run_benchmark(
         DPM-Solver++ steps and classifier-free guidance of generation.
     strength
         Share of the denoising path run for each synthetic tile; below 1 a tile starts from its source spot's
-        patch (image-to-image), 1 from pure noise.
+        patch (image-to-image), 1 from pure noise. Default 0.8, the measured setting (with guidance 2).
     synthetic_weight
         Ridge sample weight of the generated rows of ``c2l``/``local_only`` (real rows weigh 1), or ``"cv"``:
         chosen among 0, 0.25, 0.5 and 1 by leave-one-training-section-out CV on the paired spots

@@ -32,15 +32,38 @@ def benchmark_summary(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Mean, standard deviation, min and max over seeds of ``metric`` per condition and fraction.
 
     When a ``test_section`` (or ``section``, ``library_id``) column is present, each seed's value is first
-    averaged over the sections (evaluation stays per section; the curve shows the mean section).
+    averaged over the sections (evaluation stays per section; the curve shows the mean section) and ``n_folds``
+    counts the sections. ``std`` is the sample standard deviation over seeds (``ddof=1``; NaN for one seed), the
+    ± of the benchmark's ``summary.md``.
     """
     section = next((c for c in ("test_section", "section", "library_id") if c in results.columns), None)
     per_seed = results.groupby(["condition", "fraction", "seed"] + ([section] if section else []), observed=True)[metric].mean()
     if section:
         per_seed = per_seed.groupby(level=["condition", "fraction", "seed"], observed=True).mean()
     grouped = per_seed.groupby(level=["condition", "fraction"], observed=True)
-    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=0), "min": grouped.min(), "max": grouped.max(),
-                         "n_seeds": grouped.size()}).reset_index()
+    out = pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1), "min": grouped.min(), "max": grouped.max(),
+                        "n_seeds": grouped.size()})
+    if section:
+        out["n_folds"] = results.groupby(["condition", "fraction"], observed=True)[section].nunique()
+    return out.reset_index()
+
+
+def _paired_difference(df: pd.DataFrame, metric: str, baseline: str, order: list[str]) -> pd.DataFrame:
+    """``metric`` minus the ``baseline`` condition's at the same fraction, seed (and held-out section)."""
+    if baseline not in set(df["condition"]):
+        raise ValueError(f"baseline {baseline!r} is not a condition of the results; available: "
+                         f"{sorted(set(df['condition']))}.")
+    keys = ["fraction", "seed"] + [c for c in ("test_section", "section", "library_id") if c in df.columns][:1]
+    base = df[df["condition"] == baseline]
+    if base.duplicated(keys).any():
+        raise ValueError(f"the baseline {baseline!r} has more than one row per {keys}; pass one run per key.")
+    merged = df.merge(base[keys + [metric]].rename(columns={metric: "_base"}), on=keys, how="left")
+    unpaired = merged[merged["_base"].isna() & merged["condition"].isin(order)]
+    if len(unpaired):
+        raise ValueError(f"{len(unpaired)} rows have no {baseline!r} row at the same {keys} (e.g. "
+                         f"{unpaired[keys].iloc[0].to_dict()}); run the baseline there too or drop them.")
+    merged[metric] = merged[metric] - merged.pop("_base")
+    return merged
 
 
 @figure_doc
@@ -50,6 +73,7 @@ def benchmark(
     metric: str | None = None,
     conditions: list[str] | None = None,
     logx: bool = False,
+    baseline: str | None = None,
     ax: Axes | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
@@ -66,16 +90,21 @@ def benchmark(
         Column to plot; by default the first of ``pcc``, ``pcc_top50``, ``mean_pcc``, ``pearson`` present (else
         the first column starting with ``pcc`` or ``pearson``).
     conditions
-        Conditions to draw, in this order (default: all, in order of appearance).
+        Conditions to draw, in this order (default: all, in order of appearance). A condition's colour is set by
+        its place among all conditions of ``results``, so figures of subsets of the same results match.
     logx
         Logarithmic fraction axis.
+    baseline
+        A condition to subtract: each row's metric minus the baseline's at the same fraction, seed and held-out
+        section (the paired difference; the seeds' paired spots and folds are shared, so this spread is the one
+        that says whether a condition gains), with a zero line for the baseline itself.
     {ax}
     {show_save}
 
     Returns
     -------
-    The matplotlib Figure: the line is the mean over seeds, the error bar one standard deviation and the
-    shaded band the min-max range over seeds.
+    The matplotlib Figure: the line is the mean over seeds, the error bar one (sample) standard deviation and the
+    shaded band the min-max range over seeds; with ``baseline``, of the paired differences.
     """
     df = pd.read_csv(results) if isinstance(results, str | Path) else results.copy()
     missing = [c for c in REQUIRED if c not in df.columns]
@@ -84,11 +113,16 @@ def benchmark(
     if df.empty:
         raise ValueError("the benchmark results are empty.")
     col = _metric_column(df, metric)
-    order = list(dict.fromkeys(df["condition"].astype(str))) if conditions is None else list(conditions)
+    every = list(dict.fromkeys(df["condition"].astype(str)))  # colours follow this order, whichever are drawn
+    order = every if conditions is None else list(conditions)
     unknown = [c for c in order if c not in set(df["condition"].astype(str))]
     if unknown:
         raise ValueError(f"conditions {unknown} not in the results; available: {sorted(set(df['condition'].astype(str)))}.")
     df["condition"] = df["condition"].astype(str)
+    ylabel = f"mean Pearson r ({col})"
+    if baseline is not None:
+        df, order = _paired_difference(df, col, baseline, order), [c for c in order if c != baseline]
+        ylabel = f"{col} minus {baseline}, paired"
     summary = benchmark_summary(df[df["condition"].isin(order)], col)
     if ax is None:
         fig, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
@@ -96,15 +130,18 @@ def benchmark(
         fig = ax.figure
     for cond in order:
         s = summary[summary["condition"] == cond].sort_values("fraction")
-        line = ax.errorbar(s["fraction"].to_numpy(float), s["mean"].to_numpy(float), yerr=s["std"].to_numpy(float), marker="o", ms=4, capsize=3,
+        line = ax.errorbar(s["fraction"].to_numpy(float), s["mean"].to_numpy(float), yerr=s["std"].fillna(0.0).to_numpy(float), marker="o", ms=4, capsize=3,
+                           color=f"C{every.index(cond) % 10}",
                            label=f"{cond} ({int(s['n_seeds'].max())} seed{'s' if s['n_seeds'].max() > 1 else ''})")
         ax.fill_between(s["fraction"].to_numpy(float), s["min"].to_numpy(float), s["max"].to_numpy(float), color=line[0].get_color(), alpha=0.15, linewidth=0)
+    if baseline is not None:
+        ax.axhline(0.0, color="0.3", lw=1, ls="--", label=baseline)
     if logx:
         ax.set_xscale("log")
     fractions = sorted(summary["fraction"].unique())
     ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
     ax.set_xlabel("fraction of training spots paired")
-    ax.set_ylabel(f"mean Pearson r ({col})")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(frameon=False, fontsize=8)
     return finish(fig, show=show, save=save)
