@@ -27,6 +27,7 @@ import pandas as pd
 
 from c2lst.benchmark import summarize
 from c2lst.pl import benchmark as plot_benchmark
+from c2lst.pl._benchmark import _paired_difference
 
 COLUMNS = ["condition", "test_section", "fraction", "seed", "pcc"]
 
@@ -60,18 +61,16 @@ def main() -> None:
     rows.to_csv(a.out, index=False)
     summ = summarize(rows)
     print(summ.round(4).to_string(index=False))
-    paired = rows[rows["condition"] != "handcrafted"]  # the floor has its own standardisation: not paired with real
-    print(summarize(paired.assign(pcc=paired["pcc"] - paired.merge(
-        paired[paired["condition"] == "real"], on=["test_section", "fraction", "seed"], how="left")["pcc_y"].to_numpy()
-    )).round(4).to_string(index=False))
+    paired = [c for c in order if c != "handcrafted"]  # the floor has its own standardisation: not paired with real
+    diff = _paired_difference(rows[rows["condition"].isin(paired)], "pcc", "real", paired)
+    print(summarize(diff).round(4).to_string(index=False))
     if a.figure:
         import matplotlib.pyplot as plt
 
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
         plot_benchmark(rows, conditions=order, logx=True, ax=left, show=False)
         left.set_title("mean Pearson r, 5 folds (± sd over seeds)")
-        plot_benchmark(rows, conditions=[c for c in order if c != "handcrafted"], baseline="real", logx=True,
-                       ax=right, show=False)
+        plot_benchmark(rows, conditions=paired, baseline="real", logx=True, ax=right, show=False)
         right.set_title("paired difference to real pairs alone, per-section predictor")
         fig.savefig(a.figure, dpi=120, bbox_inches="tight")
 

@@ -33,10 +33,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """
     from ..pl._benchmark import benchmark_summary
 
-    summ = benchmark_summary(results, "pcc")
-    order = {key: i for i, key in enumerate(dict.fromkeys(zip(results["condition"], results["fraction"], strict=True)))}
-    rank = [order[key] for key in zip(summ["condition"], summ["fraction"], strict=True)]
-    return summ.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
+    return benchmark_summary(results, "pcc")
 
 
 def markdown(results: pd.DataFrame, synthetic: pd.DataFrame, meta: dict[str, Any]) -> str:
