@@ -37,7 +37,11 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     assert np.isfinite(df["pcc"]).all() and (df["n_train"] == 12).all()
     extra = df.set_index("condition")["n_extra"]
     assert extra["augment"] == 24 and extra["c2l"] == 12 and extra["local_only"] == 12 and extra["real"] == 0
-    assert extra["spatial_mixup"] == 24
+    assert extra["spatial_mixup"] == 24 and extra["c2l_augment"] == extra["c2l"] + extra["augment"]
+    weight = df.set_index("condition")["extra_weight"]
+    assert weight["augment"] == 1.0 and weight["c2l_augment"] == weight["c2l"] and np.isnan(weight["real"])
+    timed = df.set_index("condition")["t_diffusion_s"]  # c2l_augment reuses the fold's c2l tiles
+    assert timed["c2l"] > 0 and np.isnan(timed["c2l_augment"])
     assert df.set_index("condition").loc["mixup", "n_mixup"] == 24
     assert {"t_fit_s", "mem_fit_mb", "t_diffusion_s", "t_pretrain_local_s"} <= set(df.columns)
     for name in ("results.csv", "synthetic.csv", "summary.md", "meta.json", "pcc_vs_fraction.png"):
@@ -78,6 +82,8 @@ def test_benchmark_bad_input(tmp_path):
         run_benchmark(("S0", "S1"), synthetic_weight="half", out_dir=tmp_path)
     with pytest.raises(ValueError, match="synthetic_weight"):
         run_benchmark(("S0", "S1"), synthetic_weight="cv", encoder="cnn", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="c2l_augment"):
+        run_benchmark(("S0", "S1"), synthetic_weight="cv", conditions=("c2l_augment",), out_dir=tmp_path)
     with pytest.raises(ValueError, match="synthetic_align"):
         run_benchmark(("S0", "S1"), synthetic_align="coral", out_dir=tmp_path)
     with pytest.raises(ValueError, match="group_norm"):

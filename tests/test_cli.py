@@ -104,7 +104,7 @@ def test_pipeline_from_the_command_line(tmp_path, tiny_files, capsys):
                  str(adapter), "--steps", "2", "--panel-size", "10"]) == 0
     assert main(["--quiet", "generate", str(store), "--central", str(central), "--adapter", str(adapter),
                  "--steps", "2"]) == 0
-    assert main(["--quiet", "predict", str(store), "--encoder", "handcrafted"]) == 0
+    assert main(["--quiet", "predict", str(store), "--encoder", "handcrafted", "--n-augment", "1"]) == 0
     csv = tmp_path / "eval.csv"
     capsys.readouterr()
     assert main(["--quiet", "evaluate", str(store), "--csv", str(csv)]) == 0
@@ -113,6 +113,7 @@ def test_pipeline_from_the_command_line(tmp_path, tiny_files, capsys):
     table = sdata.tables["table"]
     assert table.obs["c2lst_train"].sum() == 15
     assert "c2lst_pred" in table.layers and "c2lst_eval" in table.uns
+    assert table.uns["c2lst_pred"]["params"]["n_augment"] == 1
     assert sdata.tables["c2lst_synthetic"].n_obs == 15
     assert set(table.uns["c2lst_pred"]["params"]["train_spots"]) == set(table.obs_names[table.obs["c2lst_train"]])
     assert csv.read_text().startswith("section,gene,pearson")
@@ -161,7 +162,7 @@ def test_predict_options_match_tl_predict_and_the_benchmark():
     args = build_parser().parse_args(["predict", "store.zarr"])
     tl_defaults = inspect.signature(c2lst.tl.predict).parameters
     bench = inspect.signature(run_benchmark).parameters
-    for name in ("encoder", "synthetic_weight", "synthetic_align"):
+    for name in ("encoder", "synthetic_weight", "synthetic_align", "n_augment", "augment_weight"):
         assert getattr(args, name) == tl_defaults[name].default, name
     for name in ("synthetic_weight", "synthetic_align"):  # the benchmark measures what tl.predict does by default
         assert bench[name].default == tl_defaults[name].default, name

@@ -170,6 +170,15 @@ def test_predict_synthetic_weight_align_and_cv(sdata):
     assert not np.allclose(table.layers["bk"], table.layers["al"])
     c2lst.tl.predict(sdata, key_added="bk2", batch_key="section", **kw)
     np.testing.assert_array_equal(table.layers["bk"], table.layers["bk2"])  # same seed, same predictions
+    c2lst.tl.predict(sdata, key_added="aug", batch_key="section", n_augment=2, **kw)  # stacked with the synthetic rows
+    params = table.uns["aug"]["params"]
+    assert params["n_augment"] == 2 and params["augment_weight"] == 1.0 and params["n_synthetic"] == len(rows)
+    assert params["predictor"]["fit"]["n_augmented"] == 2 * len(rows)
+    assert not np.allclose(table.layers["aug"], table.layers["bk"])
+    c2lst.tl.predict(sdata, key_added="aug0", batch_key="section", n_augment=2, augment_weight=0.0, **kw)
+    assert np.allclose(table.layers["aug0"], table.layers["bk"], atol=1e-5)  # weight 0: the copies count for nothing
+    with pytest.raises(ValueError, match="augmented rows"):
+        c2lst.tl.predict(sdata, key_added="bad", n_augment=1, synthetic_weight="cv", groupby="section", **kw)
     with pytest.raises(ValueError, match="batch_key"):
         c2lst.tl.predict(sdata, key_added="bad", batch_key="no_such_column", **kw)
     c2lst.tl.predict(sdata, key_added="bkcv", batch_key="section", synthetic_weight="cv", **kw)  # one section out
@@ -261,6 +270,40 @@ def test_predictor_extra_rows_mixup_and_checks():
         Predictor(encoder="central")
     with pytest.raises(ValueError, match="not fitted"):
         Predictor(encoder="handcrafted").predict(patches)
+
+
+def test_predictor_n_augment_is_its_own_set_of_rows():
+    rng = np.random.default_rng(1)
+    patches = rng.integers(0, 256, size=(20, 3, PX, PX), dtype=np.uint8)
+    y = rng.normal(size=(20, 2)).astype(np.float32)
+    g = np.repeat(["a", "b"], 10)
+    aug, src = augment_patches(patches, n_copies=2, seed=3)
+    # the copies fit() makes are augment_patches(seed=seed) rows with their source's targets (group_norm: per group)
+    for norm, kw in ((False, {}), (True, {"groups": g})):
+        inner = Predictor(encoder="handcrafted", seed=3, group_norm=norm).fit(patches, y, n_augment=2, **kw)
+        outer = Predictor(encoder="handcrafted", seed=3, group_norm=norm).fit(
+            patches, y, extra_patches=aug, extra_targets=y[src], **kw, **({"extra_groups": g[src]} if norm else {}))
+        assert np.allclose(inner.predict(patches), outer.predict(patches), atol=1e-6)
+        assert inner.fit_info["n_augmented"] == 40 and inner.fit_info["n_extra"] == 0
+    # stacked with extra rows, each set keeps its own weight: weight 0 removes exactly that set
+    extra = rng.integers(0, 256, size=(30, 3, PX, PX), dtype=np.uint8)
+    ey = rng.normal(size=(30, 2)).astype(np.float32)
+    kw = {"groups": g, "extra_groups": np.repeat(["a", "b"], 15), "extra_patches": extra, "extra_targets": ey}
+    only_aug = Predictor(encoder="handcrafted", group_norm=True).fit(patches, y, groups=g, n_augment=1)
+    stacked = Predictor(encoder="handcrafted", group_norm=True).fit(patches, y, n_augment=1, extra_weight=0.0, **kw)
+    only_extra = Predictor(encoder="handcrafted", group_norm=True).fit(patches, y, extra_weight=0.5, **kw)
+    no_aug = Predictor(encoder="handcrafted", group_norm=True).fit(patches, y, n_augment=1, augment_weight=0.0,
+                                                                   extra_weight=0.5, **kw)
+    both = Predictor(encoder="handcrafted", group_norm=True).fit(patches, y, n_augment=1, extra_weight=0.5, **kw)
+    assert np.allclose(stacked.predict(patches), only_aug.predict(patches), atol=1e-6)
+    assert np.allclose(no_aug.predict(patches), only_extra.predict(patches), atol=1e-6)
+    assert not np.allclose(both.predict(patches), only_extra.predict(patches), atol=1e-4)
+    with pytest.raises(ValueError, match="n_augment"):
+        Predictor(encoder="handcrafted").fit(patches, y, n_augment=-1)
+    with pytest.raises(ValueError, match="augment_weight"):
+        Predictor(encoder="handcrafted").fit(patches, y, n_augment=1, augment_weight=float("nan"))
+    with pytest.raises(ValueError, match="augmented rows"):
+        Predictor(encoder="handcrafted").fit(patches, y, n_augment=1, extra_weight="cv", **kw)
 
 
 # ----------------------------------------------------------------------------- evaluate

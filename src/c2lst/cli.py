@@ -216,8 +216,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     synthetic = None if args.synthetic == "none" else args.synthetic
     kwargs = {"central": load_central(args.central)} if args.encoder == "central" else {}
     tl.predict(sdata, train_mask=mask, synthetic=synthetic, encoder=args.encoder, table_key=name, seed=args.seed,
-               synthetic_weight=args.synthetic_weight, synthetic_align=args.synthetic_align, groupby=args.groupby,
-               batch_key=args.batch_key, overwrite=args.overwrite, **kwargs)
+               synthetic_weight=args.synthetic_weight, synthetic_align=args.synthetic_align, n_augment=args.n_augment,
+               augment_weight=args.augment_weight, groupby=args.groupby, batch_key=args.batch_key,
+               overwrite=args.overwrite, **kwargs)
     write_store(sdata, source, args.out, [name], overwrite=args.overwrite)
     print(f"added .layers['c2lst_pred'] to table {name!r} ({int(mask.sum())} training spots)")
     return 0
@@ -424,6 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="patch encoder (default %(default)s)")
     p.add_argument("--central", default="default", help="central model for --encoder central")
     _add_synthetic_rows(p)
+    p.add_argument("--n-augment", type=int, default=0,
+                   help="flip/rot90/stain-jitter copies of each training patch added to the fit (default %(default)s)")
+    p.add_argument("--augment-weight", type=float, default=1.0,
+                   help="sample weight of each augmented copy (default %(default)s)")
     p.add_argument("--groupby", help="obs column of the spots (e.g. 'section') for --synthetic-weight cv")
     p.add_argument("--batch-key", help="obs column of the spots' section/slide: standardise each section's features "
                                        "on its own patches (e.g. 'library_id')")
@@ -448,9 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", default="handcrafted", choices=["handcrafted", "central", "cnn"],
                    help="predictor features of the non-floor conditions (default %(default)s)")
     p.add_argument("--adapt-steps", type=int, default=BENCH_ADAPT_STEPS,
-                   help="adaptation steps of c2l/local_only (default %(default)s, the measured setting)")
+                   help="adaptation steps of the diffusion conditions (default %(default)s, the measured setting)")
     p.add_argument("--decoder-steps", type=int, default=200,
-                   help="local decoder fine-tuning steps of c2l/local_only (0: pretrained decoder; default %(default)s)")
+                   help="local decoder fine-tuning steps of the diffusion conditions (0: pretrained decoder; default %(default)s)")
     p.add_argument("--strength", type=float, default=BENCH_STRENGTH,
                    help="share of the denoising path per synthetic tile; < 1 starts from the source spot's patch "
                         "(default %(default)s, the measured setting)")

@@ -1,4 +1,4 @@
-"""Training sets of the benchmark conditions: augmentation, expression mixup and diffusion-generated pairs.
+"""Training sets of the benchmark conditions: expression mixup and diffusion-generated pairs.
 
 Everything here works on arrays (``core`` + numpy), so the expensive conditions can run on any machine
 with torch, without SpatialData.
@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from ..core.predictor import augment_patches
 from ..core.seeding import derive_seed
 
 MIX_LOW, MIX_HIGH = 0.5, 1.0  # weight of the source spot in a spatial mixup profile (as tl.generate)
@@ -75,13 +74,6 @@ def spatial_mixup(z: np.ndarray, xy: np.ndarray, group: np.ndarray, *, n_per_pro
     src, partner = np.concatenate(src_all), np.concatenate(partner_all)
     w = rng.uniform(MIX_LOW, MIX_HIGH, len(src))[:, None]
     return (w * z[src] + (1 - w) * z[partner]).astype(np.float32), src, partner
-
-
-def augmented_pairs(patches: np.ndarray, y: np.ndarray, *, n_copies: int,
-                    seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flip/rot90/HED-stain-jittered copies of the training patches with their own expression, and their sources."""
-    aug, src = augment_patches(patches, n_copies=n_copies, seed=seed)
-    return aug, y[src], src
 
 
 def diffusion_pairs(central: Any, patches: np.ndarray, z: np.ndarray, xy: np.ndarray, group: np.ndarray,

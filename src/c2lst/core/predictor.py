@@ -262,6 +262,18 @@ def check_extra_options(weight: Any, align: Any, *, cv_possible: bool = True,
         raise ValueError(f"`{a_name}` must be None or one of {EXTRA_ALIGN}, got {align!r}.")
 
 
+def _check_augment(n_augment: Any, weight: Any, cv_weight: bool) -> int:
+    """Check ``fit``'s ``n_augment`` / ``augment_weight`` and return the number of copies."""
+    if isinstance(n_augment, bool) or not isinstance(n_augment, (int, np.integer)) or n_augment < 0:
+        raise ValueError(f"`n_augment` must be a whole number of copies >= 0, got {n_augment!r}.")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float, np.number)) or not 0 <= float(weight) < np.inf:
+        raise ValueError(f"`augment_weight` must be a finite number >= 0, got {weight!r}.")
+    if n_augment and cv_weight:
+        raise ValueError("extra_weight='cv' with augmented rows is not supported: the inner folds would have to leave "
+                         "out each held-out group's augmented copies too. Pass a fixed `extra_weight`, or n_augment=0.")
+    return int(n_augment)
+
+
 def _check_groups(groups: np.ndarray | None, extra_groups: np.ndarray | None, n_real: int,
                   n_extra: int) -> tuple[np.ndarray, np.ndarray]:
     """Check and return the real and extra rows' groups of ``extra_weight="cv"``."""
@@ -530,7 +542,8 @@ class Predictor:
     # ------------------------------------------------------------------ public API
     def fit(self, patches: np.ndarray, targets: np.ndarray, *, extra_patches: np.ndarray | None = None,
             extra_targets: np.ndarray | None = None, extra_weight: float | str = 1.0, extra_align: str | None = None,
-            groups: np.ndarray | None = None, extra_groups: np.ndarray | None = None, n_mixup: int = 0) -> Predictor:
+            groups: np.ndarray | None = None, extra_groups: np.ndarray | None = None, n_mixup: int = 0,
+            n_augment: int = 0, augment_weight: float = 1.0) -> Predictor:
         """Fit the encoder (``"cnn"``) and the head.
 
         Parameters
@@ -559,6 +572,13 @@ class Predictor:
         n_mixup
             Number of feature-space mixup rows added to the head's training set: random pairs of real
             training spots, features and expression mixed with the same Beta weight.
+        n_augment
+            Classic augmentation: ``n_augment`` flip/rot90/HED-stain-jittered copies of each real training patch
+            (:func:`augment_patches`, seeded by ``seed``) with that spot's expression, added as their own set of
+            rows next to the extra rows. They are standardised like real rows (with ``group_norm``: per group, on
+            their own moments), so stacking them with synthetic rows keeps each set's alignment separate.
+        augment_weight
+            Sample weight of each augmented row (a fixed weight; not with ``extra_weight="cv"``).
 
         Returns
         -------
@@ -587,6 +607,9 @@ class Predictor:
             ep, ey = p[:0], y[:0]
         check_extra_options(extra_weight, extra_align, cv_possible=self.head_kind == "ridge" and self.encoder_kind != "cnn")
         cv_weight = extra_weight == "cv"
+        n_augment = _check_augment(n_augment, augment_weight, cv_weight)
+        ap, a_src = (augment_patches(p, n_copies=n_augment, seed=self.hparams["seed"]) if n_augment
+                     else (p[:0], np.zeros(0, dtype=np.int64)))
         group_norm = self.hparams["group_norm"]
         if cv_weight:
             g_real, g_extra = _check_groups(groups, extra_groups, len(p), len(ep))
@@ -603,12 +626,13 @@ class Predictor:
         y_mean, y_std = _moments(y, _Y_STD_FLOOR)
         self.stats = {"y_mean": y_mean.astype(np.float64), "y_std": y_std.astype(np.float64)}
         z_real, z_extra = (y - y_mean) / y_std, (ey - y_mean) / y_std
-        all_p = np.concatenate([p, ep]) if len(ep) else p
-        z_all = np.concatenate([z_real, z_extra]).astype(np.float32)
+        all_p = np.concatenate([p, ep, ap]) if len(ep) or len(ap) else p
         if self.encoder_kind == "cnn":
-            self._train_cnn(all_p, z_all, _row_weights(len(p), len(ep), extra_weight))
+            self._train_cnn(all_p, np.concatenate([z_real, z_extra, z_real[a_src]]).astype(np.float32),
+                            np.concatenate([_row_weights(len(p), len(ep), extra_weight),
+                                            np.full(len(ap), float(augment_weight))]))
         f_all = self.features(all_p).astype(np.float64)
-        f_real, f_extra = f_all[: len(p)], f_all[len(p):]
+        f_real, f_extra, f_aug = f_all[: len(p)], f_all[len(p): len(p) + len(ep)], f_all[len(p) + len(ep):]
         self.stats["x_mean"], self.stats["x_std"] = _moments(f_real, _X_STD_FLOOR)
         if group_norm:
             x_real = _standardise_per_group(f_real, g_real, "training spots")
@@ -616,12 +640,13 @@ class Predictor:
             centre = {g: z_real[g_real == g].mean(axis=0) for g in np.unique(g_real)}
             z_real = z_real - np.stack([centre[g] for g in g_real])
             z_extra = z_extra - (np.stack([centre[g] for g in g_extra]) if len(ep) else 0.0)
-            z_all = np.concatenate([z_real, z_extra]).astype(np.float32)
-            x_all = np.concatenate([x_real, x_extra])
+            x_aug = _standardise_per_group(f_aug, g_real[a_src], "augmented rows") if len(ap) else f_aug
         else:
             x_real = (f_real - self.stats["x_mean"]) / self.stats["x_std"]
-            x_all = np.concatenate([x_real, _standardise_extra(f_extra, self.stats["x_mean"], self.stats["x_std"],
-                                                               extra_align)])
+            x_extra = _standardise_extra(f_extra, self.stats["x_mean"], self.stats["x_std"], extra_align)
+            x_aug = (f_aug - self.stats["x_mean"]) / self.stats["x_std"]
+        x_all = np.concatenate([x_real, x_extra, x_aug])
+        z_all = np.concatenate([z_real, z_extra, z_real[a_src]]).astype(np.float32)
         if cv_weight:
             # with group_norm each group is standardised on its own rows, the same in every inner fold
             inner_fold = (partial(_fold_rows, x_real, z_real, x_extra, z_extra) if group_norm
@@ -629,7 +654,7 @@ class Predictor:
             scores = self._cv_scores(g_real, g_extra, inner_fold)
             extra_weight = max(EXTRA_WEIGHTS, key=lambda w: (scores[w], -w))  # ties: the smaller weight
             self.fit_info["extra_weight_cv"] = {str(w): float(v) for w, v in scores.items()}
-        w_all = _row_weights(len(p), len(ep), extra_weight)
+        w_all = np.concatenate([_row_weights(len(p), len(ep), extra_weight), np.full(len(ap), float(augment_weight))])
         if n_mixup > 0:
             rng = np.random.default_rng(self.hparams["seed"] + 3)
             i, j = rng.integers(0, len(p), n_mixup), rng.integers(0, len(p), n_mixup)
@@ -642,6 +667,7 @@ class Predictor:
         else:
             self._fit_mlp(x_all, z_all, w_all)
         self.fit_info.update({"patch_px": int(p.shape[-1]), "n_real": len(p), "n_extra": len(ep), "n_mixup": int(n_mixup),
+                              "n_augmented": len(ap), "augment_weight": float(augment_weight),
                               "n_features": x_all.shape[1], "extra_weight": float(extra_weight),
                               "extra_align": "groups" if group_norm and len(ep) else extra_align})
         if group_norm:
