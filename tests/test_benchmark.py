@@ -189,3 +189,18 @@ def test_fold_panel_is_pp_gene_panel_on_the_paired_spots(tmp_path):
     assert panel == fold.panel and panel.params == fold.panel.params
     c2lst.pp.normalize(paired, target_sum=panel.target_sum)
     np.testing.assert_array_equal(panel.expression(paired), fold.y)
+
+
+def test_load_sections_reads_the_data_folder_of_c2lst_data_dir(tmp_path, tiny_writer, monkeypatch):
+    from c2lst.benchmark._data import load_sections
+
+    tiny_writer(tmp_path / "data" / "tiny", image_format="jpg")
+    monkeypatch.setenv("C2LST_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)  # no ../shared/data/her2st beside the working directory
+    (sec,) = load_sections(("tiny",), cache_dir=tmp_path / "cache")
+    assert sec.name == "tiny" and sec.patches.shape == (25, 3, 64, 64) and sec.counts.shape == (25, 30)
+    assert (tmp_path / "cache" / "tiny.npz").exists()
+    monkeypatch.setenv("C2LST_DATA_DIR", str(tmp_path / "elsewhere"))  # the cache needs no data folder
+    assert load_sections(("tiny",), cache_dir=tmp_path / "cache")[0].counts.shape == (25, 30)
+    with pytest.raises(ValueError, match="not found under"):
+        load_sections(("tiny",))

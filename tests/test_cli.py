@@ -11,7 +11,7 @@ import c2lst
 from c2lst.cli import build_parser, main
 from c2lst.core.models import MANIFEST, CentralModel
 
-SUBCOMMANDS = ["read", "pretrain", "adapt", "generate", "predict", "evaluate", "benchmark", "demo"]
+SUBCOMMANDS = ["read", "pretrain", "adapt", "generate", "predict", "predict-slide", "evaluate", "benchmark", "demo"]
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -119,6 +119,40 @@ def test_pipeline_from_the_command_line(tmp_path, tiny_files, capsys):
     assert csv.read_text().startswith("section,gene,pearson")
     # a second adapt refuses to overwrite the split and the adapter
     assert main(["adapt", str(store), "--fraction", "0.6", "--central", str(central), "--adapter", str(adapter)]) == 2
+
+
+def test_new_slide_from_the_command_line(tmp_path, tiny_files, capsys):
+    import spatialdata
+
+    from c2lst.core.predictor import Predictor
+
+    store, model, slide = _store(tmp_path, tiny_files), tmp_path / "pred", tmp_path / "slide.zarr"
+    assert main(["--quiet", "predict", str(store), "--synthetic", "none", "--fraction", "0.6",
+                 "--save-model", str(model)]) == 0
+    assert "saved the fitted predictor" in capsys.readouterr().out
+    assert main(["predict", str(store), "--synthetic", "none", "--overwrite", "--save-model", str(model)]) == 0
+    assert main(["predict", str(store), "--synthetic", "none", "--save-model", str(model)]) == 2  # refused first
+    assert "already exists" in capsys.readouterr().err
+    assert main(["read", "slide", str(tiny_files[2]), "--out", str(slide)]) == 2
+    assert "pass `mpp=`" in capsys.readouterr().err
+    assert main(["read", "legacy-st", *map(str, tiny_files), "--mpp", "2", "--out", str(tmp_path / "x.zarr")]) == 2
+    assert main(["--quiet", "read", "slide", str(tiny_files[2]), "--mpp", "2.0", "--library-id", "new",
+                 "--out", str(slide)]) == 0
+    assert "image 'new_image' at 2 µm/px (given)" in capsys.readouterr().out
+    args = ["--quiet", "predict-slide", str(slide), "--model", str(model), "--grid-um", "150", "--min-tissue", "0"]
+    assert main(args) == 0  # in place: the circles and the table are added to the store
+    assert "pseudo-spots x" in capsys.readouterr().out
+    sdata = spatialdata.read_zarr(slide)
+    grid = sdata.tables["c2lst_slide"]
+    assert len(sdata.shapes["c2lst_slide_spots"]) == grid.n_obs > 4 and list(sdata.images) == ["new_image"]
+    fitted = Predictor.load(model)
+    assert list(grid.var_names) == fitted.genes
+    np.testing.assert_allclose(grid.X, fitted.predict(np.asarray(grid.obsm["c2lst_patch"])), rtol=1e-5, atol=1e-6)
+    assert main(args[1:]) == 2 and "overwrite" in capsys.readouterr().err  # nothing replaced without --overwrite
+    assert main([*args, "--grid-um", "100", "--overwrite"]) == 0
+    assert spatialdata.read_zarr(slide).tables["c2lst_slide"].n_obs > grid.n_obs
+    assert main(["predict-slide", str(slide), "--model", str(tmp_path / "none")]) == 2
+    assert "make one with `c2lst predict --save-model DIR`" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -154,6 +154,38 @@ def test_large_image_becomes_pyramid(tiny_files, tmp_path):
     assert shapes[0] == (3, 700, 4500) and max(shapes[-1][1:]) <= 1024 and len(shapes) == 4
 
 
+def test_read_slide_records_mpp_and_survives_a_round_trip(tiny_files, tmp_path):
+    import spatialdata
+
+    _, _, image_path = tiny_files
+    sdata = c2lst.io.read_slide(image_path, mpp=2.0)
+    assert list(sdata.images) == ["tiny_HE_image"] and not sdata.tables and not sdata.shapes
+    np.testing.assert_array_equal(sdata.images["tiny_HE_image"].data.compute(),
+                                  np.asarray(Image.open(image_path)).transpose(2, 0, 1))
+    assert sdata.attrs["c2lst"]["images"]["tiny_HE_image"] == {"mpp": 2.0, "mpp_source": "given",
+                                                                "path": str(image_path)}
+    sdata.write(tmp_path / "slide.zarr")
+    assert spatialdata.read_zarr(tmp_path / "slide.zarr").attrs["c2lst"]["images"]["tiny_HE_image"]["mpp"] == 2.0
+    Image.open(image_path).save(tmp_path / "dpi.png", dpi=(25_400 / 0.5, 25_400 / 0.5))  # 0.5 µm/px in the file
+    meta = c2lst.io.read_slide(tmp_path / "dpi.png", library_id="scan1").attrs["c2lst"]["images"]["scan1_image"]
+    assert meta["mpp"] == pytest.approx(0.5, rel=1e-3) and meta["mpp_source"] == "file metadata"
+
+
+def test_read_slide_errors(tiny_files, tmp_path):
+    _, _, image_path = tiny_files
+    with pytest.raises(ValueError, match="records no resolution; pass `mpp=`"):
+        c2lst.io.read_slide(image_path)
+    with pytest.raises(ValueError, match="must be a positive number"):
+        c2lst.io.read_slide(image_path, mpp=0)
+    with pytest.raises(ValueError, match="does not exist"):
+        c2lst.io.read_slide(tmp_path / "missing.jpg", mpp=0.5)
+    with pytest.raises(ValueError, match="not a valid element name"):
+        c2lst.io.read_slide(image_path, mpp=0.5, library_id="my slide")
+    Image.open(image_path).convert("L").save(tmp_path / "gray.png")
+    with pytest.raises(ValueError, match="not RGB"):
+        c2lst.io.read_slide(tmp_path / "gray.png", mpp=0.5)
+
+
 # ---- legacy ST on the real her2st sections --------------------------------------------------------
 
 @pytest.mark.data

@@ -31,9 +31,10 @@ def tiny_central(tmp_path_factory):
 def test_run_chains_every_step(tiny_sdata, tiny_central):
     table = tiny_sdata.tables["table"]
     result = c2lst.tl.run(tiny_sdata, central=tiny_central, fraction=0.6, panel_size=10, adapt_steps=2, n_synthetic=1,
-                          generate_steps=2, encoder="handcrafted", batch_key="library_id", seed=0)
+                          generate_steps=2, encoder="handcrafted", n_augment=1, batch_key="library_id", seed=0)
     assert isinstance(result, RunResult)
     assert table.uns["c2lst_pred"]["params"]["batch_key"] == "library_id"
+    assert table.uns["c2lst_pred"]["params"]["n_augment"] == 1
     assert result.train_mask.sum() == 15 and result.local.central is tiny_central
     assert {"c2lst_patch"} <= set(table.obsm) and {"lognorm", "c2lst_pred"} <= set(table.layers)
     assert "c2lst_synthetic" in tiny_sdata.tables and tiny_sdata.tables["c2lst_synthetic"].n_obs == 15

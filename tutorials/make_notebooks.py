@@ -38,7 +38,7 @@ model."""),
 ADAPT_STEPS = 5 if TINY else 300        # local adaptation steps (a few minutes on 2 free CPU cores)
 DENOISE_STEPS = 4 if TINY else 20       # sampler steps per synthetic patch
 N_SYNTHETIC = 1 if TINY else 2          # synthetic patches per mixup profile
-ENCODER = "handcrafted" if TINY else "central"
+ENCODER = "handcrafted"                 # or "central": its features lowered r on the her2st benchmark
 """),
     new_markdown_cell("## The data\n\nReaders return a `SpatialData` object: the H&E image, the spot circles and a table of raw counts."),
     new_code_cell("""\
@@ -73,8 +73,8 @@ panel"""),
     new_markdown_cell("""\
 ## Baseline: a predictor trained on the real spots alone
 
-A patch encoder (the central model's denoiser features, or handcrafted colour/texture/nuclei features in
-the tiny test setting) and a ridge head, fitted on the training spots, scored on the held-out spots."""),
+A patch encoder (handcrafted colour/texture/nuclei features, the default; `encoder="central"` uses the
+central model's denoiser features, which scored lower on the her2st benchmark) and a ridge head, fitted on the training spots, scored on the held-out spots."""),
     new_code_cell("""\
 central = c2lst.datasets.central_default()
 c2lst.tl.predict(sdata, train_mask=train, synthetic=None, encoder=ENCODER, central=central, seed=0,
@@ -151,7 +151,7 @@ design page). This tutorial shows the three ways in, then maps expression onto a
 from pathlib import Path
 
 DATA = Path(os.environ.get("C2LST_DATA_DIR", "../../shared/data/her2st"))  # local her2st copy, if any
-ENCODER = "handcrafted" if TINY else "central"
+ENCODER = "handcrafted"  # or "central": its features lowered r on the her2st benchmark
 """),
     new_markdown_cell("""\
 ## 1. Visium
@@ -205,7 +205,8 @@ sdata_c3"""),
 
 Train the predictor on a sequenced section and keep the fitted model (`return_model=True`; share it with
 `predictor.save(path)`). Then map expression onto a slide that has only an H&E image:
-`c2lst.tl.predict_slide` lays a grid of pseudo-spots over the tissue, cuts their patches and predicts
+`c2lst.io.read_slide(path, mpp=...)` reads the image alone (µm per pixel given, or from the file's metadata)
+and `c2lst.tl.predict_slide` lays a grid of pseudo-spots over the tissue, cuts their patches and predicts
 them. Here the "new" slide is the image of section C3 when a local her2st copy is available (else the
 demo image again)."""),
     new_code_cell("""\
@@ -218,12 +219,16 @@ predictor = c2lst.tl.predict(train_sdata, synthetic=None, encoder=ENCODER, centr
                              return_model=True)
 predictor"""),
     new_code_cell("""\
-import spatialdata as sd
+if sdata_c3 is not None:  # C3's H&E image file read on its own, without its spots
+    mpp = sdata_c3.tables["table"].uns["c2lst"]["spatial"]["mpp"]         # your scanner's µm per pixel
+    slide = c2lst.io.read_slide(next(section.glob("*.jpg")), mpp=mpp, library_id="C3")
+else:                    # the demo image, taken out of its SpatialData
+    import spatialdata as sd
 
-source = sdata_c3 if sdata_c3 is not None else c2lst.datasets.demo()
-image_name = next(iter(source.images))
-slide = sd.SpatialData(images={image_name: source.images[image_name]})   # the H&E image only
-mpp = source.tables["table"].uns["c2lst"]["spatial"]["mpp"]               # your scanner's µm per pixel
+    source = c2lst.datasets.demo()
+    image_name = next(iter(source.images))
+    slide = sd.SpatialData(images={image_name: source.images[image_name]})
+    mpp = source.tables["table"].uns["c2lst"]["spatial"]["mpp"]
 c2lst.tl.predict_slide(slide, predictor, mpp=mpp, central=central)
 slide"""),
     new_code_cell("""\

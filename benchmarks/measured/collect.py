@@ -17,6 +17,9 @@ Usage::
 ``sec_local.jsonl``: ``C2LST_TAG=_local`` at f = 0.25, seeds 0-2; ``stack.jsonl``: stack.py on the c2l tiles, f = 0.1,
 0.25, 0.5 x seeds 0-2 and f = 1, seed 0.) It prints the summary and the paired differences
 against ``real``.
+
+``--results`` may also be a table this script wrote: new scores are then added to it (a row of the same condition,
+section, fraction and seed is replaced), e.g. ``--results benchmarks/measured/loso_per_section.csv --c2l sec_10_1.jsonl``.
 """
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ def score_rows(paths: list[str], condition: str, column: str) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", required=True, help="results.csv of run_benchmark(group_norm=True)")
+    parser.add_argument("--results", required=True, help="results.csv of run_benchmark(group_norm=True), or a table this script wrote")
     parser.add_argument("--c2l", nargs="*", default=[], help="section_norm.py output for the c2l tiles")
     parser.add_argument("--local-only", nargs="*", default=[], help="section_norm.py output for the local-only tiles")
     parser.add_argument("--c2l-augment", nargs="*", default=[], help="stack.py output for the c2l tiles")
@@ -53,10 +56,11 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="CSV to write")
     parser.add_argument("--figure", help="PNG to write")
     a = parser.parse_args()
-    run = pd.read_csv(a.results)[COLUMNS]
-    rows = pd.concat([run, score_rows(a.c2l, "c2l", f"sec_{a.weight}"),
-                      score_rows(a.local_only, "local_only", f"sec_{a.weight}"),
-                      score_rows(a.c2l_augment, "c2l_augment", "stack")], ignore_index=True)
+    run = pd.read_csv(a.results, float_precision="round_trip")[COLUMNS]
+    parts = [run, score_rows(a.c2l, "c2l", f"sec_{a.weight}"), score_rows(a.local_only, "local_only", f"sec_{a.weight}"),
+             score_rows(a.c2l_augment, "c2l_augment", "stack")]
+    rows = pd.concat([p for p in parts if len(p)], ignore_index=True)
+    rows = rows.drop_duplicates(["condition", "test_section", "fraction", "seed"], keep="last")
     order = [c for c in ("handcrafted", "real", "augment", "mixup", "spatial_mixup", "c2l", "local_only", "c2l_augment")
              if c in set(rows["condition"])]
     rows["condition"] = pd.Categorical(rows["condition"], categories=order, ordered=True)

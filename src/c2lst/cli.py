@@ -1,13 +1,14 @@
 """Command line interface: ``c2lst <subcommand>`` mirrors :mod:`c2lst.tl` on SpatialData zarr stores.
 
 Every subcommand reads a SpatialData zarr store (``spatialdata.read_zarr``) and writes what it computed back
-into it (tables only; images are never rewritten), or into a new store with ``--out``; models are
+into it (tables, and the circles of ``predict-slide``; images are never rewritten), or into a new store with ``--out``; models are
 ``save_pretrained``-style directories (``config.json`` + ``*.safetensors``). User errors print one line on
 stderr and exit with status 2; ``--help`` documents each subcommand.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -41,14 +42,17 @@ def read_store(path: str | Path) -> SpatialData:
     return spatialdata.read_zarr(path)
 
 
-def write_store(sdata: SpatialData, source: Path | None, out: str | Path | None, tables: Sequence[str], *,
+def write_store(sdata: SpatialData, source: Path | None, out: str | Path | None, elements: Sequence[str], *,
                 overwrite: bool = False) -> Path:
-    """Save ``sdata``: the whole object to a new store ``out`` (temp dir + rename), else the ``tables`` in place."""
+    """Save ``sdata``: the whole object to a new store ``out`` (temp dir + rename), else ``elements`` in place.
+
+    ``elements`` are names of tables or shapes, written in that order (circles before the table annotating them).
+    """
     if out is None:
         if source is None:
             raise UserError("pass --out to choose where to write the SpatialData store.")
-        for name in tables:
-            replace_table(sdata, source, name)
+        for name in elements:
+            replace_element(sdata, source, name)
         return source
     out = Path(out)
     if out.exists():
@@ -65,18 +69,21 @@ def write_store(sdata: SpatialData, source: Path | None, out: str | Path | None,
     return out
 
 
-def replace_table(sdata: SpatialData, store: Path, name: str) -> None:
-    """Write table ``name`` into ``store``: to a temporary element first, then swapped in by a rename."""
+def replace_element(sdata: SpatialData, store: Path, name: str) -> None:
+    """Write table or shapes ``name`` into ``store``: to a temporary element first, then swapped in by a rename."""
+    kind = next((k for k in ("tables", "shapes") if name in getattr(sdata, k)), None)
+    if kind is None:
+        raise ValueError(f"no table or shapes element {name!r} to write.")
+    elements = getattr(sdata, kind)
     tmp = f"c2lst_tmp_{name}"
-    table = sdata.tables[name]
-    sdata.tables[tmp] = table
+    elements[tmp] = elements[name]
     try:
         sdata.write_element(tmp)
     finally:
-        del sdata.tables[tmp]
-    if (store / "tables" / name).exists():
+        del elements[tmp]
+    if (store / kind / name).exists():
         sdata.delete_element_from_disk(name)
-    os.replace(store / "tables" / tmp, store / "tables" / name)
+    os.replace(store / kind / tmp, store / kind / name)
     sdata.write_consolidated_metadata()
 
 
@@ -124,6 +131,13 @@ def train_mask_of(table: AnnData, args: argparse.Namespace, *, default_all: bool
     return np.ones(table.n_obs, dtype=bool) if default_all else None
 
 
+def model_dir(path: str, what: str, maker: str) -> Path:
+    """``path`` as an existing model directory; the error names the command that makes one."""
+    if not Path(path).is_dir():
+        raise UserError(f"{what} directory {path} not found; make one with {maker}.")
+    return Path(path)
+
+
 def load_central(spec: str) -> Any:
     """``default`` -> the shipped central model; else a saved central model directory."""
     from .core.models import CentralModel
@@ -141,6 +155,16 @@ def cmd_read(args: argparse.Namespace) -> int:
     """Read raw data into a SpatialData zarr store."""
     from . import io
 
+    if args.mpp is not None and args.format != "slide":
+        raise UserError(f"--mpp is for `read slide`; {args.format} takes the resolution from its spot positions.")
+    if args.format == "slide":
+        if len(args.inputs) != 1:
+            raise UserError("slide needs one input: the H&E image file.")
+        sdata = io.read_slide(args.inputs[0], mpp=args.mpp, library_id=args.library_id)
+        out = write_store(sdata, None, args.out, [], overwrite=args.overwrite)
+        (key, record), = sdata.attrs["c2lst"]["images"].items()
+        print(f"wrote {out}: image {key!r} at {record['mpp']:.4g} µm/px ({record['mpp_source']})")
+        return 0
     if args.format == "legacy-st":
         if len(args.inputs) != 3:
             raise UserError("legacy-st needs three inputs: COUNTS.tsv.gz SPOTS_selection.tsv IMAGE.jpg.")
@@ -195,9 +219,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     source = Path(args.sdata)
     sdata = read_store(source)
-    if not Path(args.adapter).is_dir():
-        raise UserError(f"adapter directory {args.adapter} not found; make one with `c2lst adapt`.")
-    local = LocalModel.load(args.adapter, load_central(args.central))
+    local = LocalModel.load(model_dir(args.adapter, "adapter", "`c2lst adapt`"), load_central(args.central))
     tl.generate(sdata, local, source=args.source, n_per_profile=args.n_per_profile, steps=args.steps,
                 guidance_scale=args.guidance_scale, strength=args.strength, seed=args.seed, table_key=args.table_key,
                 key_added=args.key_added, overwrite=args.overwrite)
@@ -215,12 +237,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
         pp.extract_patches(sdata, table_key=name)
     synthetic = None if args.synthetic == "none" else args.synthetic
     kwargs = {"central": load_central(args.central)} if args.encoder == "central" else {}
-    tl.predict(sdata, train_mask=mask, synthetic=synthetic, encoder=args.encoder, table_key=name, seed=args.seed,
-               synthetic_weight=args.synthetic_weight, synthetic_align=args.synthetic_align, n_augment=args.n_augment,
-               augment_weight=args.augment_weight, groupby=args.groupby, batch_key=args.batch_key,
-               overwrite=args.overwrite, **kwargs)
+    if args.save_model is not None and Path(args.save_model).exists() and not args.overwrite:
+        raise UserError(f"{args.save_model} already exists; pass --overwrite or choose another --save-model.")
+    model = tl.predict(sdata, train_mask=mask, synthetic=synthetic, encoder=args.encoder, table_key=name,
+                       seed=args.seed, synthetic_weight=args.synthetic_weight, synthetic_align=args.synthetic_align,
+                       n_augment=args.n_augment, augment_weight=args.augment_weight, groupby=args.groupby,
+                       batch_key=args.batch_key, overwrite=args.overwrite, return_model=args.save_model is not None,
+                       **kwargs)
     write_store(sdata, source, args.out, [name], overwrite=args.overwrite)
     print(f"added .layers['c2lst_pred'] to table {name!r} ({int(mask.sum())} training spots)")
+    if args.save_model is not None:
+        print(f"saved the fitted predictor to {model.save(args.save_model, overwrite=args.overwrite)} "
+              "(map a new slide with `c2lst predict-slide STORE --model DIR`)")
+    return 0
+
+
+def cmd_predict_slide(args: argparse.Namespace) -> int:
+    """Map expression onto an H&E image without spots: a grid of pseudo-spots scored by a saved predictor."""
+    from . import tl
+    from .core.predictor import Predictor
+
+    source = Path(args.sdata)
+    sdata = read_store(source)
+    config = model_dir(args.model, "predictor", "`c2lst predict --save-model DIR`") / "config.json"
+    needs_central = config.exists() and json.loads(config.read_text()).get("encoder") == "central"  # load checks the rest
+    model = Predictor.load(args.model, central=load_central(args.central) if needs_central else None)
+    tl.predict_slide(sdata, model, image_key=args.image_key, mpp=args.mpp, grid_um=args.grid_um, spot_um=args.spot_um,
+                     min_tissue=args.min_tissue, key_added=args.key_added, overwrite=args.overwrite)
+    write_store(sdata, source, args.out, [f"{args.key_added}_spots", args.key_added], overwrite=args.overwrite)
+    table = sdata.tables[args.key_added]
+    print(f"added table {args.key_added!r} and circles {args.key_added + '_spots'!r}: {table.n_obs} pseudo-spots x "
+          f"{table.n_vars} genes")
     return 0
 
 
@@ -367,16 +414,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="c2lst", description="C2L-ST: central-to-local adaptive diffusion for data-limited spatial transcriptomics.",
         epilog="Typical run: c2lst read legacy-st C.tsv.gz C_selection.tsv C.jpg --out s.zarr; "
                "c2lst adapt s.zarr --fraction 0.5 --adapter ad/; c2lst generate s.zarr --adapter ad/; "
-               "c2lst predict s.zarr; c2lst evaluate s.zarr.")
+               "c2lst predict s.zarr --save-model pred/; c2lst evaluate s.zarr. A new H&E slide: "
+               "c2lst read slide new.jpg --mpp 0.5 --out new.zarr; c2lst predict-slide new.zarr --model pred/.")
     parser.add_argument("--version", action="version", version=f"c2lst {__version__}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log messages")
-    sub = parser.add_subparsers(dest="command", metavar="{read,pretrain,adapt,generate,predict,evaluate,benchmark,demo}")
+    sub = parser.add_subparsers(
+        dest="command", metavar="{read,pretrain,adapt,generate,predict,predict-slide,evaluate,benchmark,demo}")
 
-    p = sub.add_parser("read", help="read raw data (legacy ST or Visium) into a SpatialData zarr store")
-    p.add_argument("format", choices=["legacy-st", "visium"])
-    p.add_argument("inputs", nargs="+", help="legacy-st: COUNTS SPOTS IMAGE; visium: the Space Ranger folder")
+    p = sub.add_parser("read", help="read raw data (legacy ST, Visium or an H&E slide alone) into a SpatialData zarr store")
+    p.add_argument("format", choices=["legacy-st", "visium", "slide"])
+    p.add_argument("inputs", nargs="+",
+                   help="legacy-st: COUNTS SPOTS IMAGE; visium: the Space Ranger folder; slide: the H&E IMAGE")
     p.add_argument("--out", required=True, help="SpatialData zarr store to create")
-    p.add_argument("--library-id", help="section name (legacy-st; default from the file names)")
+    p.add_argument("--library-id", help="section or slide name (legacy-st, slide; default from the file names)")
+    p.add_argument("--mpp", type=float, help="slide: µm per full-resolution pixel (default from the file's metadata)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.set_defaults(func=cmd_read)
 
@@ -432,7 +483,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groupby", help="obs column of the spots (e.g. 'section') for --synthetic-weight cv")
     p.add_argument("--batch-key", help="obs column of the spots' section/slide: standardise each section's features "
                                        "on its own patches (e.g. 'library_id')")
+    p.add_argument("--save-model", metavar="DIR",
+                   help="also save the fitted predictor to this directory (for `c2lst predict-slide`)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("predict-slide", help="map expression onto an H&E slide without spots (grid of pseudo-spots)")
+    _add_common(p)
+    p.add_argument("--model", required=True, help="predictor directory from `c2lst predict --save-model`")
+    p.add_argument("--central", default="default", help="central model of a predictor with --encoder central")
+    p.add_argument("--image-key", help="image to tile when the store holds several")
+    p.add_argument("--mpp", type=float, help="µm per full-resolution pixel (default: recorded by `c2lst read slide`, "
+                                             "or from a spot table on the same image)")
+    p.add_argument("--grid-um", type=float, default=200.0, help="distance between pseudo-spots in µm (default 200)")
+    p.add_argument("--spot-um", type=float, default=100.0,
+                   help="pseudo-spot diameter in µm: the predictor's patch size (default 100)")
+    p.add_argument("--min-tissue", type=float, default=0.5, help="minimum tissue share of a pseudo-spot (default 0.5)")
+    p.add_argument("--key-added", default="c2lst_slide", help="table to write; its circles are KEY_spots")
+    p.set_defaults(func=cmd_predict_slide)
 
     p = sub.add_parser("evaluate", help="per-gene Pearson r on the held-out spots")
     _add_common(p, split=True)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_ROOT = Path("..") / "shared" / "data" / "her2st"
 PATCH_UM, PATCH_PX = 100.0, 64
 
 
@@ -53,9 +52,12 @@ def _read(name: str, root: Path) -> Section:
 def load_sections(names: tuple[str, ...], *, root: str | Path | None = None, cache_dir: str | Path | None = None) -> list[Section]:
     """Read her2st sections (100 µm patches at 64 px), using ``cache_dir/<name>.npz`` when present.
 
-    Genes are restricted to those measured in every section, in a common order.
+    Genes are restricted to those measured in every section, in a common order. ``root`` defaults to
+    ``$C2LST_DATA_DIR``, else ``../shared/data/her2st`` beside the working directory or the repository (as
+    :func:`c2lst.datasets.her2st`).
     """
-    root = Path(root) if root is not None else DEFAULT_ROOT
+    from ..datasets._her2st import her2st_root
+
     out = []
     for name in names:
         cached = Path(cache_dir) / f"{name}.npz" if cache_dir is not None else None
@@ -63,7 +65,7 @@ def load_sections(names: tuple[str, ...], *, root: str | Path | None = None, cac
             with np.load(cached, allow_pickle=False) as z:
                 sec = Section(name, z["patches"], z["counts"], z["library"], z["genes"].astype(str), z["xy"])
         else:
-            sec = _read(name, root)
+            sec = _read(name, her2st_root(root))
             if cached is not None:
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 np.savez_compressed(cached, patches=sec.patches, counts=sec.counts, library=sec.library, genes=sec.genes,

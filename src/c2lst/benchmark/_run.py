@@ -179,7 +179,7 @@ def run_benchmark(
     sections
         her2st section names.
     root
-        Folder holding one sub-folder per section (default ``../shared/data/her2st``).
+        Folder holding one sub-folder per section (default ``$C2LST_DATA_DIR``, else ``../shared/data/her2st``).
     fractions, seeds
         Paired fractions and seeds.
     conditions

@@ -14,7 +14,7 @@ ENV_VAR = "C2LST_DATA_DIR"
 SOURCE = "GitHub almaan/her2st or Zenodo record 3957257 (Andersson et al. 2021, Nat Commun 12:6012)"
 
 
-def _root(root: str | Path | None) -> Path:
+def her2st_root(root: str | Path | None) -> Path:
     """``root``, else ``$C2LST_DATA_DIR``, else ``../shared/data/her2st`` beside the working directory or the repo."""
     if root is not None:
         return Path(root)
@@ -50,7 +50,7 @@ def her2st(section: str, root: str | Path | None = None) -> SpatialData:
     ValueError
         When the data folder or one of the section's files is missing (says where to put them).
     """
-    folder = _root(root) / section
+    folder = her2st_root(root) / section
     counts, spots = folder / f"{section}.tsv.gz", folder / f"{section}_selection.tsv"
     images = sorted(folder.glob("*.jpg"))
     if not (counts.is_file() and spots.is_file() and len(images) == 1):

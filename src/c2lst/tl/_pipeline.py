@@ -102,6 +102,7 @@ def run(
     generate_steps: int = 20,
     strength: float = 1.0,
     encoder: str = "handcrafted",
+    n_augment: int = 0,
     batch_key: str | None = None,
     table_key: str | None = None,
     seed: int = 0,
@@ -118,7 +119,7 @@ def run(
         c2lst.tl.generate(sdata, local, source="mixup", n_per_profile=n_synthetic, steps=generate_steps,
                           strength=strength, seed=seed)
         c2lst.tl.predict(sdata, train_mask=train, synthetic="c2lst_synthetic", encoder=encoder, central=central,
-                         panel=panel, seed=seed)
+                         panel=panel, n_augment=n_augment, batch_key=batch_key, seed=seed)
         evaluation = c2lst.tl.evaluate(sdata, train_mask=train)
 
     Normalisation statistics, the panel, the adapter and the predictor see the training spots only.
@@ -151,6 +152,9 @@ def run(
     encoder
         Patch encoder of the predictor: ``"handcrafted"`` (default), ``"central"`` or ``"cnn"``
         (:func:`c2lst.tl.predict`, which also sets how the synthetic rows are weighed).
+    n_augment
+        Flipped, rotated and stain-jittered copies of each training patch fitted as their own set of rows next to
+        the synthetic rows (:func:`c2lst.tl.predict`'s ``n_augment``; 0: none).
     batch_key
         ``.obs`` column of the spots' section or slide: the predictor standardises each section's features on its
         own patches (:func:`c2lst.tl.predict`'s ``batch_key``). ``None``: one standardisation for all spots.
@@ -195,7 +199,7 @@ def run(
     generate(sdata, local, source="mixup", n_per_profile=n_synthetic, steps=generate_steps, strength=strength,
              table_key=table_key, seed=seed, overwrite=overwrite)
     predict(sdata, train_mask=train, synthetic="c2lst_synthetic", encoder=encoder, central=model, panel=panel,
-            batch_key=batch_key, table_key=table_key, seed=seed, overwrite=overwrite)
+            n_augment=n_augment, batch_key=batch_key, table_key=table_key, seed=seed, overwrite=overwrite)
     evaluation = None
     if train.all():
         logg.info("    every spot was used for training: no held-out spot to evaluate on")

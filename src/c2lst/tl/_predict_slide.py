@@ -42,9 +42,14 @@ def _tissue_mask(image: Any) -> tuple[np.ndarray, float, float]:
 
 
 def _image_mpp(sdata: SpatialData, image_key: str) -> float:
-    """µm per level-0 image pixel from a table whose circles share the image's transformation."""
+    """µm per level-0 image pixel: from :func:`c2lst.io.read_slide`'s record, else from a table on the same image."""
     from spatialdata.transformations import get_transformation
 
+    from ..io._slide import image_mpp_attrs
+
+    recorded = image_mpp_attrs(sdata, image_key)
+    if recorded is not None:
+        return float(recorded["mpp"])
     t_img = get_transformation(sdata.images[image_key], get_all=True)
     for table in sdata.tables.values():
         attrs = table.uns.get("spatialdata_attrs", {})
@@ -56,8 +61,9 @@ def _image_mpp(sdata: SpatialData, image_key: str) -> float:
                             t_spots[k].to_affine_matrix(("x", "y"), ("x", "y"))) for k in t_img)
             if same:
                 return float(spatial["mpp"])
-    raise ValueError("microns per image pixel unknown: no table with .uns['c2lst']['spatial']['mpp'] shares the "
-                     "image's coordinates; pass `mpp=` (µm per full-resolution pixel).")
+    raise ValueError("microns per image pixel unknown: the image was not read with c2lst.io.read_slide and no table "
+                     "with .uns['c2lst']['spatial']['mpp'] shares its coordinates; pass `mpp=` (µm per "
+                     "full-resolution pixel).")
 
 
 def predict_slide(
@@ -84,14 +90,15 @@ def predict_slide(
     Parameters
     ----------
     sdata
-        ``SpatialData`` holding the H&E image (spots and tables are not needed).
+        ``SpatialData`` holding the H&E image (spots and tables are not needed), e.g. from
+        :func:`c2lst.io.read_slide`.
     model
         A fitted :class:`~c2lst.core.predictor.Predictor` or the directory it was saved to.
     image_key
         Image element to tile when there are several.
     mpp
-        µm per full-resolution image pixel; default from a c2lst table whose circles share the image's
-        coordinates.
+        µm per full-resolution image pixel; default: recorded by :func:`c2lst.io.read_slide`, else from a c2lst
+        table whose circles share the image's coordinates.
     grid_um
         Distance between neighbouring pseudo-spots (µm).
     spot_um
