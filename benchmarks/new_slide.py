@@ -18,18 +18,12 @@ import time
 import numpy as np
 
 
-def pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-column Pearson r of two ``(n, g)`` arrays."""
-    a, b = a - a.mean(0), b - b.mean(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0))
-
-
 def main() -> None:
     from scipy.spatial import cKDTree
 
     import c2lst
     from c2lst.datasets._her2st import her2st_root
+    from c2lst.metrics import pearson_per_gene
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", default="C2", help="section the predictor is fitted on (all its spots)")
@@ -71,9 +65,9 @@ def main() -> None:
     cols = [model.genes.index(g) for g in genes]
     lognorm = new_table[:, genes].layers["lognorm"]
     truth = np.asarray(lognorm.todense() if hasattr(lognorm, "todense") else lognorm, dtype=np.float64)
-    r_own = pearson(own[:, cols], truth)
-    r_own_near = pearson(own[near][:, cols], truth[near])
-    r_grid = pearson(np.asarray(grid.X)[nearest[near]][:, cols], truth[near])
+    r_own = pearson_per_gene(truth, own[:, cols])
+    r_own_near = pearson_per_gene(truth[near], own[near][:, cols])
+    r_grid = pearson_per_gene(truth[near], np.asarray(grid.X)[nearest[near]][:, cols])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"fit on {a.train}: {table.n_obs} spots, {len(model.genes)} panel genes ({t_fit:.1f} s)")
     print(f"new slide {a.new}: {grid.n_obs} pseudo-spots at {a.grid_um:g} µm ({t_slide:.1f} s: read_slide + "

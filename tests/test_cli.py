@@ -134,7 +134,7 @@ def test_new_slide_from_the_command_line(tmp_path, tiny_files, capsys):
     assert main(["predict", str(store), "--synthetic", "none", "--save-model", str(model)]) == 2  # refused first
     assert "already exists" in capsys.readouterr().err
     assert main(["read", "slide", str(tiny_files[2]), "--out", str(slide)]) == 2
-    assert "pass `mpp=`" in capsys.readouterr().err
+    assert "Pass `mpp=`" in capsys.readouterr().err
     assert main(["read", "legacy-st", *map(str, tiny_files), "--mpp", "2", "--out", str(tmp_path / "x.zarr")]) == 2
     assert main(["--quiet", "read", "slide", str(tiny_files[2]), "--mpp", "2.0", "--library-id", "new",
                  "--out", str(slide)]) == 0

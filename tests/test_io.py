@@ -173,10 +173,11 @@ def test_read_slide_records_mpp_and_survives_a_round_trip(tiny_files, tmp_path):
 
 def test_read_slide_errors(tiny_files, tmp_path):
     _, _, image_path = tiny_files
-    with pytest.raises(ValueError, match="records no resolution; pass `mpp=`"):
+    with pytest.raises(ValueError, match="records no resolution. Pass `mpp=`"):
         c2lst.io.read_slide(image_path)
-    with pytest.raises(ValueError, match="must be a positive number"):
-        c2lst.io.read_slide(image_path, mpp=0)
+    for bad in (0, True):  # the check read_histology shares
+        with pytest.raises(ValueError, match="must be positive"):
+            c2lst.io.read_slide(image_path, mpp=bad)
     with pytest.raises(ValueError, match="does not exist"):
         c2lst.io.read_slide(tmp_path / "missing.jpg", mpp=0.5)
     with pytest.raises(ValueError, match="not a valid element name"):

@@ -139,7 +139,7 @@ def _resolve_mpp(files: list[tuple[Path, str]], mpp: float | Mapping[str, float]
         elif mpp is not None:
             given = mpp
         if given is not None:
-            if not float(given) > 0:
+            if isinstance(given, bool) or not float(given) > 0:
                 raise ValueError(f"mpp={given!r} for {name} must be positive (microns per pixel).")
             out.append((float(given), "given"))
         else:

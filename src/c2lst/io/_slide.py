@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._logging import info
 from ._build import check_library_id
@@ -14,10 +14,10 @@ if TYPE_CHECKING:
 SLIDE_ATTRS = "c2lst"  # SpatialData.attrs key: {"images": {image_key: {"mpp", "mpp_source", "path"}}}
 
 
-def image_mpp_attrs(sdata: SpatialData, image_key: str) -> dict[str, Any] | None:
-    """``{"mpp", "mpp_source", ...}`` that :func:`read_slide` recorded for ``image_key``, else ``None``."""
-    record = (getattr(sdata, "attrs", None) or {}).get(SLIDE_ATTRS, {}).get("images", {}).get(image_key)
-    return dict(record) if isinstance(record, dict) and "mpp" in record else None
+def recorded_mpp(sdata: SpatialData, image_key: str) -> float | None:
+    """µm per pixel that :func:`read_slide` recorded for ``image_key``, else ``None``."""
+    record = sdata.attrs.get(SLIDE_ATTRS, {}).get("images", {}).get(image_key, {})
+    return float(record["mpp"]) if "mpp" in record else None
 
 
 def read_slide(image: str | Path, *, mpp: float | None = None, library_id: str | None = None) -> SpatialData:
@@ -47,21 +47,12 @@ def read_slide(image: str | Path, *, mpp: float | None = None, library_id: str |
     """
     from spatialdata import SpatialData
 
-    from ._histology import _metadata_mpp
+    from ._histology import _resolve_mpp
 
     path = Path(image)
     start = info(f"reading H&E slide {path.name}")
     levels = read_rgb(path)  # checks that the file exists and is 8-bit RGB
-    if mpp is not None:
-        if isinstance(mpp, bool) or not float(mpp) > 0:
-            raise ValueError(f"mpp={mpp!r} must be a positive number (microns per full-resolution pixel).")
-        mpp, source = float(mpp), "given"
-    else:
-        found = _metadata_mpp(path)
-        if found is None:
-            raise ValueError(f"microns per pixel unknown: {path.name} records no resolution; pass `mpp=` (µm per "
-                             "full-resolution pixel, e.g. 0.5 for a 20x scan).")
-        mpp, source = float(found), "file metadata"
+    ((mpp, source),) = _resolve_mpp([(path, path.name)], mpp)  # given (> 0), else the file's metadata
     name = library_id if library_id is not None else path.name.split(".")[0]
     image_key = f"{check_library_id(name)}_image"
     sdata = SpatialData(images={image_key: image_element(levels)},

@@ -45,11 +45,11 @@ def _image_mpp(sdata: SpatialData, image_key: str) -> float:
     """µm per level-0 image pixel: from :func:`c2lst.io.read_slide`'s record, else from a table on the same image."""
     from spatialdata.transformations import get_transformation
 
-    from ..io._slide import image_mpp_attrs
+    from ..io._slide import recorded_mpp
 
-    recorded = image_mpp_attrs(sdata, image_key)
+    recorded = recorded_mpp(sdata, image_key)
     if recorded is not None:
-        return float(recorded["mpp"])
+        return recorded
     t_img = get_transformation(sdata.images[image_key], get_all=True)
     for table in sdata.tables.values():
         attrs = table.uns.get("spatialdata_attrs", {})
