@@ -33,7 +33,7 @@ test: install-dev
 	$(PY) -m pytest
 
 lint: install-dev
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks tutorials
 
 docs: install-dev
 	$(VENV)/bin/sphinx-build -W -b html docs docs/_build/html

@@ -58,6 +58,8 @@ def test_read_legacy_st_layout(tiny_files):
     assert table.obs_names[7] == f"{row.array_col}x{row.array_row}"
     geom = circles.geometry.loc[row.spot_id]
     assert (geom.x, geom.y) == pytest.approx(tuple(spots.loc[(row.array_col, row.array_row), ["pixel_x", "pixel_y"]]))
+    centres = circles.geometry.loc[table.obs["spot_id"]]  # squidpy's coordinates: the circles' centres
+    np.testing.assert_array_equal(table.obsm["spatial"], np.c_[centres.x, centres.y])
     image = sdata.images["tiny_image"]
     assert image.dims == ("c", "y", "x") and image.dtype == np.uint8 and image.shape == (3, 600, 600)
     np.testing.assert_array_equal(image.data[:, 10:20, 30:40].compute(),
@@ -240,6 +242,7 @@ def test_from_anndata_layout():
     assert list(sdata.images) == ["lib1_image"] and list(sdata.shapes) == ["lib1_spots"]
     assert list(table.obs_names) == list(adata.obs_names)
     np.testing.assert_array_equal(table.obs["array_col"], adata.obs["array_col"])
+    np.testing.assert_array_equal(table.obsm["spatial"], adata.obsm["spatial"])
     assert table.uns["c2lst"]["spatial"]["mpp"] == pytest.approx(55 / 40)
     np.testing.assert_allclose(sdata.shapes["lib1_spots"]["radius"], 20.0)
     image = sdata.images["lib1_image"]

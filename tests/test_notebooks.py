@@ -24,6 +24,16 @@ def test_three_tutorials_stored_without_outputs():
         assert "C2LST_TUTORIAL_TINY" in nb.cells[1].source
 
 
+def test_stored_tutorials_are_what_the_generator_writes(tmp_path):
+    pytest.importorskip("nbformat")
+    import runpy
+
+    runpy.run_path(str(TUTORIALS / "make_notebooks.py"))["main"](tmp_path)
+    for path in NOTEBOOKS:
+        assert (tmp_path / path.name).read_text() == path.read_text(), (
+            f"{path.name} differs from tutorials/make_notebooks.py: edit the generator and run it")
+
+
 def _needs(path: Path) -> None:
     if path.name.startswith("03") and not (SHARED / "histology").is_dir():
         pytest.skip(f"histology tiles absent: {SHARED / 'histology'}")

@@ -191,6 +191,10 @@ def test_benchmark_plot(tmp_path):
                                atol=1e-12)  # the seed offsets cancel in the paired difference
     with pytest.raises(ValueError, match="no 'real only' row"):
         c2lst.pl.benchmark(pd.DataFrame(rows[1:]), baseline="real only", show=False)
+    fewer = pd.DataFrame([r for r in rows if not (r["condition"] == "real + synthetic" and r["seed"] > 0 and r["fraction"] > 0.25
+                                                  and (r["seed"] == 2 or r["fraction"] == 1.0))])
+    labels = [t.get_text() for t in c2lst.pl.benchmark(fewer, show=False).axes[0].get_legend().get_texts()]
+    assert labels == ["real only (3 seeds)", "real + synthetic (3 seeds, 1 at f = 1, 2 at f = 0.5)"]
     with pytest.raises(ValueError, match="baseline 'nope'"):
         c2lst.pl.benchmark(path, baseline="nope", show=False)
     with pytest.raises(ValueError, match="lack columns"):

@@ -374,6 +374,51 @@ def test_predict_slide_maps_genes_on_a_grid(sdata):
         c2lst.tl.predict_slide(sdata, model, min_tissue=0.0)
 
 
+@pytest.mark.parametrize("lattice", ["square", "hex"])
+def test_predict_slide_lattices(sdata, lattice):
+    from scipy.spatial import cKDTree
+
+    mpp = _table(sdata).uns["c2lst"]["spatial"]["mpp"]
+    model = c2lst.tl.predict(sdata, train_mask=_mask(_table(sdata).n_obs), encoder="handcrafted", synthetic=None,
+                             n_top=5, return_model=True)
+    c2lst.tl.predict_slide(sdata, model, grid_um=60, spot_um=100, min_tissue=0.0, lattice=lattice)
+    grid = sdata.tables["c2lst_slide"]
+    assert grid.uns["c2lst_slide"]["params"]["lattice"] == lattice
+    centres = sdata.shapes["c2lst_slide_spots"].geometry
+    xy = np.asarray(grid.obsm["spatial"])
+    np.testing.assert_allclose(xy, np.c_[centres.x, centres.y])
+    dist, _ = cKDTree(xy * mpp).query(xy * mpp, k=7)
+    np.testing.assert_allclose(dist[:, 1], 60.0)  # every pseudo-spot's nearest neighbour is grid_um away
+    interior = np.isclose(dist[:, 6], 60.0)  # hex: six neighbours at grid_um; square: four, the next at 60 * sqrt 2
+    if lattice == "hex":
+        assert interior.sum() >= 10
+        col, row = grid.obs["array_col"].to_numpy(), grid.obs["array_row"].to_numpy()
+        assert ((col + row) % 2 == 0).all()  # Visium's doubled columns
+        import squidpy as sq
+
+        sq.gr.spatial_neighbors(grid, coord_type="grid", n_neighs=6)
+        assert (np.asarray(grid.obsp["spatial_connectivities"].sum(axis=1)).ravel()[interior] == 6).all()
+    else:
+        assert not interior.any() and np.isclose(dist[:, 4], 60.0).sum() >= 10
+        assert np.isclose(dist[np.isclose(dist[:, 4], 60.0), 5], 60.0 * np.sqrt(2)).all()
+    with pytest.raises(ValueError, match="lattice"):
+        c2lst.tl.predict_slide(sdata, model, min_tissue=0.0, lattice="triangle", key_added="other")
+
+
+def test_neighbour_graphs_use_true_distances_not_visium_half_steps(sdata):
+    from c2lst._utils import spot_positions
+
+    table = _table(sdata)
+    np.testing.assert_array_equal(spot_positions(table, sdata), table.obsm["spatial"])
+    del table.obsm["spatial"]  # a store written before the readers wrote obsm["spatial"]: the circles' centres
+    centres = sdata.shapes[table.uns["spatialdata_attrs"]["region"]].geometry.loc[table.obs["spot_id"]]
+    np.testing.assert_array_equal(spot_positions(table, sdata), np.c_[centres.x, centres.y])
+    np.testing.assert_array_equal(spot_positions(table), table.obs[["array_col", "array_row"]])  # AnnData alone
+    bare = table.copy()
+    del bare.obs["array_col"]
+    assert spot_positions(bare) is None
+
+
 def test_predict_slide_with_a_per_section_model(sdata):
     table = _table(sdata)
     table.obs["section"] = np.where(np.arange(table.n_obs) % 2 == 0, "A", "B")

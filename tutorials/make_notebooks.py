@@ -12,14 +12,14 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).parent
 
-SETUP = """\
-import os
+def setup(stdlib: tuple[str, ...] = (), pyplot: bool = True) -> str:
+    """Return the first code cell: the imports (``stdlib`` beside ``os``; matplotlib when ``pyplot``), settings."""
+    first = sorted(("import os", *stdlib), key=lambda line: (line.startswith("from"), line.split()[1]))
+    third = ["import matplotlib.pyplot as plt"] * pyplot + ["import numpy as np"]
+    return "\n".join([*first, "", *third, "", "import c2lst", "", SETTINGS])
 
-import matplotlib.pyplot as plt
-import numpy as np
 
-import c2lst
-
+SETTINGS = """\
 TINY = os.environ.get("C2LST_TUTORIAL_TINY") == "1"  # tiny settings: used by the test suite
 c2lst.settings.n_threads = 2
 """
@@ -34,7 +34,7 @@ HER2-positive breast tumour (her2st, section C2; 187 spots of 100 µm, 200 µm a
 We pretend only half of the spots were sequenced. The other half are held out to measure how well gene
 expression is predicted from the H&E alone, with and without synthetic patches from the adapted central
 model."""),
-    new_code_cell(SETUP + """
+    new_code_cell(setup() + """
 ADAPT_STEPS = 5 if TINY else 300        # local adaptation steps (a few minutes on 2 free CPU cores)
 DENOISE_STEPS = 4 if TINY else 20       # sampler steps per synthetic patch
 N_SYNTHETIC = 1 if TINY else 2          # synthetic patches per mixup profile
@@ -56,7 +56,7 @@ Each spot gets a 100 µm patch resampled to 64 px (1.5625 µm/px), the scale of 
 c2lst.pp.extract_patches(sdata)
 patches = table.obsm["c2lst_patch"]
 fig, axes = plt.subplots(2, 8, figsize=(10, 2.6))
-for ax, i in zip(axes.ravel(), np.linspace(0, len(patches) - 1, 16).astype(int)):
+for ax, i in zip(axes.ravel(), np.linspace(0, len(patches) - 1, 16).astype(int), strict=True):
     ax.imshow(np.moveaxis(patches[i], 0, -1))
     ax.set_axis_off()"""),
     new_markdown_cell("""\
@@ -147,9 +147,7 @@ design page). This tutorial shows the three ways in, then maps expression onto a
    convention with `c2lst.io.from_anndata`;
 2. legacy ST (the her2st format: counts, spot selection table, H&E image) with `c2lst.io.read_legacy_st`;
 3. an H&E-only slide, predicted with a model trained on a sequenced section."""),
-    new_code_cell(SETUP + """
-from pathlib import Path
-
+    new_code_cell(setup(("from pathlib import Path",), pyplot=False) + """
 DATA = Path(os.environ.get("C2LST_DATA_DIR", "../../shared/data/her2st"))  # local her2st copy, if any
 ENCODER = "handcrafted"  # or "central": its features lowered r on the her2st benchmark
 """),
@@ -246,10 +244,7 @@ if they wish, share only their small adapters.
 
 This tutorial pretrains a (deliberately small) central model on the public histology tiles in
 `shared/data/histology`, adapts it to the demo section and saves the adapter."""),
-    new_code_cell(SETUP + """
-from pathlib import Path
-import tempfile
-
+    new_code_cell(setup(("import tempfile", "from pathlib import Path")) + """
 HISTOLOGY = Path(os.environ.get("C2LST_HISTOLOGY_DIR", "../../shared/data/histology"))
 CONFIG = "tiny" if TINY else "cpu"
 PRETRAIN_STEPS = 30 if TINY else 3000
@@ -274,7 +269,7 @@ tiles = np.concatenate(parts)
 tiles.shape"""),
     new_code_cell("""\
 fig, axes = plt.subplots(2, 8, figsize=(10, 2.6))
-for ax, tile in zip(axes.ravel(), tiles[:: max(1, len(tiles) // 16)]):
+for ax, tile in zip(axes.ravel(), tiles[:: max(1, len(tiles) // 16)], strict=False):
     ax.imshow(np.moveaxis(tile, 0, -1))
     ax.set_axis_off()"""),
     new_markdown_cell("""\
@@ -299,7 +294,13 @@ c2lst.pp.normalize(sdata)
 panel = c2lst.pp.gene_panel(sdata, n_top=32 if TINY else 256)
 local = c2lst.tl.adapt(sdata, central, panel=panel, steps=ADAPT_STEPS, seed=0)
 local.save(WORK / "adapter")
-size = lambda d: sum(p.stat().st_size for p in Path(d).rglob("*") if p.is_file()) / 1e6
+
+
+def size(folder):
+    \"\"\"Megabytes of the files under ``folder``.\"\"\"
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 1e6
+
+
 print(f"central model {size(WORK / 'central'):.1f} MB, adapter {size(WORK / 'adapter'):.2f} MB")"""),
     new_markdown_cell("""\
 Another lab loads the adapter on top of the same central model. Loading checks the central model's
@@ -319,8 +320,8 @@ shutil.rmtree(WORK)"""),
 NOTEBOOKS = {"01_quickstart.ipynb": QUICKSTART, "02_bring_your_own_data.ipynb": BYOD, "03_central_model.ipynb": CENTRAL}
 
 
-def main() -> None:
-    """Write the notebooks beside this script."""
+def main(out: Path = HERE) -> None:
+    """Write the notebooks into ``out`` (default: beside this script)."""
     for name, cells in NOTEBOOKS.items():
         nb = new_notebook(cells=cells, metadata={
             "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
@@ -329,7 +330,7 @@ def main() -> None:
         for i, cell in enumerate(nb.cells):
             cell.id = f"{Path(name).stem[:2]}-{i:02d}"  # stable ids: regenerating gives no spurious diff
         nbformat.validate(nb)
-        nbformat.write(nb, HERE / name)
+        nbformat.write(nb, out / name)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,28 @@ def table_region_attrs(table: AnnData) -> tuple[str, str, str | list[str]]:
     return attrs["region_key"], attrs["instance_key"], attrs["region"]
 
 
+def spot_positions(table: AnnData, sdata: SpatialData | None = None) -> np.ndarray | None:
+    """Spot centres for neighbour graphs (k-NN, mixup partners), ``(n, 2)``, or ``None`` when there are none.
+
+    In order: ``obsm["spatial"]`` (what the readers write: the circles' coordinates), the centres of the circles
+    the table annotates in ``sdata``, the array grid (``obs["array_col"/"array_row"]``). The grid comes last
+    because its distances are not the spots' distances on Visium (``array_col`` counts half steps).
+    """
+    if "spatial" in table.obsm:
+        return np.asarray(table.obsm["spatial"], dtype=np.float64)[:, :2]
+    if sdata is not None and table.uns.get("spatialdata_attrs"):
+        try:
+            shapes = resolve_shapes(sdata, table)
+            _, instance_key, _ = table_region_attrs(table)
+            centres = sdata.shapes[shapes].loc[table.obs[instance_key].to_numpy()].geometry.centroid
+            return np.c_[centres.x.to_numpy(), centres.y.to_numpy()]
+        except (ValueError, KeyError):
+            pass
+    if {"array_col", "array_row"} <= set(table.obs.columns):
+        return table.obs[["array_col", "array_row"]].to_numpy(dtype=np.float64)
+    return None
+
+
 def as_mask(mask: Any, n: int, *, name: str = "train_mask") -> np.ndarray:
     """Validate a boolean mask (or integer indices) over ``n`` spots and return a boolean array."""
     if mask is None:

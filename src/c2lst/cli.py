@@ -263,7 +263,7 @@ def cmd_predict_slide(args: argparse.Namespace) -> int:
     needs_central = config.exists() and json.loads(config.read_text()).get("encoder") == "central"  # load checks the rest
     model = Predictor.load(args.model, central=load_central(args.central) if needs_central else None)
     tl.predict_slide(sdata, model, image_key=args.image_key, mpp=args.mpp, grid_um=args.grid_um, spot_um=args.spot_um,
-                     min_tissue=args.min_tissue, key_added=args.key_added, overwrite=args.overwrite)
+                     lattice=args.lattice, min_tissue=args.min_tissue, key_added=args.key_added, overwrite=args.overwrite)
     write_store(sdata, source, args.out, [f"{args.key_added}_spots", args.key_added], overwrite=args.overwrite)
     table = sdata.tables[args.key_added]
     print(f"added table {args.key_added!r} and circles {args.key_added + '_spots'!r}: {table.n_obs} pseudo-spots x "
@@ -497,6 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-um", type=float, default=200.0, help="distance between pseudo-spots in µm (default 200)")
     p.add_argument("--spot-um", type=float, default=100.0,
                    help="pseudo-spot diameter in µm: the predictor's patch size (default 100)")
+    p.add_argument("--lattice", choices=("square", "hex"), default="square",
+                   help="square grid (legacy ST, the default) or hexagonal with six neighbours (Visium)")
     p.add_argument("--min-tissue", type=float, default=0.5, help="minimum tissue share of a pseudo-spot (default 0.5)")
     p.add_argument("--key-added", default="c2lst_slide", help="table to write; its circles are KEY_spots")
     p.set_defaults(func=cmd_predict_slide)

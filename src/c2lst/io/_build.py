@@ -126,7 +126,7 @@ def build_sdata(
     )
     var = var.copy()
     var.index = pd.Index([str(g) for g in var.index])
-    table = ad.AnnData(X=counts, obs=obs, var=var)
+    table = ad.AnnData(X=counts, obs=obs, var=var, obsm={"spatial": np.asarray(xy, dtype=np.float64)})
     table.uns[SPATIAL_UNS] = {"spatial": spatial}
     table = TableModel.parse(table, region=shapes_key, region_key=REGION_KEY, instance_key=INSTANCE_KEY)
 

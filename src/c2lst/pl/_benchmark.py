@@ -75,6 +75,17 @@ def _paired_difference(df: pd.DataFrame, metric: str, baseline: str, order: list
 
 
 @figure_doc
+def _seed_count(summary: pd.DataFrame) -> str:
+    """Return the legend's seed count of one condition and the fractions with fewer: ``3 seeds, 2 at f = 1``."""
+    n = summary["n_seeds"].astype(int)
+    most = int(n.max())
+    text = f"{most} seed{'s' if most > 1 else ''}"
+    fewer = summary[n < most]
+    for count, group in fewer.groupby(n[n < most], sort=True):
+        text += f", {int(count)} at f = {', '.join(f'{f:g}' for f in sorted(group['fraction']))}"
+    return text
+
+
 def benchmark(
     results: pd.DataFrame | str | Path,
     *,
@@ -140,7 +151,7 @@ def benchmark(
         s = summary[summary["condition"] == cond].sort_values("fraction")
         line = ax.errorbar(s["fraction"].to_numpy(float), s["mean"].to_numpy(float), yerr=s["std"].fillna(0.0).to_numpy(float), marker="o", ms=4, capsize=3,
                            color=f"C{every.index(cond) % 10}",
-                           label=f"{cond} ({int(s['n_seeds'].max())} seed{'s' if s['n_seeds'].max() > 1 else ''})")
+                           label=f"{cond} ({_seed_count(s)})")
         ax.fill_between(s["fraction"].to_numpy(float), s["min"].to_numpy(float), s["max"].to_numpy(float), color=line[0].get_color(), alpha=0.15, linewidth=0)
     if baseline is not None:
         ax.axhline(0.0, color="0.3", lw=1, ls="--", label=baseline)

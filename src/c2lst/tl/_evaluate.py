@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _logging as logg
-from .._utils import as_mask, check_key, resolve_table
+from .._utils import as_mask, check_key, resolve_table, spot_positions
 from ..metrics import (
     composition_distances,
     fidelity_report,
@@ -64,14 +64,6 @@ def _ground_truth(table: AnnData, panel: GenePanel) -> np.ndarray:
         raise ValueError(f"no ground truth for {len(missing)} panel genes (e.g. {missing[:3]}); evaluate on a table "
                          "that measured the panel genes.")
     return panel.expression(table)
-
-
-def _coords(table: AnnData) -> np.ndarray | None:
-    if {"array_col", "array_row"} <= set(table.obs.columns):
-        return table.obs[["array_col", "array_row"]].to_numpy(dtype=np.float64)
-    if "spatial" in table.obsm:
-        return np.asarray(table.obsm["spatial"], dtype=np.float64)[:, :2]
-    return None
 
 
 def _moran(measured: np.ndarray, predicted: np.ndarray, xy: np.ndarray, genes: list[str],
@@ -143,7 +135,7 @@ def evaluate(
     if table_key is None and hasattr(sdata, "tables") and len(sdata.tables) > 1:
         with_layer = [k for k, t in sdata.tables.items() if layer in t.layers]
         table_key = with_layer[0] if len(with_layer) == 1 else None
-    _, table, _ = resolve_table(sdata, table_key)
+    resolved, table, _ = resolve_table(sdata, table_key)
     if layer not in table.layers:
         raise ValueError(f"no .layers[{layer!r}] to evaluate; run c2lst.tl.predict(sdata, key_added={layer!r}) first.")
     check_key(table.uns, key_added, where=".uns", overwrite=overwrite)
@@ -158,7 +150,7 @@ def evaluate(
     top[np.argsort(-train_var, kind="stable")[: min(n_top_hvg, len(panel))]] = True
     sections = (table.obs[SECTION_KEY].astype(str).to_numpy() if SECTION_KEY in table.obs
                 else np.full(table.n_obs, "all"))
-    xy = _coords(table)
+    xy = spot_positions(table, resolved)
     frames, summary = [], {}
     for sec in pd.unique(sections):
         test = (~mask) & (sections == sec)

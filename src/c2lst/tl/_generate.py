@@ -8,7 +8,7 @@ import pandas as pd
 
 from .. import _logging as logg
 from .._settings import settings
-from .._utils import check_key, resolve_shapes, resolve_table, table_region_attrs
+from .._utils import check_key, resolve_table, spot_positions
 from ..core.models import LocalModel
 from ..core.runtime import torch_threads
 from ..core.sampling import SAMPLERS
@@ -50,19 +50,6 @@ def _train_rows(table: AnnData, local: LocalModel) -> np.ndarray:
         raise ValueError(f"{int((rows < 0).sum())} training spots of the local model are not in this table (e.g. "
                          f"{missing}); generate on the section it was adapted on, or pass profiles as `source`.")
     return rows
-
-
-def _positions(sdata: SpatialData, table: AnnData) -> np.ndarray:
-    if {"array_row", "array_col"} <= set(table.obs.columns):
-        return table.obs[["array_row", "array_col"]].to_numpy(dtype=float)
-    try:
-        shapes = resolve_shapes(sdata, table)
-        _, instance_key, _ = table_region_attrs(table)
-        centres = sdata.shapes[shapes].loc[table.obs[instance_key].to_numpy()].geometry.centroid
-    except (ValueError, KeyError):
-        raise ValueError("mixup needs spot positions: obs['array_row'/'array_col'] or spot circles annotated by the "
-                         "table.") from None
-    return np.c_[centres.x.to_numpy(), centres.y.to_numpy()]
 
 
 def _mixup(expr: np.ndarray, xy: np.ndarray, names: np.ndarray, *, n_per_profile: int, n_neighbors: int,
@@ -205,7 +192,11 @@ def generate(
             profiles = np.repeat(expr, n_per_profile, axis=0)
             obs = pd.DataFrame({"source_spot": np.repeat(names, n_per_profile), "partner_spot": "", "mix_weight": 1.0})
         else:
-            xy = _positions(sdata, table)[rows]
+            xy = spot_positions(table, sdata)
+            if xy is None:
+                raise ValueError("mixup needs spot positions: table.obsm['spatial'], spot circles annotated by the "
+                                 "table, or obs['array_row'/'array_col'].")
+            xy = xy[rows]
             profiles, obs = _mixup(expr, xy, names, n_per_profile=n_per_profile, n_neighbors=n_neighbors, seed=seed)
     else:
         user, names = _user_profiles(source, panel)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,27 @@ def _tissue_mask(image: Any) -> tuple[np.ndarray, float, float]:
     return mask, h0 / mask.shape[0], w0 / mask.shape[1]
 
 
+def _lattice(width: float, height: float, pitch: float, lattice: str) -> tuple[np.ndarray, ...]:
+    """Grid points ``pitch`` apart over a ``width`` x ``height`` image: centres x, y and array column, row.
+
+    ``"square"``: rows and columns ``pitch`` apart (legacy ST). ``"hex"``: rows ``pitch * sqrt(3) / 2`` apart, odd
+    rows shifted by half a pitch, so each point has six neighbours ``pitch`` away; the array column follows
+    Visium's convention (``2 * column + row % 2``). Every centre is at least half a pitch from the image's edges.
+    """
+    if lattice not in ("square", "hex"):
+        raise ValueError(f"`lattice` must be 'square' or 'hex', got {lattice!r}.")
+    hex_ = lattice == "hex"
+    dy = pitch * np.sqrt(3) / 2 if hex_ else pitch
+    rows = np.arange(max(0, int((height - pitch) // dy) + 1)) if height >= pitch else np.arange(0)
+    cols = np.arange(max(0, int(width // pitch)))
+    col, row = (a.ravel() for a in np.meshgrid(cols, rows))
+    shift = (row % 2) * 0.5 if hex_ else np.zeros(len(row))
+    cx, cy = (col + 0.5 + shift) * pitch, pitch / 2 + row * dy
+    inside = cx + pitch / 2 <= width
+    array_col = 2 * col + row % 2 if hex_ else col
+    return cx[inside], cy[inside], array_col[inside], row[inside]
+
+
 def _image_mpp(sdata: SpatialData, image_key: str) -> float:
     """µm per level-0 image pixel: from :func:`c2lst.io.read_slide`'s record, else from a table on the same image."""
     from spatialdata.transformations import get_transformation
@@ -74,13 +95,14 @@ def predict_slide(
     mpp: float | None = None,
     grid_um: float = 200.0,
     spot_um: float = 100.0,
+    lattice: Literal["square", "hex"] = "square",
     min_tissue: float = 0.5,
     central: Any = None,
     batch_size: int = 256,
     key_added: str = "c2lst_slide",
     overwrite: bool = False,
 ) -> None:
-    """Predict expression on a square grid of pseudo-spots covering the tissue of an H&E image.
+    """Predict expression on a grid of pseudo-spots covering the tissue of an H&E image.
 
     The tissue is found with an Otsu threshold on saturation + darkness of a coarse image level; grid points
     (``grid_um`` apart) whose ``spot_um`` disk is at least ``min_tissue`` tissue become pseudo-spots. Their
@@ -103,6 +125,10 @@ def predict_slide(
         Distance between neighbouring pseudo-spots (µm).
     spot_um
         Pseudo-spot (and patch) diameter in µm; use the patch size the predictor was trained with.
+    lattice
+        ``"square"`` (rows and columns ``grid_um`` apart, as legacy ST) or ``"hex"`` (six neighbours ``grid_um``
+        away, odd rows shifted by half a step, as Visium; ``array_col`` in Visium's doubled convention, so
+        ``squidpy.gr.spatial_neighbors(..., coord_type="grid", n_neighs=6)`` applies).
     min_tissue
         Minimum tissue fraction of a pseudo-spot.
     central
@@ -122,7 +148,8 @@ def predict_slide(
       transformations).
     - ``.tables[key_added]``: ``X`` = predicted log-normalised expression (pseudo-spots x panel genes),
       ``obs`` grid position (``array_col``, ``array_row``), ``region``/``spot_id``/``library_id``,
-      ``obsm["c2lst_patch"]``, ``uns["c2lst"]["spatial"]`` and ``uns[key_added]["params"]``.
+      ``obsm["spatial"]`` (centres in image pixels), ``obsm["c2lst_patch"]``, ``uns["c2lst"]["spatial"]`` and
+      ``uns[key_added]["params"]``.
     """
     import anndata as ad
     from spatialdata.models import ShapesModel, TableModel
@@ -151,8 +178,7 @@ def predict_slide(
     mask, fy, fx = _tissue_mask(sdata.images[image_key])
     h0, w0 = mask.shape[0] * fy, mask.shape[1] * fx
     pitch, radius = grid_um / mpp, spot_um / 2 / mpp
-    cols, rows = np.meshgrid(np.arange(int(w0 // pitch)), np.arange(int(h0 // pitch)))
-    cx, cy = (cols.ravel() + 0.5) * pitch, (rows.ravel() + 0.5) * pitch
+    cx, cy, cols, rows = _lattice(w0, h0, pitch, lattice)
     yy, xx = np.mgrid[-1:1:9j, -1:1:9j]
     inside = (xx**2 + yy**2) <= 1
     sx = np.clip(((cx[:, None] + xx[inside] * radius) / fx).astype(int), 0, mask.shape[1] - 1)
@@ -165,14 +191,14 @@ def predict_slide(
     ids = np.arange(n)
     circles = ShapesModel.parse(xy, geometry=0, radius=np.full(n, radius), index=pd.Index(ids, name="spot_id"),
                                 transformations=get_transformation(sdata.images[image_key], get_all=True))
-    obs = pd.DataFrame({"array_col": cols.ravel()[keep].astype(np.int64), "array_row": rows.ravel()[keep].astype(np.int64),
+    obs = pd.DataFrame({"array_col": cols[keep].astype(np.int64), "array_row": rows[keep].astype(np.int64),
                         "region": pd.Categorical([shapes_key] * n), "spot_id": ids,
                         "library_id": pd.Categorical([key_added] * n)},
-                       index=pd.Index([f"{c}x{r}" for c, r in zip(cols.ravel()[keep], rows.ravel()[keep], strict=True)]))
+                       index=pd.Index([f"{c}x{r}" for c, r in zip(cols[keep], rows[keep], strict=True)]))
     table = ad.AnnData(X=np.zeros((n, len(model.genes)), dtype=np.float32), obs=obs,
-                       var=pd.DataFrame(index=pd.Index(model.genes)))
+                       var=pd.DataFrame(index=pd.Index(model.genes)), obsm={"spatial": xy})
     table.uns[SPATIAL_UNS] = {"spatial": {"mpp": mpp, "mpp_source": "predict_slide grid", "spot_diameter_um": spot_um,
-                                          "pitch_um": grid_um}}
+                                          "pitch_um": grid_um, "lattice": lattice}}
     table = TableModel.parse(table, region=shapes_key, region_key="region", instance_key="spot_id")
     if shapes_key in sdata.shapes:
         del sdata.shapes[shapes_key]
@@ -185,7 +211,7 @@ def predict_slide(
     table = sdata.tables[key_added]
     table.X = model.predict(np.asarray(table.obsm["c2lst_patch"]))
     table.uns[key_added] = {"params": {"grid_um": float(grid_um), "spot_um": float(spot_um), "mpp": mpp,
-                                       "min_tissue": float(min_tissue), "image_key": image_key,
+                                       "min_tissue": float(min_tissue), "lattice": lattice, "image_key": image_key,
                                        "encoder": model.encoder_kind, "head": model.head_kind, "n_spots": n}}
     logg.info(f"    added .shapes[{shapes_key!r}] and .tables[{key_added!r}] ({n} pseudo-spots x {len(model.genes)} "
               "genes)", time=start)
