@@ -149,8 +149,10 @@ def test_new_slide_from_the_command_line(tmp_path, tiny_files, capsys):
     assert list(grid.var_names) == fitted.genes
     np.testing.assert_allclose(grid.X, fitted.predict(np.asarray(grid.obsm["c2lst_patch"])), rtol=1e-5, atol=1e-6)
     assert main(args[1:]) == 2 and "overwrite" in capsys.readouterr().err  # nothing replaced without --overwrite
-    assert main([*args, "--grid-um", "100", "--overwrite"]) == 0
-    assert spatialdata.read_zarr(slide).tables["c2lst_slide"].n_obs > grid.n_obs
+    assert main([*args, "--grid-um", "100", "--lattice", "hex", "--overwrite"]) == 0
+    hex_grid = spatialdata.read_zarr(slide).tables["c2lst_slide"]
+    assert hex_grid.n_obs > grid.n_obs and hex_grid.uns["c2lst_slide"]["params"]["lattice"] == "hex"
+    assert ((hex_grid.obs["array_col"] + hex_grid.obs["array_row"]) % 2 == 0).all()
     assert main(["predict-slide", str(slide), "--model", str(tmp_path / "none")]) == 2
     assert "make one with `c2lst predict --save-model DIR`" in capsys.readouterr().err
 
