@@ -163,6 +163,12 @@ def test_embedding_overlap_features_and_sdata():
     assert [len(c.get_offsets()) for c in fig.axes[0].collections] == [36, 30]
 
 
+def test_plot_docstrings_have_their_shared_parameters_filled_in():
+    for name in c2lst.pl.__all__:
+        doc = getattr(c2lst.pl, name).__doc__ or ""
+        assert "{ax}" not in doc and "{show_save}" not in doc, f"c2lst.pl.{name}: decorate it with @figure_doc"
+
+
 def test_benchmark_plot(tmp_path):
     rows = [{"condition": c, "test_section": sec, "fraction": f, "seed": s, "pcc": base + f * 0.2 + 0.01 * s + (sec == "C3") * 0.1}
             for c, base in (("real only", 0.1), ("real + synthetic", 0.2)) for f in (0.25, 0.5, 1.0)

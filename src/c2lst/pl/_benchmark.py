@@ -74,7 +74,6 @@ def _paired_difference(df: pd.DataFrame, metric: str, baseline: str, order: list
     return merged
 
 
-@figure_doc
 def _seed_count(summary: pd.DataFrame) -> str:
     """Return the legend's seed count of one condition and the fractions with fewer: ``3 seeds, 2 at f = 1``."""
     n = summary["n_seeds"].astype(int)
@@ -86,6 +85,7 @@ def _seed_count(summary: pd.DataFrame) -> str:
     return text
 
 
+@figure_doc
 def benchmark(
     results: pd.DataFrame | str | Path,
     *,
