@@ -48,14 +48,12 @@ def _lattice(width: float, height: float, pitch: float, lattice: str) -> tuple[n
     rows shifted by half a pitch, so each point has six neighbours ``pitch`` away; the array column follows
     Visium's convention (``2 * column + row % 2``). Every centre is at least half a pitch from the image's edges.
     """
-    if lattice not in ("square", "hex"):
-        raise ValueError(f"`lattice` must be 'square' or 'hex', got {lattice!r}.")
     hex_ = lattice == "hex"
     dy = pitch * np.sqrt(3) / 2 if hex_ else pitch
-    rows = np.arange(max(0, int((height - pitch) // dy) + 1)) if height >= pitch else np.arange(0)
-    cols = np.arange(max(0, int(width // pitch)))
+    rows = np.arange(int((height - pitch) // dy) + 1 if height >= pitch else 0)
+    cols = np.arange(int(width // pitch))
     col, row = (a.ravel() for a in np.meshgrid(cols, rows))
-    shift = (row % 2) * 0.5 if hex_ else np.zeros(len(row))
+    shift = (row % 2) * 0.5 * hex_
     cx, cy = (col + 0.5 + shift) * pitch, pitch / 2 + row * dy
     inside = cx + pitch / 2 <= width
     array_col = 2 * col + row % 2 if hex_ else col
@@ -167,6 +165,8 @@ def predict_slide(
                          "return_model=True).")
     if not (grid_um > 0 and spot_um > 0 and 0 <= min_tissue <= 1):
         raise ValueError(f"need grid_um > 0, spot_um > 0 and min_tissue in [0, 1]; got {grid_um}, {spot_um}, {min_tissue}.")
+    if lattice not in ("square", "hex"):
+        raise ValueError(f"`lattice` must be 'square' or 'hex', got {lattice!r}.")
     shapes_key = f"{key_added}_spots"
     check_key(sdata.tables, key_added, where="sdata.tables", overwrite=overwrite)
     check_key(sdata.shapes, shapes_key, where="sdata.shapes", overwrite=overwrite)
