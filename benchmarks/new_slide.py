@@ -52,9 +52,7 @@ def main() -> None:
     c2lst.tl.predict_slide(slide, model, grid_um=a.grid_um)
     t_slide = time.time() - t1
     grid = slide.tables["c2lst_slide"]
-    gxy = np.c_[slide.shapes["c2lst_slide_spots"].geometry.x, slide.shapes["c2lst_slide_spots"].geometry.y]
-    spots = new.shapes[f"{a.new}_spots"]
-    sxy = np.c_[spots.geometry.x, spots.geometry.y]
+    gxy, sxy = np.asarray(grid.obsm["spatial"]), np.asarray(new_table.obsm["spatial"])  # centres, rows as the tables'
     dist, nearest = cKDTree(gxy).query(sxy)
     near = dist * mpp <= 100.0
 
