@@ -17,6 +17,9 @@ def test_split_spots_per_section_and_seeded():
     assert split_spots(np.array(["a", "a"]), 0.9, seed=0).sum() == 1  # always leaves a held-out spot
     with pytest.raises(ValueError, match="fraction"):
         split_spots(libs, 0.0, seed=0)
+    with pytest.raises(ValueError, match="section 'c' has 1 spot"):
+        split_spots(np.r_[libs, ["c"]], 0.5, seed=0)
+    assert split_spots(np.r_[libs, ["c"]], 1.0, seed=0).all()
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,31 @@ from ..pp._counts import lognorm, median_library_size
 from ..pp._panel import GenePanel, variance_panel
 from ._data import Section
 
+MIN_PAIRED = 2  # paired spots a training section needs (a variance panel, a library-size median)
+
+
+def n_paired(section: Section, fraction: float) -> int:
+    """``round(fraction * n)``, the spots of ``section`` paired at ``fraction``.
+
+    Raises
+    ------
+    ValueError
+        When that is fewer than two spots, naming the smallest fraction the section supports.
+    """
+    n = len(section.patches)
+    k = int(round(fraction * n))
+    if k < MIN_PAIRED:
+        smallest = f"a fraction of at least {MIN_PAIRED / n:.3g}" if n >= MIN_PAIRED else "no fraction"
+        raise ValueError(f"section {section.name!r} has {n} spots: fraction {fraction} pairs {k} of them, fewer than "
+                         f"the {MIN_PAIRED} each training section needs. It supports {smallest}; pass larger "
+                         "`fractions` or leave the section out of `sections`.")
+    return k
+
 
 def select_pairs(sections: Sequence[Section], fraction: float, seed: int) -> list[np.ndarray]:
-    """Pick the paired spots of each training section: ``round(fraction * n)`` (>= 2), seeded."""
+    """Pick the paired spots of each training section: :func:`n_paired` of them, seeded."""
     rng = np.random.default_rng(seed)
-    return [np.sort(rng.choice(len(s.patches), max(2, int(round(fraction * len(s.patches)))), replace=False))
-            for s in sections]
+    return [np.sort(rng.choice(len(s.patches), n_paired(s, fraction), replace=False)) for s in sections]
 
 
 @dataclass(frozen=True)

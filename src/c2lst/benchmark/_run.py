@@ -22,7 +22,7 @@ from ..metrics import (
 )
 from ._conditions import CachedFeatures, diffusion_pairs, resize, spatial_mixup
 from ._data import PATCH_PX, load_sections
-from ._fold import make_fold
+from ._fold import make_fold, n_paired
 
 CONDITIONS = ("handcrafted", "real", "augment", "c2l", "c2l_augment", "local_only", "mixup", "spatial_mixup")
 SECTIONS = ("C2", "C3", "C4", "C5", "C6")
@@ -181,7 +181,8 @@ def run_benchmark(
     root
         Folder holding one sub-folder per section (default ``$C2LST_DATA_DIR``, else ``../shared/data/her2st``).
     fractions, seeds
-        Paired fractions and seeds.
+        Paired fractions and seeds. A training section pairs ``round(f * n)`` of its ``n`` spots, at least two:
+        a smaller fraction is refused before any fold runs.
     conditions
         Subset of :data:`CONDITIONS`.
     quick
@@ -268,6 +269,11 @@ def run_benchmark(
     with meter_data.stage("data"):
         data = load_sections(tuple(sections), root=root, cache_dir=cache)
     logg.info(f"benchmark: {len(data)} sections, {len(data[0].genes)} common genes, data {meter_data.seconds['data']:.1f}s")
+    held_out = [s.name for s in data if test_sections is None or s.name in test_sections]
+    for section in data:  # refuse a fraction too small for a section before any work, not in its fold hours later
+        if any(name != section.name for name in held_out):  # it trains in some fold
+            for fraction in fractions:
+                n_paired(section, fraction)
 
     needs_central = ((encoder == "central" and any(c != "handcrafted" for c in conditions))
                      or any(c in DIFFUSION for c in conditions))

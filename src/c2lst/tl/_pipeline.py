@@ -71,6 +71,9 @@ def split_spots(library_id: np.ndarray, fraction: float, seed: int) -> np.ndarra
     mask = np.zeros(len(library_id), dtype=bool)
     for lib in np.unique(library_id):
         idx = np.flatnonzero(library_id == lib)
+        if len(idx) < 2 and fraction < 1:
+            raise ValueError(f"section {str(lib)!r} has {len(idx)} spot: it cannot give both a training and a held-out "
+                             "spot. Pass a `train_mask`, `fraction=1` (no evaluation), or leave the section out.")
         k = len(idx) if fraction == 1 else min(max(1, round(fraction * len(idx))), len(idx) - 1)
         mask[rng.choice(idx, size=k, replace=False)] = True
     return mask
