@@ -48,6 +48,7 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
         assert (out / name).stat().st_size > 0
     syn = pd.read_csv(out / "synthetic.csv")
     assert set(syn["condition"]) == {"c2l", "local_only"} and {"frechet", "precision", "nn_ratio"} <= set(syn.columns)
+    assert {"frechet_floor", "frechet_vs_half", "n_floor"} <= set(syn.columns)  # 12 paired spots: 6 per half
     text = (out / "summary.md").read_text()
     assert "| handcrafted |" in text and "f=0.5" in text
     # the colour-driven genes are learnable: the floor beats chance on held-out spots

@@ -121,6 +121,23 @@ def test_fidelity_report_keys_and_identical():
     assert {"kid", "diversity_ratio", "out_of_range", "coverage", "density"} <= set(rep)
 
 
+def test_fidelity_floor_real_halves_against_a_shifted_set():
+    real = _normal(120)
+    floor = M.fidelity_floor(real, real + 2.0, seed=0)
+    assert floor["n_floor"] == 60 and "n_real_floor" not in floor
+    assert floor == M.fidelity_floor(real, real + 2.0, seed=0)  # seeded halves and draw
+    # two real halves are close; the shifted set, scored at the same sizes, is far beyond that floor
+    assert floor["frechet_floor"] < 0.25 * floor["frechet_vs_half"] and floor["kid_floor"] < 0.25 * floor["kid_vs_half"]
+    assert floor["precision_floor"] > 0.8 and floor["recall_floor"] > 0.8 and floor["precision_vs_half"] < 0.5
+    assert 0.8 < floor["diversity_ratio_floor"] < 1.25
+    # a fresh draw of the real distribution scores near the floor, far from the shifted set
+    same = M.fidelity_floor(real, _normal(120, seed=1), seed=0)
+    assert same["frechet_vs_half"] < 0.1 * floor["frechet_vs_half"] and same["precision_vs_half"] > 0.8
+    with pytest.raises(ValueError, match="n >= 12"):
+        M.fidelity_floor(real[:11], real)
+
+
+
 # ----------------------------------------------------------------------------- patch features
 def _nuclei_patch(n_nuclei: int, px: int = 64) -> np.ndarray:
     img = np.empty((px, px, 3), np.uint8)

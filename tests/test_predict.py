@@ -251,6 +251,27 @@ def test_resnet_checkpoint_encoder_by_path(tmp_path):
         Predictor(encoder=tmp_path / "other.safetensors")
 
 
+def test_predict_checkpoint_encoder_and_mlp_head_through_tl(sdata, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = ResNetEncoder((1, 1, 1, 1), bottleneck=False)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "resnet.safetensors"))
+    table = _table(sdata)
+    mask = _mask(table.n_obs)
+    kw = {"train_mask": mask, "encoder": str(tmp_path / "resnet.safetensors"), "head": "mlp", "synthetic": None,
+          "n_top": 5, "seed": 3}
+    c2lst.tl.predict(sdata, **kw)
+    c2lst.tl.predict(sdata, key_added="again", **kw)
+    pred = np.asarray(table.layers["c2lst_pred"])
+    assert np.isfinite(pred).all() and np.array_equal(pred, np.asarray(table.layers["again"]))
+    params = table.uns["c2lst_pred"]["params"]
+    assert params["encoder"] == str(tmp_path / "resnet.safetensors") and params["head"] == "mlp"
+    cols = table.var_names.get_indexer(params["panel_genes"])
+    assert pred[:, cols].std(axis=0).min() > 0  # the mlp predicts something spot-specific on every panel gene
+
+
 def test_predictor_extra_rows_mixup_and_checks():
     rng = np.random.default_rng(0)
     patches = rng.integers(0, 256, size=(20, 3, PX, PX), dtype=np.uint8)
@@ -321,7 +342,38 @@ def test_evaluate_perfect_predictions_give_r1(sdata):
     assert np.allclose(res["moran_measured"], res["moran_pred"], equal_nan=True)
     summary = table.uns["c2lst_eval"]["summary"]["tiny"]
     assert summary["n_test"] == int((~mask).sum()) and summary["mean_pearson"] == pytest.approx(1.0)
+    assert summary["moran_mean_abs_diff"] == pytest.approx(0, abs=1e-6) and summary["moran_r"] == pytest.approx(1.0)
     assert np.isnan(table.var["c2lst_eval_pearson"]).sum() == table.n_vars - 6
+
+
+def test_evaluate_top_hvg_from_training_spots_only(sdata):
+    table = _table(sdata)
+    mask = _mask(table.n_obs)
+    panel = c2lst.pp.gene_panel(sdata, n_top=6, train_mask=mask)
+    cols = table.var_names.get_indexer(list(panel.genes))
+    train_var = panel.expression(table)[mask].var(axis=0)
+    quiet = int(np.argmin(train_var))  # the panel gene that varies least on the training spots
+    x = table.X.toarray()
+    x[~mask, cols[quiet]] = np.where(np.arange((~mask).sum()) % 2, 0, 5000)  # ... varies wildly on held-out spots
+    table.X = sp.csr_matrix(x)
+    table.layers["guess"] = np.zeros(table.shape, np.float32)
+    res = c2lst.tl.evaluate(sdata, layer="guess", train_mask=mask, n_top_hvg=1)
+    assert res.loc[res["top_hvg"], "gene"].tolist() == [panel.genes[int(np.argmax(train_var))]]
+    assert panel.expression(table)[~mask].var(axis=0).argmax() == quiet  # pooled or held-out variance would pick it
+
+
+def test_evaluate_moran_through_squidpy_smooth_high_shuffled_near_zero():
+    from c2lst.tl._evaluate import _moran, _moran_agreement
+
+    yy, xx = np.mgrid[0:20, 0:20]
+    xy = np.c_[xx.ravel(), yy.ravel()].astype(float)
+    smooth = np.c_[np.sin(xx / 4.0).ravel(), (xx + yy).ravel() / 40.0]
+    shuffled = smooth[np.random.default_rng(0).permutation(len(smooth))]
+    measured, predicted = _moran(smooth, shuffled, xy, ["wave", "ramp"], n_neighs=6)
+    assert (measured > 0.8).all() and (np.abs(predicted) < 0.1).all()
+    agree = _moran_agreement(measured, predicted)
+    assert agree["moran_mean_diff"] < -0.7 and agree["moran_mean_abs_diff"] == pytest.approx(-agree["moran_mean_diff"])
+    assert np.isnan(_moran_agreement(measured[:1], predicted[:1])["moran_r"])
 
 
 def test_evaluate_after_predict_per_section_not_pooled(sdata):
@@ -438,9 +490,17 @@ def test_evaluate_synthetic_writes_metrics(sdata):
     patches = np.asarray(table.obsm["c2lst_patch"])
     fake = np.clip(patches.astype(int)[:, :, ::-1] + 10, 0, 255).astype(np.uint8)
     sdata.tables["c2lst_synthetic"] = AnnData(X=np.zeros((len(fake), 2), np.float32), obsm={"c2lst_patch": fake})
-    res = c2lst.tl.evaluate_synthetic(sdata, train_mask=_mask(table.n_obs), table_key="table")
+    mask = _mask(table.n_obs)
+    res = c2lst.tl.evaluate_synthetic(sdata, train_mask=mask, table_key="table")
     assert {"frechet", "kid", "precision", "recall", "nuclei_count_wasserstein", "nn_ratio"} <= set(res)
+    assert {"frechet_floor", "kid_floor", "precision_floor", "diversity_ratio_floor", "precision_vs_half"} <= set(res)
+    assert res["n_floor"] == mask.sum() // 2 and "frechet_vs_half" in res
     assert sdata.tables["c2lst_synthetic"].uns["c2lst_synthetic_eval"]["metrics"] == res
+    # the reference is the spots the generator was adapted on: copies of them are at distance 0, held-out spots not
+    sdata.tables["c2lst_synthetic"] = AnnData(X=np.zeros((mask.sum(), 2), np.float32),
+                                              obsm={"c2lst_patch": patches[mask]})
+    copies = c2lst.tl.evaluate_synthetic(sdata, train_mask=mask, table_key="table")
+    assert copies["frechet"] == pytest.approx(0, abs=1e-6) and copies["precision"] == 1 and copies["nn_ratio"] == 0
 
 
 def test_central_encoder_features_and_identity_check(sdata, tmp_path):

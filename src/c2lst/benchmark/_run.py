@@ -13,13 +13,7 @@ import pandas as pd
 
 from .. import _logging as logg
 from ..core.predictor import SYNTHETIC_ALIGN, SYNTHETIC_WEIGHT, Predictor, check_extra_options
-from ..metrics import (
-    composition_distances,
-    fidelity_report,
-    handcrafted_features,
-    memorisation_audit,
-    pearson_per_gene,
-)
+from ..metrics import handcrafted_features, pearson_per_gene, synthetic_report
 from ._conditions import CachedFeatures, diffusion_pairs, resize, spatial_mixup
 from ._data import PATCH_PX, load_sections
 from ._fold import make_fold, n_paired
@@ -379,6 +373,4 @@ def run_benchmark(
 
 def _synthetic_metrics(hand: CachedFeatures, train_patches: np.ndarray, synthetic: np.ndarray, heldout: np.ndarray,
                        seed: int) -> dict[str, float]:
-    f_train, f_syn, f_held = hand(train_patches), hand(synthetic), hand(heldout)
-    return {**fidelity_report(f_train, f_syn, seed=seed), **composition_distances(train_patches, synthetic),
-            **memorisation_audit(f_train, f_syn, f_held)}
+    return synthetic_report(hand(train_patches), hand(synthetic), train_patches, synthetic, hand(heldout), seed=seed)

@@ -6,6 +6,7 @@ from ._embedding import embed_2d
 from ._features import check_patches, handcrafted_feature_names, handcrafted_features, nuclei_stats
 from ._fidelity import (
     diversity_ratio,
+    fidelity_floor,
     fidelity_report,
     frechet_distance,
     kid,
@@ -16,12 +17,14 @@ from ._fidelity import (
 from ._memorisation import memorisation_audit
 from ._regression import mae_per_gene, mse_per_gene, pearson_per_gene
 from ._spatial import morans_i, spatial_weights
+from ._synthetic import synthetic_report
 
 __all__ = [
     "check_patches",
     "composition_distances",
     "diversity_ratio",
     "embed_2d",
+    "fidelity_floor",
     "fidelity_report",
     "frechet_distance",
     "handcrafted_feature_names",
@@ -37,4 +40,5 @@ __all__ = [
     "prdc",
     "spatial_weights",
     "standardize_on_real",
+    "synthetic_report",
 ]

@@ -162,3 +162,39 @@ def fidelity_report(real: np.ndarray, synthetic: np.ndarray, *, clip: float = 5.
         "n_real": float(rz.shape[0]),
         "n_synthetic": float(sz.shape[0]),
     }
+
+
+def fidelity_floor(real: np.ndarray, synthetic: np.ndarray, *, clip: float = 5.0, k: int = 5,
+                   seed: int = 0) -> dict[str, float]:
+    """Score two disjoint halves of the real set against each other (the floor), and the synthetic set at their size.
+
+    The real set is split into two disjoint random halves A and B. The floor is the report of A against B: what
+    real tiles score against real tiles. The synthetic set is scored against A with a random draw of ``len(B)``
+    synthetic rows (all of them when there are fewer), so both numbers carry the same small-sample bias, which
+    for the Fréchet distance grows quickly as the rows approach the feature count. A synthetic set is as close
+    as real tiles when its ``*_vs_half`` values are near the ``*_floor`` values.
+
+    Returns
+    -------
+    The keys of :func:`fidelity_report` with the suffix ``_floor`` (A against B) and ``_vs_half`` (A against the
+    synthetic draw), without the row counts; ``n_floor``, the rows of each half.
+
+    Raises
+    ------
+    ValueError
+        When the real set has fewer than ``2 * (k + 1)`` rows or the synthetic set fewer than ``k + 1`` (PRDC's
+        radii need ``k + 1`` rows in each set).
+    """
+    a = _features(real, "real", 2 * (k + 1))
+    s = _features(synthetic, "synthetic", k + 1)
+    rng = np.random.default_rng(seed)
+    half = len(a) // 2
+    order = rng.permutation(len(a))
+    ref, other = a[order[:half]], a[order[half:2 * half]]
+    drawn = s[rng.choice(len(s), min(half, len(s)), replace=False)]
+    out: dict[str, float] = {}
+    for suffix, b in (("floor", other), ("vs_half", drawn)):
+        rep = fidelity_report(ref, b, clip=clip, k=k, seed=seed)
+        out.update({f"{key}_{suffix}": v for key, v in rep.items() if key not in ("n_real", "n_synthetic")})
+    out["n_floor"] = float(half)
+    return out

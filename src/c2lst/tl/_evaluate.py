@@ -8,15 +8,7 @@ import pandas as pd
 
 from .. import _logging as logg
 from .._utils import as_mask, check_key, resolve_table, spot_positions
-from ..metrics import (
-    composition_distances,
-    fidelity_report,
-    handcrafted_features,
-    mae_per_gene,
-    memorisation_audit,
-    mse_per_gene,
-    pearson_per_gene,
-)
+from ..metrics import handcrafted_features, mae_per_gene, mse_per_gene, pearson_per_gene, synthetic_report
 from ..pp import GenePanel
 from ._predict import PANEL_KEY, resolve_central
 
@@ -83,6 +75,21 @@ def _moran(measured: np.ndarray, predicted: np.ndarray, xy: np.ndarray, genes: l
     return out[0], out[1]
 
 
+def _moran_agreement(measured: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """How well the predicted maps keep the measured maps' spatial coherence, over the genes where both are defined.
+
+    ``moran_r``: Pearson r between measured and predicted Moran's I across genes (do the spatially patterned genes
+    stay patterned); ``moran_mean_abs_diff``: mean ``|I_pred - I_measured|``; ``moran_mean_diff``: mean
+    ``I_pred - I_measured`` (> 0: predictions smoother than the tissue). NaN where fewer than two genes have both.
+    """
+    ok = np.isfinite(measured) & np.isfinite(predicted)
+    if ok.sum() < 2:
+        return {"moran_r": float("nan"), "moran_mean_abs_diff": float("nan"), "moran_mean_diff": float("nan")}
+    diff = predicted[ok] - measured[ok]
+    return {"moran_r": float(pearson_per_gene(measured[ok, None], predicted[ok, None])[0]),
+            "moran_mean_abs_diff": float(np.abs(diff).mean()), "moran_mean_diff": float(diff.mean())}
+
+
 def evaluate(
     sdata: SpatialData | AnnData,
     *,
@@ -129,7 +136,10 @@ def evaluate(
 
     - ``.var[f"{key_added}_pearson"]``: mean over sections of the per-section Pearson (NaN outside the panel).
     - ``.uns[key_added]``: ``{"summary": {section: {"n_test", "n_genes", "mean_pearson",
-      "mean_pearson_top_hvg", "mean_mse", "mean_mae"}}, "params": {...}}``.
+      "mean_pearson_top_hvg", "mean_mse", "mean_mae", "moran_r", "moran_mean_abs_diff", "moran_mean_diff"}},
+      "params": {...}}``. The ``moran_*`` entries say how well the predicted maps agree with the measured maps'
+      spatial coherence: the Pearson r of Moran's I across genes, and the mean absolute and signed difference
+      ``I_pred - I_measured`` (NaN where Moran's I could not be computed).
     """
     start = logg.info(f"evaluating .layers[{layer!r}] on held-out spots")
     if table_key is None and hasattr(sdata, "tables") and len(sdata.tables) > 1:
@@ -171,7 +181,8 @@ def evaluate(
         summary[str(sec)] = {"n_test": n_test, "n_genes": len(panel),
                              "mean_pearson": float(np.nanmean(df["pearson"])) if df["pearson"].notna().any() else float("nan"),
                              "mean_pearson_top_hvg": float(np.nanmean(df.loc[top, "pearson"])) if df.loc[top, "pearson"].notna().any() else float("nan"),
-                             "mean_mse": float(df["mse"].mean()), "mean_mae": float(df["mae"].mean())}
+                             "mean_mse": float(df["mse"].mean()), "mean_mae": float(df["mae"].mean()),
+                             **_moran_agreement(df["moran_measured"].to_numpy(), df["moran_pred"].to_numpy())}
     if not frames:
         raise ValueError(f"too few held-out spots: no section has at least {MIN_TEST_SPOTS} spots outside `train_mask`.")
     result = pd.concat(frames, ignore_index=True)[
@@ -225,8 +236,9 @@ def evaluate_synthetic(
     patch_key
         ``.obsm`` key of the patches in both tables.
     train_mask
-        Spots the generator was adapted on (for the memorisation audit). ``None``: the synthetic table's
-        recorded ``train_spots`` when present, else all spots (and no audit).
+        Spots the generator was adapted on: the reference patches of every metric, and the training set of the
+        memorisation audit (the other spots are its held-out set). ``None``: the synthetic table's recorded
+        ``train_spots`` when present, else all spots (and no audit).
     features
         Feature space: ``"handcrafted"`` (no weights), ``"central"`` (``CentralModel.features``) or a callable.
     central
@@ -240,10 +252,12 @@ def evaluate_synthetic(
 
     Returns
     -------
-    Dict of metrics: ``frechet``, ``kid``, ``kid_std``, ``precision``, ``recall``, ``density``, ``coverage``,
-    ``diversity_ratio``, ``out_of_range`` (features standardised on the real patches, clipped to ±5), the
-    nuclei composition (``*_real``, ``*_synthetic``, ``*_wasserstein``) and, when held-out spots exist, the
-    memorisation audit (``nn_synthetic_median``, ``nn_heldout_median``, ``nn_ratio``,
+    Dict of metrics (:func:`c2lst.metrics.synthetic_report`): ``frechet``, ``kid``, ``kid_std``, ``precision``,
+    ``recall``, ``density``, ``coverage``, ``diversity_ratio``, ``out_of_range`` (features standardised on the
+    reference patches, clipped to ±5); the same between two disjoint random halves of the reference, the floor a
+    synthetic set is judged against (``frechet_floor``, ``kid_floor``, ..., ``n_floor``; with at least 12 reference
+    spots); the nuclei composition (``*_real``, ``*_synthetic``, ``*_wasserstein``) and, when held-out spots exist,
+    the memorisation audit (``nn_synthetic_median``, ``nn_heldout_median``, ``nn_ratio``,
     ``share_below_heldout_q``). Also written to the synthetic table's ``.uns[key_added]`` as
     ``{"metrics": ..., "params": ...}``.
     """
@@ -272,14 +286,17 @@ def evaluate_synthetic(
         mask = table.obs_names.isin(list(stored))
     else:
         mask = np.ones(table.n_obs, dtype=bool)
+    if not mask.any():
+        raise ValueError("`train_mask` selects no spot: the reference patches are the spots the generator was adapted "
+                         "on; pass its training mask.")
     fn, fname = _feature_fn(features, central)
     f_real, f_fake = np.asarray(fn(real), dtype=np.float64), np.asarray(fn(fake), dtype=np.float64)
-    metrics = {**fidelity_report(f_real, f_fake, seed=seed), **composition_distances(real, fake)}
-    if mask.any() and (~mask).any():
-        metrics.update(memorisation_audit(f_real[mask], f_fake, f_real[~mask]))
+    metrics = synthetic_report(f_real[mask], f_fake, real[mask], fake, f_real[~mask] if (~mask).any() else None,
+                               seed=seed)
     syn.uns[key_added] = {"metrics": metrics, "params": {"features": fname, "real_table": table_key,
                                                          "n_real": int(len(real)), "n_train": int(mask.sum()),
                                                          "seed": int(seed)}}
-    logg.info(f"    FD {metrics['frechet']:.2f}, KID {metrics['kid']:.3f}, precision {metrics['precision']:.2f}, "
+    floor = f" (real-vs-real floor {metrics['frechet_floor']:.2f})" if "frechet_floor" in metrics else ""
+    logg.info(f"    FD {metrics['frechet']:.2f}{floor}, KID {metrics['kid']:.3f}, precision {metrics['precision']:.2f}, "
               f"recall {metrics['recall']:.2f}; added tables[{synthetic!r}].uns[{key_added!r}]", time=start)
     return metrics

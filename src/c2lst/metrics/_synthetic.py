@@ -1,0 +1,39 @@
+"""Everything that judges one synthetic set against its real reference, in one report."""
+from __future__ import annotations
+
+import numpy as np
+
+from ._composition import composition_distances
+from ._fidelity import fidelity_floor, fidelity_report
+from ._memorisation import memorisation_audit
+
+
+def synthetic_report(reference: np.ndarray, synthetic: np.ndarray, reference_patches: np.ndarray,
+                     synthetic_patches: np.ndarray, heldout: np.ndarray | None = None, *, k: int = 5,
+                     seed: int = 0) -> dict[str, float]:
+    """Fidelity with its real-vs-real floor, cellular composition and the memorisation audit of a synthetic set.
+
+    Parameters
+    ----------
+    reference, synthetic
+        ``(n, F)`` features of the real reference patches (those the generator was adapted on) and of the
+        synthetic patches, in one feature space.
+    reference_patches, synthetic_patches
+        The same patches as ``(n, 3, H, W)`` uint8 RGB, for the nuclei composition.
+    heldout
+        ``(n, F)`` features of real patches the generator never saw, for the memorisation audit; ``None``: no audit.
+    k, seed
+        PRDC neighbour and seed of the KID subsets and of the floor's halves.
+
+    Returns
+    -------
+    :func:`fidelity_report`'s keys; :func:`fidelity_floor`'s (``*_floor`` and ``*_vs_half``) when the reference
+    has at least ``2 * (k + 1)`` rows and the synthetic set ``k + 1``; :func:`composition_distances`'s; :func:`memorisation_audit`'s when ``heldout`` is given.
+    """
+    out = fidelity_report(reference, synthetic, k=k, seed=seed)
+    if len(reference) >= 2 * (k + 1) and len(synthetic) >= k + 1:
+        out.update(fidelity_floor(reference, synthetic, k=k, seed=seed))
+    out.update(composition_distances(reference_patches, synthetic_patches))
+    if heldout is not None:
+        out.update(memorisation_audit(reference, synthetic, heldout))
+    return out
