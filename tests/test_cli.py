@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ import c2lst
 from c2lst.cli import build_parser, main
 from c2lst.core.models import MANIFEST, CentralModel
 
-SUBCOMMANDS = ["read", "pretrain", "adapt", "generate", "predict", "predict-slide", "evaluate", "benchmark", "demo"]
+SUBCOMMANDS = ["read", "pretrain", "adapt", "generate", "predict", "predict-slide", "evaluate", "evaluate-synthetic",
+               "benchmark", "demo"]
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -117,6 +119,15 @@ def test_pipeline_from_the_command_line(tmp_path, tiny_files, capsys):
     assert sdata.tables["c2lst_synthetic"].n_obs == 15
     assert set(table.uns["c2lst_pred"]["params"]["train_spots"]) == set(table.obs_names[table.obs["c2lst_train"]])
     assert csv.read_text().startswith("section,gene,pearson")
+    metrics = tmp_path / "synthetic.json"
+    assert main(["--quiet", "evaluate-synthetic", str(store), "--json", str(metrics)]) == 0
+    out = capsys.readouterr().out
+    assert "Fréchet" in out and "real vs real" in out and "memorisation" in out
+    m = json.loads(metrics.read_text())
+    assert m["n_floor"] == 7 and m["n_real"] == 15  # the 15 training spots are the reference, in halves of 7
+    stored = spatialdata.read_zarr(store).tables["c2lst_synthetic"].uns["c2lst_synthetic_eval"]
+    assert stored["params"]["n_train"] == 15 and stored["metrics"]["frechet"] == pytest.approx(m["frechet"])
+    assert main(["evaluate-synthetic", str(store)]) == 2  # refuses to overwrite its record
     # a second adapt refuses to overwrite the split and the adapter
     assert main(["adapt", str(store), "--fraction", "0.6", "--central", str(central), "--adapter", str(adapter)]) == 2
 

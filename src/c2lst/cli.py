@@ -290,9 +290,46 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def evaluation_summary(table: AnnData, key: str = "c2lst_eval") -> str:
     """One line per section from ``uns[key]['summary']`` (written by :func:`c2lst.tl.evaluate`)."""
     n_top = table.uns[key]["params"]["n_top_hvg"]
+
+    def moran(s: dict[str, float]) -> str:
+        r = s.get("moran_r", float("nan"))
+        return "" if not np.isfinite(r) else (f"; Moran's I, predicted vs measured: r {r:.2f}, mean difference "
+                                              f"{s['moran_mean_diff']:+.3f}")
+
     return "\n".join(f"{sec}: {int(s['n_test'])} held-out spots, {int(s['n_genes'])} genes: mean Pearson r "
-                     f"{s['mean_pearson']:.3f} (top-{n_top} variable genes {s['mean_pearson_top_hvg']:.3f})"
+                     f"{s['mean_pearson']:.3f} (top-{n_top} variable genes {s['mean_pearson_top_hvg']:.3f}){moran(s)}"
                      for sec, s in table.uns[key]["summary"].items())
+
+
+def cmd_evaluate_synthetic(args: argparse.Namespace) -> int:
+    """Fidelity (with its real-vs-real floor), composition and memorisation of a synthetic table."""
+    from . import tl
+
+    sdata, source, _, name, mask = open_spots(args, default_all=False)
+    central = load_central(args.central) if args.features == "central" else None
+    metrics = tl.evaluate_synthetic(sdata, synthetic=args.synthetic, table_key=name, train_mask=mask,
+                                    features=args.features, central=central, seed=args.seed,
+                                    overwrite=args.overwrite)
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=1) + "\n")
+    write_store(sdata, source, args.out, [args.synthetic], overwrite=args.overwrite)
+    print(synthetic_summary(metrics))
+    return 0
+
+
+def synthetic_summary(m: dict[str, float]) -> str:
+    """Fidelity against the real-vs-real floor, composition and memorisation, from :func:`c2lst.tl.evaluate_synthetic`."""
+    lines = [f"Fréchet {m['frechet']:.2f}, KID {m['kid']:.4f}, precision {m['precision']:.3f}, recall {m['recall']:.3f}, "
+             f"coverage {m['coverage']:.3f}, diversity {m['diversity_ratio']:.3f}, out of range {m['out_of_range']:.3f}"]
+    if "frechet_floor" in m:
+        lines.append(f"at {int(m['n_floor'])} tiles each: Fréchet {m['frechet_vs_half']:.2f} (real vs real "
+                     f"{m['frechet_floor']:.2f}), precision {m['precision_vs_half']:.3f} ({m['precision_floor']:.3f}), "
+                     f"recall {m['recall_vs_half']:.3f} ({m['recall_floor']:.3f})")
+    lines.append(f"nuclei per patch {m['nuclei_count_synthetic']:.1f} (real {m['nuclei_count_real']:.1f})")
+    if "nn_ratio" in m:
+        lines.append(f"memorisation: nearest training patch {m['nn_ratio']:.2f}x as far as for held-out spots "
+                     "(< 1: closer than unseen real patches)")
+    return "\n".join(lines)
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -419,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"c2lst {__version__}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log messages")
     sub = parser.add_subparsers(
-        dest="command", metavar="{read,pretrain,adapt,generate,predict,predict-slide,evaluate,benchmark,demo}")
+        dest="command",
+        metavar="{read,pretrain,adapt,generate,predict,predict-slide,evaluate,evaluate-synthetic,benchmark,demo}")
 
     p = sub.add_parser("read", help="read raw data (legacy ST, Visium or an H&E slide alone) into a SpatialData zarr store")
     p.add_argument("format", choices=["legacy-st", "visium", "slide"])
@@ -507,6 +545,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, split=True)
     p.add_argument("--csv", help="write the per-gene table to this CSV file")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("evaluate-synthetic",
+                       help="fidelity, composition and memorisation of synthetic patches against the training spots")
+    _add_common(p)
+    p.add_argument("--train-key", help=f"boolean obs column of the spots the generator was adapted on (default: "
+                                       f"{TRAIN_KEY!r} if present, else the synthetic table's record)")
+    p.add_argument("--synthetic", default="c2lst_synthetic", help="synthetic table (default %(default)s)")
+    p.add_argument("--features", default="handcrafted", choices=["handcrafted", "central"],
+                   help="feature space (default %(default)s: no weights needed)")
+    p.add_argument("--central", default="default", help="central model for --features central")
+    p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.set_defaults(func=cmd_evaluate_synthetic)
 
     from .benchmark._run import ADAPT_STEPS as BENCH_ADAPT_STEPS
     from .benchmark._run import CONDITIONS, SECTIONS
