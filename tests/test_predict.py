@@ -501,6 +501,9 @@ def test_evaluate_synthetic_writes_metrics(sdata):
                                               obsm={"c2lst_patch": patches[mask]})
     copies = c2lst.tl.evaluate_synthetic(sdata, train_mask=mask, table_key="table")
     assert copies["frechet"] == pytest.approx(0, abs=1e-6) and copies["precision"] == 1 and copies["nn_ratio"] == 0
+    sdata.tables["c2lst_synthetic"].uns["c2lst_synthetic"] = {"params": {"train_spots": ["not-a-spot"]}}
+    with pytest.raises(ValueError, match="no reference spot"):
+        c2lst.tl.evaluate_synthetic(sdata, table_key="table", key_added="again")
 
 
 def test_central_encoder_features_and_identity_check(sdata, tmp_path):

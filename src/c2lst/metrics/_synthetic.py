@@ -28,7 +28,8 @@ def synthetic_report(reference: np.ndarray, synthetic: np.ndarray, reference_pat
     Returns
     -------
     :func:`fidelity_report`'s keys; :func:`fidelity_floor`'s (``*_floor`` and ``*_vs_half``) when the reference
-    has at least ``2 * (k + 1)`` rows and the synthetic set ``k + 1``; :func:`composition_distances`'s; :func:`memorisation_audit`'s when ``heldout`` is given.
+    has at least ``2 * (k + 1)`` rows and the synthetic set ``k + 1``; :func:`composition_distances`'s;
+    :func:`memorisation_audit`'s when ``heldout`` is given.
     """
     out = fidelity_report(reference, synthetic, k=k, seed=seed)
     if len(reference) >= 2 * (k + 1) and len(synthetic) >= k + 1:

@@ -255,8 +255,9 @@ def evaluate_synthetic(
     Dict of metrics (:func:`c2lst.metrics.synthetic_report`): ``frechet``, ``kid``, ``kid_std``, ``precision``,
     ``recall``, ``density``, ``coverage``, ``diversity_ratio``, ``out_of_range`` (features standardised on the
     reference patches, clipped to ±5); the same between two disjoint random halves of the reference, the floor a
-    synthetic set is judged against (``frechet_floor``, ``kid_floor``, ..., ``n_floor``; with at least 12 reference
-    spots); the nuclei composition (``*_real``, ``*_synthetic``, ``*_wasserstein``) and, when held-out spots exist,
+    synthetic set is judged against (``frechet_floor``, ``kid_floor``, ..., ``n_floor``), next to the synthetic set
+    scored against one half at the other's size (``frechet_vs_half``, ...; both with at least 12 reference spots
+    and 6 synthetic patches); the nuclei composition (``*_real``, ``*_synthetic``, ``*_wasserstein``) and, when held-out spots exist,
     the memorisation audit (``nn_synthetic_median``, ``nn_heldout_median``, ``nn_ratio``,
     ``share_below_heldout_q``). Also written to the synthetic table's ``.uns[key_added]`` as
     ``{"metrics": ..., "params": ...}``.
@@ -287,8 +288,8 @@ def evaluate_synthetic(
     else:
         mask = np.ones(table.n_obs, dtype=bool)
     if not mask.any():
-        raise ValueError("`train_mask` selects no spot: the reference patches are the spots the generator was adapted "
-                         "on; pass its training mask.")
+        raise ValueError(f"no reference spot: the training spots recorded in tables[{synthetic!r}] are none of table "
+                         f"{table_key!r}'s spots; pass `train_mask`, the spots the generator was adapted on.")
     fn, fname = _feature_fn(features, central)
     f_real, f_fake = np.asarray(fn(real), dtype=np.float64), np.asarray(fn(fake), dtype=np.float64)
     metrics = synthetic_report(f_real[mask], f_fake, real[mask], fake, f_real[~mask] if (~mask).any() else None,
