@@ -257,8 +257,8 @@ def evaluate_synthetic(
     reference patches, clipped to ±5); the same between two disjoint random halves of the reference, the floor a
     synthetic set is judged against (``frechet_floor``, ``kid_floor``, ..., ``n_floor``), next to the synthetic set
     scored against one half at the other's size (``frechet_vs_half``, ...; both with at least 12 reference spots
-    and 6 synthetic patches); the nuclei composition (``*_real``, ``*_synthetic``, ``*_wasserstein``) and, when held-out spots exist,
-    the memorisation audit (``nn_synthetic_median``, ``nn_heldout_median``, ``nn_ratio``,
+    and 6 synthetic patches); the nuclei composition (``*_real``, ``*_synthetic``, ``*_wasserstein``) and, when
+    held-out spots exist, the memorisation audit (``nn_synthetic_median``, ``nn_heldout_median``, ``nn_ratio``,
     ``share_below_heldout_q``). Also written to the synthetic table's ``.uns[key_added]`` as
     ``{"metrics": ..., "params": ...}``.
     """
@@ -297,7 +297,8 @@ def evaluate_synthetic(
     syn.uns[key_added] = {"metrics": metrics, "params": {"features": fname, "real_table": table_key,
                                                          "n_real": int(len(real)), "n_train": int(mask.sum()),
                                                          "seed": int(seed)}}
-    floor = f" (real-vs-real floor {metrics['frechet_floor']:.2f})" if "frechet_floor" in metrics else ""
+    floor = (f" (at {int(metrics['n_floor'])} tiles each {metrics['frechet_vs_half']:.2f}, real vs real "
+             f"{metrics['frechet_floor']:.2f})" if "frechet_floor" in metrics else "")
     logg.info(f"    FD {metrics['frechet']:.2f}{floor}, KID {metrics['kid']:.3f}, precision {metrics['precision']:.2f}, "
               f"recall {metrics['recall']:.2f}; added tables[{synthetic!r}].uns[{key_added!r}]", time=start)
     return metrics
