@@ -29,7 +29,7 @@ from spatialdata.models import Image2DModel, ShapesModel, TableModel  # noqa: E4
 from spatialdata.transformations import Identity, Scale  # noqa: E402
 
 import c2lst  # noqa: E402
-from c2lst._napari_widget import ExpressionWidget  # noqa: E402
+from c2lst.pl._napari_widget import ExpressionWidget  # noqa: E402
 
 pytestmark = [pytest.mark.gui]
 
@@ -116,7 +116,7 @@ def test_npe2_manifest_exposes_the_widget():
     manifest = npe2.PluginManifest.from_distribution("c2lst")
     (widget,) = manifest.contributions.widgets
     (command,) = [c for c in manifest.contributions.commands if c.id == widget.command]
-    assert command.python_name == "c2lst._napari_widget:ExpressionWidget"
+    assert command.python_name == "c2lst.pl._napari_widget:ExpressionWidget"
     from npe2.manifest.utils import import_python_name
 
     pm = npe2.PluginManager.instance()

@@ -1,8 +1,7 @@
 """Datasets: local her2st sections, the bundled demo section and the bundled default central model."""
 from __future__ import annotations
 
-from ._central import central_default
-from ._demo import demo
-from ._her2st import her2st
+import lazy_loader as _lazy
 
-__all__ = ["central_default", "demo", "her2st"]
+# spatialdata-style lazy imports: the names in __init__.pyi load on first use, with their heavy dependencies.
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

@@ -1,10 +1,7 @@
 """Readers: spatial transcriptomics sections, H&E slides and histology images -> ``SpatialData``."""
 from __future__ import annotations
 
-from ._anndata import from_anndata
-from ._histology import read_histology
-from ._legacy_st import read_legacy_st
-from ._slide import read_slide
-from ._visium import read_visium
+import lazy_loader as _lazy
 
-__all__ = ["from_anndata", "read_histology", "read_legacy_st", "read_slide", "read_visium"]
+# spatialdata-style lazy imports: the names in __init__.pyi load on first use, with their heavy dependencies.
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

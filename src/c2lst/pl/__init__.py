@@ -1,10 +1,7 @@
 """Plotting (matplotlib, scanpy-style ``show=``/``save=``) and the napari overlay."""
 from __future__ import annotations
 
-from ._benchmark import benchmark
-from ._embedding import embedding_overlap
-from ._napari import napari
-from ._spatial import spatial_genes
-from ._synthetic import synthetic_grid
+import lazy_loader as _lazy
 
-__all__ = ["benchmark", "embedding_overlap", "napari", "spatial_genes", "synthetic_grid"]
+# spatialdata-style lazy imports: the names in __init__.pyi load on first use, with their heavy dependencies.
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._utils import spot_table
 from ._expression import DIVERGING, ERROR, contrast_limits, gene_values
-from ._geometry import affine_yx, pyramid_levels, section_image, section_spots, spot_table
+from ._geometry import affine_yx, pyramid_levels, section_image, section_spots
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -114,7 +115,7 @@ def napari(
     for gene in genes:
         add_spot_layer(viewer, spots, gene, layer)
     if widget:
-        from .._napari_widget import ExpressionWidget
+        from ._napari_widget import ExpressionWidget
 
         viewer.window.add_dock_widget(ExpressionWidget(viewer), name="c2lst expression", area="right")
     return viewer

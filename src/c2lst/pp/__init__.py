@@ -1,8 +1,7 @@
 """Preprocessing: spot patches, expression normalisation and the gene panel."""
 from __future__ import annotations
 
-from ._normalize import normalize
-from ._panel import GenePanel, gene_panel
-from ._patches import extract_patches
+import lazy_loader as _lazy
 
-__all__ = ["GenePanel", "extract_patches", "gene_panel", "normalize"]
+# spatialdata-style lazy imports: the names in __init__.pyi load on first use, with their heavy dependencies.
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

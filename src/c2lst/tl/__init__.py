@@ -1,12 +1,7 @@
 """Tools: central pretraining, local adaptation, generation, prediction, evaluation."""
 from __future__ import annotations
 
-from ._adapt import adapt
-from ._evaluate import evaluate, evaluate_synthetic
-from ._generate import generate
-from ._pipeline import run
-from ._predict import predict
-from ._predict_slide import predict_slide
-from ._pretrain import pretrain
+import lazy_loader as _lazy
 
-__all__ = ["adapt", "evaluate", "evaluate_synthetic", "generate", "predict", "predict_slide", "pretrain", "run"]
+# spatialdata-style lazy imports: the names in __init__.pyi load on first use, with their heavy dependencies.
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

@@ -8,7 +8,7 @@ import pandas as pd
 
 from .. import _logging as logg
 from .._settings import settings
-from .._utils import check_key, resolve_table, spot_positions
+from .._utils import SPATIAL_UNS, check_key, is_synthetic, resolve_table, spot_positions
 from ..core.models import LocalModel
 from ..core.runtime import torch_threads
 from ..core.sampling import SAMPLERS
@@ -20,12 +20,6 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 MIX_LOW, MIX_HIGH = 0.2, 0.8
-SYNTHETIC_FLAG = "c2lst"  # generated tables carry .uns["c2lst"]["synthetic"] = True
-
-
-def is_synthetic(table: AnnData) -> bool:
-    """Whether ``table`` was written by :func:`generate` (it carries ``.uns["c2lst"]["synthetic"]``)."""
-    return bool(table.uns.get(SYNTHETIC_FLAG, {}).get("synthetic"))
 
 
 def _source_table(sdata: SpatialData, local: LocalModel, table_key: str | None) -> AnnData:
@@ -227,6 +221,6 @@ def generate(
         "central_weights_sha256": local.central.weights_sha256, "central_config": local.central.config.name,
         "panel_identity": panel.identity(), "tile_px": local.central.tile_px, "mpp": local.central.config.mpp,
     }}
-    adata.uns[SYNTHETIC_FLAG] = {"synthetic": True}
+    adata.uns[SPATIAL_UNS] = {"synthetic": True}  # what is_synthetic reads
     sdata.tables[key_added] = adata
     logg.info(f"    added table {key_added!r}: {n} patches {patches.shape[1:]} (.obsm['c2lst_patch'])", time=start)

@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import _logging as logg
-from .._utils import as_mask, check_key, resolve_table
+from .._utils import as_mask, check_key, is_synthetic, resolve_table
 from ..core.predictor import ENCODERS, SYNTHETIC_ALIGN, SYNTHETIC_WEIGHT, Predictor, check_extra_options
 from ..pp import GenePanel, gene_panel
 from ..pp._counts import library_sizes, lognorm, raw_counts
-from ._generate import is_synthetic
 
 if TYPE_CHECKING:
     from anndata import AnnData

@@ -5,8 +5,8 @@ from typing import Any
 
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPushButton, QWidget
 
-from .pl._expression import ERROR
-from .pl._napari import add_spot_layer
+from ._expression import ERROR
+from ._napari import add_spot_layer
 
 LAYER_CHOICES = ("lognorm", "c2lst_pred", ERROR)
 NO_DATA = "No c2lst spot layer: open your data with c2lst.pl.napari(sdata)."

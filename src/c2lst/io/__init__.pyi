@@ -1,0 +1,14 @@
+"""Readers: spatial transcriptomics sections, H&E slides and histology images -> ``SpatialData``."""
+from ._anndata import from_anndata
+from ._histology import read_histology
+from ._legacy_st import read_legacy_st
+from ._slide import read_slide
+from ._visium import read_visium
+
+__all__ = [
+    "from_anndata",
+    "read_histology",
+    "read_legacy_st",
+    "read_slide",
+    "read_visium",
+]

@@ -1,0 +1,11 @@
+"""Preprocessing: spot patches, expression normalisation and the gene panel."""
+from ._normalize import normalize
+from ._panel import GenePanel, gene_panel
+from ._patches import extract_patches
+
+__all__ = [
+    "GenePanel",
+    "extract_patches",
+    "gene_panel",
+    "normalize",
+]
