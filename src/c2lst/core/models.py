@@ -26,7 +26,7 @@ from .checkpoint import (
     write_json,
 )
 from .configs import DiffusionConfig
-from .images import as_tiles, to_model, to_uint8
+from .images import as_tiles, resize_tiles, to_model, to_uint8
 from .modulation import GeneModulation
 from .networks import unet_features
 from .sampling import sample_latents
@@ -118,6 +118,36 @@ class CentralModel:
         ``autoencoder``: decode with another autoencoder sharing this latent space (a local decoder).
         """
         return to_uint8((autoencoder or self.autoencoder).decode(latents / self.scaling_factor))
+
+    @torch.no_grad()
+    def reconstruct(self, patches: np.ndarray, *, batch_size: int = 64,
+                    autoencoder: TileAutoencoder | None = None) -> np.ndarray:
+        """Encode and decode RGB patches with the autoencoder (no diffusion): the realism ceiling of generation.
+
+        Every generated tile is decoded by this autoencoder, so its reconstructions of real patches bound how
+        real a generated tile can look.
+
+        Parameters
+        ----------
+        patches
+            uint8 ``(n, 3, H, W)`` (or ``(n, H, W, 3)``) RGB patches.
+        batch_size
+            Patches per forward pass.
+        autoencoder
+            Decode with another autoencoder sharing this latent space (a local decoder).
+
+        Returns
+        -------
+        uint8 ``(n, 3, H, W)`` reconstructions at the patches' own size (resized to and from the tile size).
+        """
+        tiles = as_tiles(patches, name="patches")
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
+        out = []
+        for start in range(0, len(tiles), batch_size):
+            z = self.encode(to_model(tiles[start:start + batch_size], self.tile_px, device=self.device))
+            out.append(self.decode(z, autoencoder=autoencoder))
+        return resize_tiles(np.concatenate(out), tiles.shape[-1])
 
     @torch.no_grad()
     def features(self, patches: np.ndarray, *, t: int = 50, batch_size: int = 64, seed: int = 0) -> np.ndarray:
@@ -353,6 +383,10 @@ class LocalModel:
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """uint8 tiles from scaled latents, with the local decoder when there is one."""
         return self.central.decode(latents, autoencoder=self.decoder)
+
+    def reconstruct(self, patches: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+        """:meth:`CentralModel.reconstruct` with the local decoder when there is one."""
+        return self.central.reconstruct(patches, batch_size=batch_size, autoencoder=self.decoder)
 
     # ------------------------------------------------------------------ prediction
     def eps(self, latents: torch.Tensor, t: torch.Tensor, genes: torch.Tensor,

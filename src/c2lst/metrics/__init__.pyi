@@ -15,7 +15,7 @@ from ._fidelity import (
 from ._memorisation import memorisation_audit
 from ._regression import mae_per_gene, mse_per_gene, pearson_per_gene
 from ._spatial import morans_i, spatial_weights
-from ._synthetic import synthetic_report
+from ._synthetic import reconstruction_ceiling, synthetic_report
 
 __all__ = [
     "check_patches",
@@ -36,6 +36,7 @@ __all__ = [
     "out_of_range_share",
     "pearson_per_gene",
     "prdc",
+    "reconstruction_ceiling",
     "spatial_weights",
     "standardize_on_real",
     "synthetic_report",

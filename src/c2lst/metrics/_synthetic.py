@@ -38,3 +38,35 @@ def synthetic_report(reference: np.ndarray, synthetic: np.ndarray, reference_pat
     if heldout is not None:
         out.update(memorisation_audit(reference, synthetic, heldout))
     return out
+
+
+def reconstruction_ceiling(reference: np.ndarray, reconstructed: np.ndarray, originals: np.ndarray,
+                           reconstructions: np.ndarray, *, k: int = 5, seed: int = 0) -> dict[str, float]:
+    """Score autoencoder reconstructions of real patches like a synthetic set: the realism ceiling.
+
+    Every generated tile passes the decoder, so no generator can score better than the reconstructions of
+    real patches do. They are scored exactly as :func:`synthetic_report` scores a synthetic set against the
+    floor (:func:`fidelity_floor` with the same ``k`` and ``seed``: the same reference half, at the other
+    half's size), so ``frechet_ceiling`` reads against ``frechet_floor`` and ``frechet_vs_half``.
+
+    Parameters
+    ----------
+    reference, reconstructed
+        ``(n, F)`` features of the real reference patches and of the reconstructions, in one feature space.
+        Reconstruct patches the model never saw (held-out spots) where there are enough.
+    originals, reconstructions
+        The reconstructed patches before and after, ``(m, 3, H, W)`` uint8, for the pixel error.
+
+    Returns
+    -------
+    :func:`fidelity_floor`'s ``*_vs_half`` keys renamed ``*_ceiling``, and ``mae_ceiling``, the mean absolute
+    pixel error on the 0-255 scale.
+    """
+    originals, reconstructions = np.asarray(originals), np.asarray(reconstructions)
+    if originals.shape != reconstructions.shape:
+        raise ValueError(f"`originals` {originals.shape} and `reconstructions` {reconstructions.shape} differ in "
+                         "shape; pass each patch next to its own reconstruction.")
+    rep = fidelity_floor(reference, reconstructed, k=k, seed=seed)
+    out = {key.removesuffix("_vs_half") + "_ceiling": v for key, v in rep.items() if key.endswith("_vs_half")}
+    out["mae_ceiling"] = float(np.abs(originals.astype(np.float64) - reconstructions.astype(np.float64)).mean())
+    return out

@@ -8,7 +8,14 @@ import pandas as pd
 
 from .. import _logging as logg
 from .._utils import as_mask, check_key, resolve_table, spot_positions
-from ..metrics import handcrafted_features, mae_per_gene, mse_per_gene, pearson_per_gene, synthetic_report
+from ..metrics import (
+    handcrafted_features,
+    mae_per_gene,
+    mse_per_gene,
+    pearson_per_gene,
+    reconstruction_ceiling,
+    synthetic_report,
+)
 from ..pp import GenePanel
 from ._predict import PANEL_KEY, resolve_central
 
@@ -20,6 +27,7 @@ if TYPE_CHECKING:
 
 SECTION_KEY = "library_id"
 MIN_TEST_SPOTS = 3
+CEILING_MIN_SPOTS = 6  # held-out patches needed to reconstruct them for the ceiling (PRDC's k + 1)
 
 
 def _panel_of(table: AnnData, layer: str) -> GenePanel:
@@ -219,6 +227,7 @@ def evaluate_synthetic(
     train_mask: Any = None,
     features: str | Callable[[np.ndarray], np.ndarray] = "handcrafted",
     central: Any = None,
+    model: Any = None,
     seed: int = 0,
     key_added: str = "c2lst_synthetic_eval",
     overwrite: bool = False,
@@ -243,6 +252,10 @@ def evaluate_synthetic(
         Feature space: ``"handcrafted"`` (no weights), ``"central"`` (``CentralModel.features``) or a callable.
     central
         Central model for ``features="central"`` (model, path or ``None`` for the bundled default).
+    model
+        The generator (a ``LocalModel``, or a ``CentralModel``) whose autoencoder's reconstructions of real
+        patches give the realism ceiling (``*_ceiling`` keys); ``None``: no ceiling. The held-out spots'
+        patches are reconstructed when at least 6 exist (the model never saw them), else the reference's.
     seed
         Seed of the KID subsets.
     key_added
@@ -259,7 +272,9 @@ def evaluate_synthetic(
     scored against one half at the other's size (``frechet_vs_half``, ...; both with at least 12 reference spots
     and 6 synthetic patches); the nuclei composition (``*_real``, ``*_synthetic``, ``*_wasserstein``) and, when
     held-out spots exist, the memorisation audit (``nn_synthetic_median``, ``nn_heldout_median``, ``nn_ratio``,
-    ``share_below_heldout_q``). Also written to the synthetic table's ``.uns[key_added]`` as
+    ``share_below_heldout_q``); with ``model``, the realism ceiling (:func:`c2lst.metrics.reconstruction_ceiling`:
+    ``frechet_ceiling``, ``precision_ceiling``, ..., ``mae_ceiling``, read against the ``*_floor`` keys; what was
+    reconstructed is ``params["ceiling_of"]``). Also written to the synthetic table's ``.uns[key_added]`` as
     ``{"metrics": ..., "params": ...}``.
     """
     start = logg.info(f"evaluating synthetic table {synthetic!r}")
@@ -294,11 +309,23 @@ def evaluate_synthetic(
     f_real, f_fake = np.asarray(fn(real), dtype=np.float64), np.asarray(fn(fake), dtype=np.float64)
     metrics = synthetic_report(f_real[mask], f_fake, real[mask], fake, f_real[~mask] if (~mask).any() else None,
                                seed=seed)
+    ceiling_of = None
+    if model is not None:
+        if not callable(getattr(model, "reconstruct", None)):
+            raise ValueError(f"`model` must be a LocalModel or CentralModel (it reconstructs patches), got "
+                             f"{type(model).__name__}; pass the generator, e.g. the result of c2lst.tl.adapt.")
+        ceiling_of = "held_out" if (~mask).sum() >= CEILING_MIN_SPOTS else "reference"
+        rows = ~mask if ceiling_of == "held_out" else mask
+        recon = model.reconstruct(real[rows])
+        metrics.update(reconstruction_ceiling(f_real[mask], np.asarray(fn(recon), dtype=np.float64), real[rows],
+                                              recon, seed=seed))
     syn.uns[key_added] = {"metrics": metrics, "params": {"features": fname, "real_table": table_key,
                                                          "n_real": int(len(real)), "n_train": int(mask.sum()),
-                                                         "seed": int(seed)}}
+                                                         "seed": int(seed), "ceiling_of": ceiling_of}}
     floor = (f" (at {int(metrics['n_floor'])} tiles each {metrics['frechet_vs_half']:.2f}, real vs real "
              f"{metrics['frechet_floor']:.2f})" if "frechet_floor" in metrics else "")
+    if "frechet_ceiling" in metrics:
+        floor += f"; autoencoder ceiling {metrics['frechet_ceiling']:.2f}"
     logg.info(f"    FD {metrics['frechet']:.2f}{floor}, KID {metrics['kid']:.3f}, precision {metrics['precision']:.2f}, "
               f"recall {metrics['recall']:.2f}; added tables[{synthetic!r}].uns[{key_added!r}]", time=start)
     return metrics
