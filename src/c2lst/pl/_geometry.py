@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._utils import resolve_image, resolve_shapes, resolve_table, table_region_attrs
+from .._utils import resolve_image, resolve_shapes, spot_table, table_region_attrs
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -44,25 +44,6 @@ class SectionLayout:
     radius: np.ndarray
     image: np.ndarray | None
     extent: tuple[float, float, float, float] | None
-
-
-def spot_table(data: SpatialData | AnnData, table_key: str | None = None) -> tuple[SpatialData | None, AnnData, str | None]:
-    """``(sdata or None, table, table_key)`` of the spot table, skipping tables written by ``tl.generate``.
-
-    With several remaining tables, ``"table"`` (the readers' name) is used unless ``table_key`` is given.
-    """
-    from spatialdata import SpatialData
-
-    if table_key is None and isinstance(data, SpatialData) and len(data.tables) > 1:
-        real = [k for k, t in data.tables.items() if not is_synthetic(t)]
-        table_key = real[0] if len(real) == 1 else ("table" if "table" in real else None)
-    return resolve_table(data, table_key)
-
-
-def is_synthetic(table: AnnData) -> bool:
-    """Whether ``table`` was written by :func:`c2lst.tl.generate` (``uns['c2lst']['synthetic']``)."""
-    ns = table.uns.get("c2lst")
-    return bool(isinstance(ns, dict) and ns.get("synthetic", False))
 
 
 def pyramid_levels(image: object) -> list[object]:

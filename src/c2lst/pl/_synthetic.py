@@ -9,9 +9,9 @@ import numpy as np
 import scipy.sparse as sp
 from matplotlib.figure import Figure
 
+from .._utils import is_synthetic, spot_table
 from ..metrics import check_patches
 from ._expression import layer_matrix
-from ._geometry import is_synthetic, spot_table
 from ._show import figure_doc, finish
 
 if TYPE_CHECKING:

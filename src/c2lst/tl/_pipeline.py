@@ -9,8 +9,7 @@ import numpy as np
 
 from .. import _logging as logg
 from .. import pp
-from .._utils import as_mask
-from ..pl._geometry import spot_table
+from .._utils import as_mask, spot_table
 from ._adapt import adapt
 from ._evaluate import evaluate
 from ._generate import generate
