@@ -5,6 +5,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,10 @@ import numpy as np
 import pandas as pd
 
 from .. import _logging as logg
-from ..core.predictor import SYNTHETIC_ALIGN, SYNTHETIC_WEIGHT, Predictor, check_extra_options
+from ..core.predictor import Predictor, check_extra_options
+from ..core.recipe import RECIPE, RecipeConfig, spatial_mixup
 from ..metrics import handcrafted_features, pearson_per_gene, synthetic_report
-from ._conditions import CachedFeatures, diffusion_pairs, resize, spatial_mixup
+from ._conditions import CachedFeatures, diffusion_pairs
 from ._data import PATCH_PX, load_sections
 from ._fold import make_fold, n_paired
 
@@ -23,8 +25,8 @@ SECTIONS = ("C2", "C3", "C4", "C5", "C6")
 DIFFUSION = ("c2l", "c2l_augment", "local_only")
 # the generator whose tiles each diffusion condition uses (c2l_augment reuses the c2l tiles of its fold)
 _GENERATOR = {"c2l": "c2l", "c2l_augment": "c2l", "local_only": "local_only"}
-# the generation setting every measured c2l / local_only table of benchmarks/README.md used
-ADAPT_STEPS, STRENGTH = 300, 0.8
+# the generation setting every measured c2l / local_only table of benchmarks/README.md used (the recipe's)
+ADAPT_STEPS, STRENGTH = RECIPE.adapt_steps, RECIPE.strength
 
 
 class StageMeter:
@@ -81,13 +83,10 @@ class StageMeter:
 
 def _local_only_central(central_like: Any, patches: np.ndarray, *, steps: int, seed: int) -> Any:
     """Pretrain a model of the central configuration from random initialisation on local patches only."""
-    from ..core.training import pretrain_central
+    from .. import tl
 
-    cfg = central_like.config
-    tiles = resize(patches, cfg.tile_px)
-    return pretrain_central(tiles, cfg, steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
-                            mixed_precision="bf16" if _cuda() else "no", out=None, resume=False,
-                            checkpoint_every=10**9, progress=False)
+    return tl.pretrain(patches, config=central_like.config, steps=steps, seed=seed,
+                       mixed_precision="bf16" if _cuda() else "no")
 
 
 def _cuda() -> bool:
@@ -98,12 +97,9 @@ def _cuda() -> bool:
 
 def _quick_central(patches: np.ndarray, seed: int) -> Any:
     """Pretrain a tiny central model for a handful of steps (smoke tests only)."""
-    from ..core.configs import get_config
-    from ..core.training import pretrain_central
+    from .. import tl
 
-    cfg = get_config("tiny")
-    return pretrain_central(resize(patches, cfg.tile_px), cfg, steps=12, batch_size=8, lr=cfg.lr, seed=seed,
-                            mixed_precision="no", out=None, resume=False, checkpoint_every=10**9, progress=False)
+    return tl.pretrain(patches, config="tiny", steps=12, batch_size=8, seed=seed, mixed_precision="no")
 
 
 def _resolve_central(central: Any) -> Any:
@@ -129,17 +125,18 @@ def run_benchmark(
     out_dir: str | Path = "benchmarks/results",
     central: Any = None,
     encoder: str = "handcrafted",
-    n_top: int = 50,
-    n_per_profile: int = 2,
+    n_top: int = RECIPE.panel_size,
+    n_per_profile: int = RECIPE.n_per_profile,
     n_augment: int = 2,
-    adapt_steps: int | None = ADAPT_STEPS,
-    decoder_steps: int = 200,
+    augment_weight: float = 1.0,
+    adapt_steps: int | None = RECIPE.adapt_steps,
+    decoder_steps: int = RECIPE.decoder_steps,
     local_steps: int = 2000,
-    sample_steps: int = 20,
-    guidance_scale: float = 2.0,
-    strength: float = STRENGTH,
-    synthetic_weight: float | str = SYNTHETIC_WEIGHT,
-    synthetic_align: str | None = SYNTHETIC_ALIGN,
+    sample_steps: int = RECIPE.generate_steps,
+    guidance_scale: float = RECIPE.guidance_scale,
+    strength: float = RECIPE.strength,
+    synthetic_weight: float | str = RECIPE.synthetic_weight,
+    synthetic_align: str | None = RECIPE.synthetic_align,
     group_norm: bool = False,
     test_sections: Sequence[str] | None = None,
     cache_dir: str | Path | None = None,
@@ -194,6 +191,8 @@ def run_benchmark(
         Gene-panel size.
     n_per_profile, n_augment
         Extra rows per paired spot of the generative/mixup and augmentation conditions.
+    augment_weight
+        Ridge sample weight of the augmented copies of ``augment`` and ``c2l_augment`` (real rows weigh 1).
     adapt_steps
         Adaptation steps (default 300, the measured setting of ``benchmarks/README.md``; ``None``: the central
         configuration's).
@@ -276,8 +275,15 @@ def run_benchmark(
                        else _resolve_central(central))
     else:
         the_central = None
+    recipe = RecipeConfig(panel_size=n_top, adapt_steps=adapt_steps or RECIPE.adapt_steps, decoder_steps=decoder_steps,
+                          n_per_profile=n_per_profile, generate_steps=sample_steps, guidance_scale=guidance_scale,
+                          strength=strength, synthetic_weight=synthetic_weight, synthetic_align=synthetic_align)
+    if quick:  # a smoke test: a handful of steps, one tile per spot
+        recipe = replace(recipe, adapt_steps=4, decoder_steps=4, n_per_profile=1, generate_steps=3)
+        adapt_steps = 4
     meta = {"sections": list(sections), "quick": quick, "encoder": encoder, "n_top": n_top,
-            "decoder_steps": decoder_steps, "strength": strength, "guidance_scale": guidance_scale,
+            "recipe": recipe.to_dict(),
+            "decoder_steps": decoder_steps, "augment_weight": augment_weight, "strength": strength, "guidance_scale": guidance_scale,
             "synthetic_weight": synthetic_weight, "synthetic_align": synthetic_align, "group_norm": group_norm,
             "fractions": list(fractions), "seeds": list(seeds), "conditions": list(conditions),
             "data_s": meter_data.seconds["data"], "data_mb": meter_data.peak_mb["data"]}
@@ -291,7 +297,7 @@ def run_benchmark(
         for fraction in fractions:
             for seed in seeds:
                 fold = make_fold(data, test.name, fraction, seed, n_top=n_top)
-                panel, patches, y, xy, group = fold.panel, fold.patches, fold.y, fold.xy, fold.group
+                patches, y, xy, group = fold.patches, fold.y, fold.xy, fold.group
                 truth = fold.truth()
                 tiles: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
                 for cond in conditions:
@@ -302,13 +308,13 @@ def run_benchmark(
                     n_aug = n_augment if cond in ("augment", "c2l_augment") else 0
                     if cond == "mixup":
                         n_mixup = n_per_profile * len(patches)
-                    elif cond == "spatial_mixup":
-                        zs, src, _ = spatial_mixup(fold.z, xy, group, n_per_profile=n_per_profile,
-                                                   seed=seed)
-                        extra_p, extra_y = patches[src], panel.destandardize(zs)
+                    elif cond == "spatial_mixup":  # the c2l condition's profiles, each with its source's patch
+                        extra_y, src, _, _ = spatial_mixup(y, xy, group, n_per_profile=n_per_profile,
+                                                           n_neighbors=recipe.n_neighbors,
+                                                           mix_range=recipe.mix_range, seed=seed)
+                        extra_p = patches[src]
                     elif cond in DIFFUSION and _GENERATOR[cond] in tiles:  # this fold's tiles, generated once
-                        extra_p, zs, src = tiles[_GENERATOR[cond]]
-                        extra_y = panel.destandardize(zs)
+                        extra_p, extra_y, src = tiles[_GENERATOR[cond]]
                         fit_kw = {"extra_weight": synthetic_weight, "extra_align": synthetic_align, "groups": group,
                                   "extra_groups": group[src]}
                     elif cond in DIFFUSION:
@@ -321,18 +327,13 @@ def run_benchmark(
                                                           _local_only_central(the_central, local_patches,
                                                                               steps=local_steps, seed=seed))
                             gen_model = local_models[seed]
-                        z = fold.z
-                        a_steps = 4 if quick else (adapt_steps or gen_model.config.adapt_steps)
+                        the_recipe = replace(recipe, adapt_steps=adapt_steps or gen_model.config.adapt_steps)
                         with meter.stage("diffusion"):
-                            extra_p, zs, src, tms = diffusion_pairs(
-                                gen_model, patches, z, xy, group, panel.to_dict(), adapt_steps=a_steps,
-                                adapt_batch_size=8 if quick else gen_model.config.adapt_batch_size,
-                                adapt_lr=gen_model.config.adapt_lr, decoder_steps=4 if quick else decoder_steps,
-                                n_per_profile=1 if quick else n_per_profile, sample_steps=3 if quick else sample_steps,
-                                guidance_scale=guidance_scale, strength=strength, seed=seed, out_px=PATCH_PX)
+                            extra_p, extra_y, src, tms = diffusion_pairs(
+                                gen_model, fold, recipe=the_recipe, adapt_batch_size=8 if quick else None,
+                                batch_size=256 if _cuda() else 64, out_px=PATCH_PX)
                         meter.parts.update({f"{k[:-2]}": v for k, v in tms.items()})
-                        tiles[_GENERATOR[cond]] = extra_p, zs, src
-                        extra_y = panel.destandardize(zs)
+                        tiles[_GENERATOR[cond]] = extra_p, extra_y, src
                         fit_kw = {"extra_weight": synthetic_weight, "extra_align": synthetic_align, "groups": group,
                                   "extra_groups": group[src]}
                         with meter.stage("synthetic_metrics"):
@@ -351,7 +352,7 @@ def run_benchmark(
                         model = Predictor(encoder="cnn", handcrafted=False, seed=seed, epochs=2 if quick else 30)
                     with meter.stage("fit"):
                         model.fit(patches, y, extra_patches=extra_p, extra_targets=extra_y, n_mixup=n_mixup,
-                                  n_augment=n_aug, **fit_kw)
+                                  n_augment=n_aug, augment_weight=augment_weight, **fit_kw)
                     with meter.stage("predict"):
                         pred = model.predict(test.patches)
                     r = pearson_per_gene(truth, pred)
