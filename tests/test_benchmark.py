@@ -266,3 +266,39 @@ def test_load_sections_reads_the_data_folder_of_c2lst_data_dir(tmp_path, tiny_wr
     assert load_sections(("tiny",), cache_dir=tmp_path / "cache")[0].counts.shape == (25, 30)
     with pytest.raises(ValueError, match="not found under"):
         load_sections(("tiny",))
+
+
+def test_results_page_is_written_from_the_committed_tables(tmp_path):
+    """benchmarks/README.md is what write_results_page makes of benchmarks/measured (regenerate it when tables change)."""
+    from c2lst.benchmark import main, write_results_page
+
+    measured = Path(__file__).resolve().parents[1] / "benchmarks" / "measured"
+    page = write_results_page(measured, out=tmp_path / "page.md")
+    text = page.read_text()
+    assert text == (measured.parent / "README.md").read_text(), "run: python -m c2lst.benchmark report"
+    rows = pd.read_csv(measured / "loso_per_section.csv")
+    floor = summarize(rows[rows["condition"] == "handcrafted"])
+    first = floor.iloc[0]  # the numbers come from the rows: change a row, the page changes
+    assert f"{first['mean']:.4f} ± {first['std']:.4f}" in text
+    assert len(text.splitlines()) < 300
+    changed = tmp_path / "measured"
+    changed.mkdir()
+    rows.loc[rows["condition"] == "handcrafted", "pcc"] += 0.1
+    rows.to_csv(changed / "loso_per_section.csv", index=False)
+    assert main(["report", str(changed)]) == 0
+    other = (tmp_path / "README.md").read_text()
+    assert f"{first['mean'] + 0.1:.4f} ± {first['std']:.4f}" in other and "## Other measurements" not in other
+    with pytest.raises(ValueError, match="loso_per_section.csv"):
+        write_results_page(tmp_path / "nothing")
+
+
+def test_recipe_config_is_checked():
+    from dataclasses import replace
+
+    from c2lst.core.recipe import RecipeConfig
+
+    assert RecipeConfig().to_dict()["mix_range"] == [0.5, 1.0]
+    for bad, match in (({"strength": 0.0}, "strength"), ({"adapt_steps": 0}, "adapt_steps"),
+                       ({"mix_range": (0.7, 0.3)}, "mix_range"), ({"decoder_steps": -1}, "decoder_steps")):
+        with pytest.raises(ValueError, match=match):
+            replace(RECIPE, **bad)
