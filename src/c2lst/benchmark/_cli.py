@@ -110,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.set_defaults(func=report_command)
     if not args or args[0] not in ("run", "report", "-h", "--help"):
         args = ["run", *args]
-    ns = parser.parse_args(args)
+    try:
+        ns = parser.parse_args(args)
+    except SystemExit as exit_:  # --help, or a usage error (argparse printed it): return its status
+        return int(exit_.code or 0)
     return int(ns.func(ns))
 
