@@ -26,6 +26,17 @@ def _weight(value: str) -> float | str:
         raise argparse.ArgumentTypeError(f"a number or 'cv', not {value!r}") from None
 
 
+def add_synthetic_row_arguments(p: argparse.ArgumentParser) -> None:
+    """Add ``--synthetic-weight`` and ``--synthetic-align`` (the recipe's defaults) to ``p``."""
+    p.add_argument("--synthetic-weight", type=_weight, default=RECIPE.synthetic_weight,
+                   help="ridge weight of synthetic rows, a number or 'cv' (chosen by leave-one-group-out on the "
+                        "training spots; default %(default)s)")
+    p.add_argument("--synthetic-align", type=_align, choices=["moments", None], default=RECIPE.synthetic_align,
+                   metavar="{moments,none}",
+                   help="'moments': standardise synthetic rows' features on their own moments; 'none': on the "
+                        "training spots' (default %(default)s)")
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of :func:`c2lst.benchmark.run_benchmark` to ``p``; defaults are the recipe's."""
     from ._run import CONDITIONS, SECTIONS
@@ -45,11 +56,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strength", type=float, default=RECIPE.strength,
                    help="share of the denoising path per synthetic tile; < 1 starts from the source spot's patch "
                         "(default %(default)s, the recipe's)")
-    p.add_argument("--synthetic-weight", type=_weight, default=RECIPE.synthetic_weight,
-                   help="ridge weight of the synthetic rows, a number or 'cv' (default %(default)s)")
-    p.add_argument("--synthetic-align", type=_align, choices=["moments", None], default=RECIPE.synthetic_align,
-                   metavar="{moments,none}", help="standardise the synthetic rows' features on their own moments "
-                                                  "('moments', default) or on the training spots' ('none')")
+    add_synthetic_row_arguments(p)
     p.add_argument("--n-augment", type=int, default=2, help="augmented copies per spot (default %(default)s)")
     p.add_argument("--augment-weight", type=float, default=1.0,
                    help="ridge weight of the augmented copies (default %(default)s)")
