@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,36 +37,44 @@ class CachedFeatures:
         return np.stack([self.cache[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
 
 
-def fold_sdata(fold: Fold) -> SpatialData:
+def fold_sdata(fold: Fold, *, held_out: bool = False) -> SpatialData:
     """Build the ``SpatialData`` of the paired training spots of ``fold``, as a user would hand it to ``tl``.
 
     One table ``"table"``: raw counts of the panel genes and one column ``"(other genes)"`` holding the rest of
     each spot's library (her2st library sizes count every gene measured in the section), ``obs["library_id"]``
-    (the training section), ``obsm["spatial"]`` (array positions) and ``obsm["c2lst_patch"]`` (the patches).
-    Spots are named ``<section>-<row>``, in the fold's order.
+    (the section), ``obs["paired"]`` (the training spots), ``obsm["spatial"]`` (array positions) and
+    ``obsm["c2lst_patch"]`` (the patches). Spots are named ``<section>-<row>``, the paired spots first in the
+    fold's order, then (``held_out=True``) every spot of the held-out section, unpaired.
     """
     from anndata import AnnData
     from spatialdata import SpatialData
 
-    counts = np.concatenate([s.counts[p][:, fold.cols] for s, p in zip(fold.train, fold.picks, strict=True)])
-    library = np.concatenate([s.library[p] for s, p in zip(fold.train, fold.picks, strict=True)])
-    rest = np.maximum(library - counts.sum(axis=1, dtype=np.float64), 0.0)
-    names = [f"{s.name}-{i}" for s, p in zip(fold.train, fold.picks, strict=True) for i in p]
-    table = AnnData(X=np.c_[counts.astype(np.float64), rest],
-                    obs=pd.DataFrame({"library_id": pd.Categorical([fold.train[g].name for g in fold.group])},
-                                     index=names),
-                    var=pd.DataFrame(index=[*map(str, fold.panel.genes), "(other genes)"]))
-    table.obsm["spatial"] = np.asarray(fold.xy, dtype=np.float64)
-    table.obsm["c2lst_patch"] = np.ascontiguousarray(fold.patches)
+    parts = [(s, p) for s, p in zip(fold.train, fold.picks, strict=True)]
+    if held_out:
+        parts.append((fold.test, np.arange(len(fold.test.patches))))
+    counts = np.concatenate([s.counts[p][:, fold.cols] for s, p in parts]).astype(np.float64)
+    library = np.concatenate([s.library[p] for s, p in parts])
+    rest = np.maximum(library - counts.sum(axis=1), 0.0)
+    n_paired = len(fold.patches)
+    obs = pd.DataFrame({"library_id": pd.Categorical([s.name for s, p in parts for _ in p]),
+                        "paired": np.arange(len(library)) < n_paired},
+                       index=[f"{s.name}-{i}" for s, p in parts for i in p])
+    table = AnnData(X=np.c_[counts, rest], obs=obs, var=pd.DataFrame(index=[*map(str, fold.panel.genes),
+                                                                            "(other genes)"]))
+    table.obsm["spatial"] = np.concatenate([s.xy[p] for s, p in parts]).astype(np.float64)
+    table.obsm["c2lst_patch"] = np.ascontiguousarray(np.concatenate([s.patches[p] for s, p in parts]))
     return SpatialData(tables={"table": table})
 
 
 def diffusion_pairs(central: Any, fold: Fold, *, recipe: RecipeConfig = RECIPE, adapt_batch_size: int | None = None,
-                    batch_size: int = 64, out_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+                    batch_size: int = 64, out_px: int, sdata: SpatialData | None = None,
+                    key_added: str = "c2lst_synthetic") -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
     """Adapt ``central`` on the fold's paired spots and generate tiles for spatial-mixup profiles, through ``tl``.
 
-    Runs :func:`c2lst.tl.adapt` and :func:`c2lst.tl.generate` (``source="mixup"``) with ``recipe``'s settings on
-    :func:`fold_sdata`: the calls a user makes on the same spots give the same tiles, bit for bit.
+    Runs :func:`c2lst.tl.adapt` (``train_mask``: the paired spots) and :func:`c2lst.tl.generate`
+    (``source="mixup"``) with ``recipe``'s settings on ``sdata`` (default :func:`fold_sdata`): the calls a user
+    makes on the same spots give the same tiles, bit for bit. The synthetic table ``sdata.tables[key_added]``
+    keeps the tiles resized to ``out_px``, the size of the real patches the predictor reads.
 
     Returns
     -------
@@ -75,16 +83,39 @@ def diffusion_pairs(central: Any, fold: Fold, *, recipe: RecipeConfig = RECIPE, 
     """
     from .. import tl
 
-    sdata = fold_sdata(fold)
+    sdata = fold_sdata(fold) if sdata is None else sdata
+    table = sdata.tables["table"]
+    paired = table.obs["paired"].to_numpy(dtype=bool)
     t0 = time.perf_counter()
-    local = tl.adapt(sdata, central, panel=fold.panel, steps=recipe.adapt_steps, batch_size=adapt_batch_size,
-                     decoder_steps=recipe.decoder_steps, seed=fold.seed)
+    local = tl.adapt(sdata, central, panel=fold.panel, train_mask=paired, steps=recipe.adapt_steps,
+                     batch_size=adapt_batch_size, decoder_steps=recipe.decoder_steps, table_key="table",
+                     seed=fold.seed, overwrite=True)
     t1 = time.perf_counter()
     tl.generate(sdata, local, source="mixup", n_per_profile=recipe.n_per_profile, n_neighbors=recipe.n_neighbors,
                 mix_range=recipe.mix_range, library_key="library_id", steps=recipe.generate_steps,
-                guidance_scale=recipe.guidance_scale, strength=recipe.strength, seed=fold.seed, batch_size=batch_size)
+                guidance_scale=recipe.guidance_scale, strength=recipe.strength, seed=fold.seed, batch_size=batch_size,
+                table_key="table", key_added=key_added, overwrite=True)
     t2 = time.perf_counter()
-    syn, table = sdata.tables["c2lst_synthetic"], sdata.tables["table"]
+    syn = sdata.tables[key_added]
     src = table.obs_names.get_indexer(syn.obs["source_spot"])
     tiles = resize_tiles(np.asarray(syn.obsm["c2lst_patch"]), out_px)
+    syn.obsm["c2lst_patch"] = tiles
     return tiles, np.asarray(syn.X, dtype=np.float32), src, {"adapt_s": t1 - t0, "generate_s": t2 - t1}
+
+
+def synthetic_table(sdata: SpatialData, key: str, src: np.ndarray, patches: np.ndarray, profiles: np.ndarray,
+                    genes: Sequence[str]) -> str:
+    """Add ``sdata.tables[key]``, pairs of ``patches`` and lognorm ``profiles`` shaped like ``tl.generate``'s table.
+
+    ``src`` are the rows of the source spots in ``sdata.tables["table"]`` (``obs["source_spot"]``). Used for the
+    ``spatial_mixup`` ablation (real patches with mixup profiles). Returns ``key``.
+    """
+    from anndata import AnnData
+
+    names = sdata.tables["table"].obs_names.to_numpy()[src]
+    table = AnnData(X=np.asarray(profiles, dtype=np.float32), obs=pd.DataFrame(
+        {"source_spot": names}, index=[f"{key}-{i}" for i in range(len(src))]), var=pd.DataFrame(index=list(genes)))
+    table.obsm["c2lst_patch"] = np.ascontiguousarray(patches)
+    table.uns["c2lst"] = {"synthetic": True}
+    sdata.tables[key] = table
+    return key

@@ -16,7 +16,7 @@ from .. import _logging as logg
 from ..core.predictor import Predictor, check_extra_options
 from ..core.recipe import RECIPE, RecipeConfig, spatial_mixup
 from ..metrics import handcrafted_features, pearson_per_gene, synthetic_report
-from ._conditions import CachedFeatures, diffusion_pairs
+from ._conditions import CachedFeatures, diffusion_pairs, fold_sdata, synthetic_table
 from ._data import PATCH_PX, load_sections
 from ._fold import make_fold, n_paired
 
@@ -238,6 +238,7 @@ def run_benchmark(
     ``augment``: the copies' weight) and per-stage ``t_*_s`` / ``mem_*_mb``. Also writes the files listed under
     ``out_dir``.
     """
+    from .. import tl
     from ._report import write_outputs
 
     unknown = sorted(set(conditions) - set(CONDITIONS))
@@ -303,25 +304,23 @@ def run_benchmark(
             for seed in seeds:
                 fold = make_fold(data, test.name, fraction, seed, n_top=n_top)
                 patches, y, xy, group = fold.patches, fold.y, fold.xy, fold.group
-                truth = fold.truth()
-                tiles: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+                sdata = fold_sdata(fold, held_out=True)  # the paired spots + the held-out section, as for a user
+                train = sdata.tables["table"].obs["paired"].to_numpy(dtype=bool)
+                tiles: dict[str, tuple[str, np.ndarray]] = {}  # generator -> (its synthetic table, source rows)
                 for cond in conditions:
                     meter = StageMeter()
-                    extra_p = extra_y = None
-                    n_mixup = 0
-                    fit_kw: dict[str, Any] = {}
+                    synthetic, src = None, None
+                    weight, align = synthetic_weight, synthetic_align
                     n_aug = n_augment if cond in ("augment", "c2l_augment") else 0
-                    if cond == "mixup":
-                        n_mixup = n_per_profile * len(patches)
-                    elif cond == "spatial_mixup":  # the c2l condition's profiles, each with its source's patch
+                    if cond == "spatial_mixup":  # the c2l condition's profiles, each with its source's patch
                         extra_y, src, _, _ = spatial_mixup(y, xy, group, n_per_profile=n_per_profile,
                                                            n_neighbors=recipe.n_neighbors,
                                                            mix_range=recipe.mix_range, seed=seed)
-                        extra_p = patches[src]
+                        synthetic = synthetic_table(sdata, "spatial_mixup", src, patches[src], extra_y,
+                                                    fold.panel.genes)
+                        weight, align = 1.0, None  # the ablation's rows at full weight, unaligned
                     elif cond in DIFFUSION and _GENERATOR[cond] in tiles:  # this fold's tiles, generated once
-                        extra_p, extra_y, src = tiles[_GENERATOR[cond]]
-                        fit_kw = {"extra_weight": synthetic_weight, "extra_align": synthetic_align, "groups": group,
-                                  "extra_groups": group[src]}
+                        synthetic, src = tiles[_GENERATOR[cond]]
                     elif cond in DIFFUSION:
                         gen_model = the_central
                         if cond == "local_only":
@@ -333,39 +332,43 @@ def run_benchmark(
                                                                               steps=local_steps, seed=seed))
                             gen_model = local_models[seed]
                         the_recipe = replace(recipe, adapt_steps=adapt_steps or gen_model.config.adapt_steps)
+                        synthetic = f"c2lst_synthetic_{_GENERATOR[cond]}"
                         with meter.stage("diffusion"):
-                            extra_p, extra_y, src, tms = diffusion_pairs(
+                            extra_p, _, src, tms = diffusion_pairs(
                                 gen_model, fold, recipe=the_recipe, adapt_batch_size=8 if quick else None,
-                                batch_size=256 if _cuda() else 64, out_px=PATCH_PX)
+                                batch_size=256 if _cuda() else 64, out_px=PATCH_PX, sdata=sdata, key_added=synthetic)
                         meter.parts.update({f"{k[:-2]}": v for k, v in tms.items()})
-                        tiles[_GENERATOR[cond]] = extra_p, extra_y, src
-                        fit_kw = {"extra_weight": synthetic_weight, "extra_align": synthetic_align, "groups": group,
-                                  "extra_groups": group[src]}
+                        tiles[_GENERATOR[cond]] = synthetic, src
                         with meter.stage("synthetic_metrics"):
                             syn_rows.append({"condition": cond, "test_section": test.name, "fraction": fraction,
                                              "seed": seed, **_synthetic_metrics(hand, patches, extra_p, test.patches, seed)})
                     norm = group_norm and cond != "handcrafted"
-                    if norm:  # each row's section; extra rows from their source spot's (diffusion rows set both)
-                        fit_kw.setdefault("groups", group)
-                        if extra_p is not None:
-                            fit_kw.setdefault("extra_groups", group[src])
-                    if cond == "handcrafted" or encoder == "handcrafted":
-                        model = Predictor(encoder=hand, handcrafted=False, seed=seed, group_norm=norm)
-                    elif encoder == "central":
-                        model = Predictor(encoder=cent, handcrafted=hand, seed=seed, group_norm=norm)
-                    else:
-                        model = Predictor(encoder="cnn", handcrafted=False, seed=seed, epochs=2 if quick else 30)
+                    enc = "handcrafted" if cond == "handcrafted" else encoder
                     with meter.stage("fit"):
-                        model.fit(patches, y, extra_patches=extra_p, extra_targets=extra_y, n_mixup=n_mixup,
-                                  n_augment=n_aug, augment_weight=augment_weight, **fit_kw)
-                    with meter.stage("predict"):
-                        pred = model.predict(test.patches)
-                    r = pearson_per_gene(truth, pred)
+                        if cond == "mixup":  # feature-space mixup has no tl counterpart: the predictor itself
+                            model = _mixup_predictor(enc, hand, cent, seed, norm, quick)
+                            model.fit(patches, y, n_mixup=n_per_profile * len(patches), groups=group if norm else None)
+                            pred = model.predict(test.patches)
+                            r = pearson_per_gene(fold.truth(), pred)
+                        else:
+                            model = tl.predict(
+                                sdata, train_mask=train, synthetic=synthetic, encoder=enc, central=the_central,
+                                panel=fold.panel, table_key="table", synthetic_weight=weight, synthetic_align=align,
+                                n_augment=n_aug, augment_weight=augment_weight,
+                                batch_key="library_id" if norm else None,
+                                groupby="library_id" if synthetic and isinstance(weight, str) and not norm else None,
+                                seed=seed, overwrite=True, return_model=True, **({"epochs": 2 if quick else 30}
+                                                                                 if enc == "cnn" else {}))
+                    if cond != "mixup":
+                        with meter.stage("evaluate"):
+                            ev = tl.evaluate(sdata, train_mask=train, table_key="table", overwrite=True)
+                        r = ev.loc[ev["section"] == test.name, "pearson"].to_numpy()
+                    n_syn = 0 if synthetic is None else sdata.tables[synthetic].n_obs
                     rows.append({"condition": cond, "test_section": test.name, "fraction": fraction, "seed": seed,
-                                 "n_train": len(patches),
-                                 "n_extra": (0 if extra_p is None else len(extra_p)) + model.fit_info["n_augmented"],
-                                 "n_mixup": n_mixup, "n_test": len(test.patches),
-                                 "extra_weight": (model.fit_info["extra_weight"] if extra_p is not None  # else augment's
+                                 "n_train": len(patches), "n_extra": n_syn + model.fit_info.get("n_augmented", 0),
+                                 "n_mixup": n_per_profile * len(patches) if cond == "mixup" else 0,
+                                 "n_test": len(test.patches),
+                                 "extra_weight": (model.fit_info["extra_weight"] if n_syn  # else augment's
                                                   else model.fit_info["augment_weight"] if n_aug else float("nan")),
                                  "pcc": float(np.nanmean(r)) if np.isfinite(r).any() else float("nan"),
                                  "n_genes": int(np.isfinite(r).sum()), **meter.row()})
@@ -375,6 +378,16 @@ def run_benchmark(
     if not rows:
         raise ValueError(f"no fold was run: `test_sections` {list(test_sections or [])} not among {list(sections)}.")
     return pd.DataFrame(rows)
+
+
+def _mixup_predictor(encoder: str, hand: CachedFeatures, cent: CachedFeatures | None, seed: int, group_norm: bool,
+                     quick: bool) -> Predictor:
+    """Build the ``mixup`` condition's predictor (``Predictor.fit(n_mixup=)``) with the encoder ``tl.predict`` uses."""
+    if encoder == "handcrafted":
+        return Predictor(encoder=hand, handcrafted=False, seed=seed, group_norm=group_norm)
+    if encoder == "central":
+        return Predictor(encoder=cent, handcrafted=hand, seed=seed, group_norm=group_norm)
+    return Predictor(encoder="cnn", handcrafted=False, seed=seed, epochs=2 if quick else 30)
 
 
 def _synthetic_metrics(hand: CachedFeatures, train_patches: np.ndarray, synthetic: np.ndarray, heldout: np.ndarray,
