@@ -167,8 +167,9 @@ def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str
              "(`c2lst.benchmark.write_results_page`) from the tables in `benchmarks/measured/`; do not edit by hand. "
              "How the recipe got here, and what was tried: `docs/benchmark_history.md`.", "",
              "Code version: the rows were measured with the code up to commit 9869514 (2026-11-25 to 2026-12-04), "
-             "partly by one-off scripts that are now conditions and options of `c2lst benchmark`, which runs every "
-             "condition through `c2lst.tl` with the recipe `c2lst.core.recipe.RECIPE` (panel 50, 300 adaptation "
+             "partly by one-off scripts that are now conditions and options of `c2lst benchmark`, which now runs "
+             "every condition through `c2lst.tl` (`tl.adapt`, `tl.generate`, `tl.predict`, `tl.evaluate`; feature-space "
+             "mixup fits the predictor directly) with the recipe `c2lst.core.recipe.RECIPE` (panel 50, 300 adaptation "
              "steps, spatial mixup within a section with w ~ U(0.5, 1), strength 0.8, guidance 2, 20 steps, 2 tiles "
              "per spot, synthetic rows at weight 0.25 with aligned moments). Each table gives the command that "
              "re-creates its rows.", "",
