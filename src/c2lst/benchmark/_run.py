@@ -167,8 +167,10 @@ def run_benchmark(
 
     The generation settings default to :data:`c2lst.core.recipe.RECIPE`, the recipe of :func:`c2lst.tl.run`; the
     diffusion conditions call :func:`c2lst.tl.adapt` and :func:`c2lst.tl.generate` on a ``SpatialData`` of the
-    fold's paired spots (:func:`~c2lst.benchmark.diffusion_pairs`), and the local-only model is
-    :func:`c2lst.tl.pretrain`'s.
+    fold (:func:`~c2lst.benchmark.fold_sdata`: the paired spots, then the held-out section;
+    :func:`~c2lst.benchmark.diffusion_pairs`), the local-only model is :func:`c2lst.tl.pretrain`'s, and every
+    condition but ``mixup`` (which :func:`c2lst.tl.predict` does not offer) fits with :func:`c2lst.tl.predict` and is
+    scored with :func:`c2lst.tl.evaluate` on the held-out section.
 
     Parameters
     ----------
