@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..metrics._benchmark import benchmark_summary
+from ..metrics._benchmark import benchmark_summary, paired_difference
 from ._report import _atomic_write
 
 ORDER = ("handcrafted", "real", "augment", "mixup", "spatial_mixup", "c2l", "local_only", "c2l_augment")
@@ -42,15 +42,6 @@ def _source(name: str, meta: dict) -> list[str]:
     return out + [""]
 
 
-def _paired(rows: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Per condition, fraction and seed: the mean over sections of ``pcc`` minus ``baseline``'s on the same folds."""
-    keys = ["fraction", "seed", "test_section"]
-    base = rows[rows["condition"] == baseline][keys + ["pcc"]].rename(columns={"pcc": "base"})
-    merged = rows.merge(base, on=keys, how="inner")
-    merged["diff"] = merged["pcc"] - merged["base"]
-    return merged.groupby(["condition", "fraction", "seed"], sort=False)["diff"].mean().reset_index()
-
-
 def _loso(rows: pd.DataFrame) -> list[str]:
     conds = [c for c in ORDER if c in set(rows["condition"])] + sorted(set(rows["condition"]) - set(ORDER))
     fr = sorted(rows["fraction"].unique())
@@ -68,7 +59,9 @@ def _loso(rows: pd.DataFrame) -> list[str]:
     out = ["Mean Pearson r over the 50-gene panel on the held-out section: the five folds averaged within a seed, "
            "then mean ± sd over seeds (folds × seeds in brackets).", ""]
     out += _table(["condition", *[f"f = {f:g}" for f in fr]], body) + [""]
-    diff = _paired(rows[rows["condition"] != "handcrafted"], "real")
+    paired = [c for c in conds if c != "handcrafted"]  # the floor has its own standardisation: not paired with real
+    diff = paired_difference(rows[rows["condition"].isin(paired)], "pcc", "real", paired)
+    diff = diff.groupby(["condition", "fraction", "seed"], sort=False)["pcc"].mean().rename("diff").reset_index()
     body = []
     for c in conds:
         if c in ("handcrafted", "real"):

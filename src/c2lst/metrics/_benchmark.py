@@ -30,3 +30,22 @@ def benchmark_summary(results: pd.DataFrame, metric: str) -> pd.DataFrame:
 def section_column(df: pd.DataFrame) -> str | None:
     """Return the held-out section column of benchmark results: the first of :data:`SECTION_COLUMNS` present."""
     return next((c for c in SECTION_COLUMNS if c in df.columns), None)
+
+
+def paired_difference(df: pd.DataFrame, metric: str, baseline: str, order: list[str]) -> pd.DataFrame:
+    """``metric`` minus the ``baseline`` condition's at the same fraction, seed (and held-out section)."""
+    if baseline not in set(df["condition"]):
+        raise ValueError(f"baseline {baseline!r} is not a condition of the results; available: "
+                         f"{sorted(set(df['condition']))}.")
+    section = section_column(df)
+    keys = ["fraction", "seed"] + ([section] if section else [])
+    base = df[df["condition"] == baseline]
+    if base.duplicated(keys).any():
+        raise ValueError(f"the baseline {baseline!r} has more than one row per {keys}; pass one run per key.")
+    merged = df.merge(base[keys + [metric]].rename(columns={metric: "_base"}), on=keys, how="left")
+    unpaired = merged[merged["_base"].isna() & merged["condition"].isin(order)]
+    if len(unpaired):
+        raise ValueError(f"{len(unpaired)} rows have no {baseline!r} row at the same {keys} (e.g. "
+                         f"{unpaired[keys].iloc[0].to_dict()}); run the baseline there too or drop them.")
+    merged[metric] = merged[metric] - merged.pop("_base")
+    return merged
