@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from c2lst.benchmark import CONDITIONS, run_benchmark, summarize
-from c2lst.benchmark._conditions import CachedFeatures, resize, spatial_mixup
+from c2lst.benchmark._conditions import CachedFeatures
+from c2lst.core.recipe import RECIPE, spatial_mixup
 
 ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "her2st"
 
@@ -42,6 +43,8 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     assert weight["augment"] == 1.0 and weight["c2l_augment"] == weight["c2l"] and np.isnan(weight["real"])
     timed = df.set_index("condition")["t_diffusion_s"]  # c2l_augment reuses the fold's c2l tiles
     assert timed["c2l"] > 0 and np.isnan(timed["c2l_augment"])
+    c2l = df.set_index("condition").loc["c2l"]  # adaptation and generation are parts of the diffusion stage
+    assert 0 < c2l["t_adapt_s"] and 0 < c2l["t_generate_s"] and c2l["t_adapt_s"] + c2l["t_generate_s"] <= c2l["t_diffusion_s"]
     assert df.set_index("condition").loc["mixup", "n_mixup"] == 24
     assert {"t_fit_s", "mem_fit_mb", "t_diffusion_s", "t_pretrain_local_s"} <= set(df.columns)
     for name in ("results.csv", "synthetic.csv", "summary.md", "meta.json", "pcc_vs_fraction.png"):
@@ -104,13 +107,13 @@ def test_benchmark_refuses_a_fraction_too_small_for_a_section(tmp_path):
     _fake_sections(cache, n=24)
     _fake_sections(tmp_path / "small", n_sections=1, n=8)
     (tmp_path / "small" / "S0.npz").rename(cache / "S2.npz")
-    kw = {"fractions": (0.1,), "conditions": ("handcrafted",), "cache_dir": cache, "n_top": 3}
-    with pytest.raises(ValueError, match=r"section 'S2' has 8 spots: fraction 0.1 pairs 1 .* at least 0.25"):
+    kw = {"fractions": (0.125,), "conditions": ("handcrafted",), "cache_dir": cache, "n_top": 3}
+    with pytest.raises(ValueError, match=r"section 'S2' has 8 spots: fraction 0.125 pairs 1 .* at least 0.25"):
         run_benchmark(("S0", "S2"), out_dir=tmp_path / "out", **kw)
     assert not (tmp_path / "out" / "results.csv").exists()  # refused before any fold ran
     # S2 trains only when another section is held out: holding out S2 alone needs nothing of it
     df = run_benchmark(("S0", "S2"), out_dir=tmp_path / "ok", test_sections=("S2",), **kw)
-    assert (df["n_train"] == 2).all()  # round(0.1 * 24) of S0's spots
+    assert (df["n_train"] == 3).all()  # round(0.125 * 24) of S0's spots (tl.predict needs at least 3)
 
 
 def test_summarize_spread_over_seeds():
@@ -124,19 +127,75 @@ def test_summarize_spread_over_seeds():
     assert one["n_seeds"] == 1 and np.isnan(one["std"])  # one seed: no spread, not a zero spread
 
 
-def test_helpers_mixup_resize_cache():
+def test_helpers_mixup_and_cache():
     z = np.arange(12, dtype=np.float32).reshape(6, 2)
     xy = np.c_[np.arange(6), np.zeros(6)].astype(float)
-    mixed, src, partner = spatial_mixup(z, xy, np.array([0, 0, 0, 1, 1, 1]), n_per_profile=2, seed=0)
+    mixed, src, partner, w = spatial_mixup(z, xy, np.array([0, 0, 0, 1, 1, 1]), n_per_profile=2, seed=0)
     assert mixed.shape == (12, 2) and ((src < 3) == (partner < 3)).all()  # partners from the same section
-    w = (mixed[:, 0] - z[partner, 0]) / (z[src, 0] - z[partner, 0])
-    assert ((w >= 0.5) & (w <= 1.0)).all()
+    np.testing.assert_allclose(mixed, w[:, None] * z[src] + (1 - w[:, None]) * z[partner], rtol=1e-6)
+    assert ((w >= RECIPE.mix_range[0]) & (w <= RECIPE.mix_range[1])).all()
+    again = spatial_mixup(z, xy, np.array([0, 0, 0, 1, 1, 1]), n_per_profile=2, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(again, (mixed, src, partner, w), strict=True))
+    with pytest.raises(ValueError, match="two training spots in one section"):
+        spatial_mixup(z[:2], xy[:2], np.array([0, 1]), n_per_profile=1)
+    with pytest.raises(ValueError, match="mix_range"):
+        spatial_mixup(z, xy, n_per_profile=1, mix_range=(0.9, 0.2))
     p = np.random.default_rng(0).integers(0, 256, (3, 3, 64, 64), dtype=np.uint8)
-    assert resize(p, 32).shape == (3, 3, 32, 32) and resize(p, 64) is p
     calls = []
     cached = CachedFeatures(lambda x: calls.append(len(x)) or x.reshape(len(x), -1)[:, :2].astype(float), "f")
     first = cached(p)
     assert np.array_equal(cached(p[::-1]), first[::-1]) and calls == [3]
+
+
+def test_benchmark_tiles_equal_tl_generate_bit_for_bit(tmp_path):
+    """The benchmark's c2l tiles for a fold are a user's tl.adapt + tl.generate on the same spots and seed."""
+    from dataclasses import replace
+
+    import anndata as ad
+    from spatialdata import SpatialData
+
+    import c2lst
+    from c2lst.benchmark import diffusion_pairs
+    from c2lst.benchmark._data import load_sections
+    from c2lst.benchmark._fold import make_fold
+    from c2lst.core.images import resize_tiles
+
+    c2lst.settings.progress_bar = False
+    _fake_sections(tmp_path, n_sections=3)
+    data = load_sections(("S0", "S1", "S2"), cache_dir=tmp_path)
+    fold = make_fold(data, "S1", 0.5, seed=2, n_top=5)
+    central = c2lst.tl.pretrain(np.concatenate([s.patches for s in fold.train]), config="tiny", steps=4, seed=0)
+    recipe = replace(RECIPE, panel_size=5, adapt_steps=3, decoder_steps=2, generate_steps=2)
+    tiles, profiles, src, _ = diffusion_pairs(central, fold, recipe=recipe, adapt_batch_size=4, out_px=64)
+    assert len(tiles) == len(profiles) == len(src) == 2 * len(fold.patches)
+
+    # the user's way: every spot and gene of the two training sections, the paired spots as the training mask
+    train = fold.train
+    table = ad.AnnData(np.concatenate([s.counts for s in train]).astype(np.float64))
+    table.var_names = list(train[0].genes)
+    table.obs_names = [f"{s.name}-{i}" for s in train for i in range(len(s.patches))]
+    table.obs["library_id"] = [s.name for s in train for _ in range(len(s.patches))]
+    table.obsm["spatial"] = np.concatenate([s.xy for s in train])
+    table.obsm["c2lst_patch"] = np.concatenate([s.patches for s in train])
+    sdata = SpatialData(tables={"table": table})
+    mask = table.obs_names.isin([f"{s.name}-{i}" for s, p in zip(train, fold.picks, strict=True) for i in p])
+    panel = c2lst.pp.gene_panel(sdata, n_top=5, train_mask=mask)
+    assert panel == fold.panel
+    local = c2lst.tl.adapt(sdata, central, panel=panel, train_mask=mask, steps=3, batch_size=4, decoder_steps=2,
+                           seed=2)
+    c2lst.tl.generate(sdata, local, source="mixup", n_per_profile=2, steps=2, seed=2)
+    syn = sdata.tables["c2lst_synthetic"]
+    assert np.array_equal(resize_tiles(np.asarray(syn.obsm["c2lst_patch"]), 64), tiles)
+    assert np.array_equal(np.asarray(syn.X), profiles)
+    assert list(syn.obs["source_spot"]) == list(np.asarray(table.obs_names[mask])[src])
+    # section-aware: every partner is from its source's section; the recipe's weights
+    lib = table.obs["library_id"]
+    assert (lib[syn.obs["source_spot"]].to_numpy() == lib[syn.obs["partner_spot"]].to_numpy()).all()
+    assert syn.obs["mix_weight"].between(*RECIPE.mix_range).all()
+    assert syn.uns["c2lst_synthetic"]["params"]["train_spots"] == list(table.obs_names[mask])
+    # another seed gives other tiles (the equality above is not trivial)
+    other, _, _, _ = diffusion_pairs(central, replace(fold, seed=3), recipe=recipe, adapt_batch_size=4, out_px=64)
+    assert not np.array_equal(other, tiles)
 
 
 @pytest.mark.slow
@@ -146,18 +205,6 @@ def test_quick_benchmark_on_her2st(tmp_path):
         pytest.skip("her2st data not available")
     df = run_benchmark(("C2", "C3"), root=ROOT, quick=True, out_dir=tmp_path, conditions=("handcrafted", "real"))
     assert len(df) == 2 and (df["n_test"] == 187).all() and df["pcc"].between(0.05, 0.9).all()
-
-
-def test_stage_meter_counts_parts_once():
-    from c2lst.benchmark._run import StageMeter
-
-    meter = StageMeter()
-    with meter.stage("diffusion"):
-        sum(range(10_000))
-    meter.parts.update({"adapt": 0.5 * meter.seconds["diffusion"], "generate": 0.5 * meter.seconds["diffusion"]})
-    assert meter.total == meter.seconds["diffusion"]
-    row = meter.row()
-    assert row["t_adapt_s"] + row["t_generate_s"] == row["t_diffusion_s"] and "mem_diffusion_mb" in row
 
 
 def test_make_fold_fits_on_paired_training_spots_only(tmp_path):
@@ -219,3 +266,39 @@ def test_load_sections_reads_the_data_folder_of_c2lst_data_dir(tmp_path, tiny_wr
     assert load_sections(("tiny",), cache_dir=tmp_path / "cache")[0].counts.shape == (25, 30)
     with pytest.raises(ValueError, match="not found under"):
         load_sections(("tiny",))
+
+
+def test_results_page_is_written_from_the_committed_tables(tmp_path):
+    """benchmarks/README.md is what write_results_page makes of benchmarks/measured (regenerate it when tables change)."""
+    from c2lst.benchmark import main, write_results_page
+
+    measured = Path(__file__).resolve().parents[1] / "benchmarks" / "measured"
+    page = write_results_page(measured, out=tmp_path / "page.md")
+    text = page.read_text()
+    assert text == (measured.parent / "README.md").read_text(), "run: python -m c2lst.benchmark report"
+    rows = pd.read_csv(measured / "loso_per_section.csv")
+    floor = summarize(rows[rows["condition"] == "handcrafted"])
+    first = floor.iloc[0]  # the numbers come from the rows: change a row, the page changes
+    assert f"{first['mean']:.4f} ± {first['std']:.4f}" in text
+    assert len(text.splitlines()) < 300
+    changed = tmp_path / "measured"
+    changed.mkdir()
+    rows.loc[rows["condition"] == "handcrafted", "pcc"] += 0.1
+    rows.to_csv(changed / "loso_per_section.csv", index=False)
+    assert main(["report", str(changed)]) == 0
+    other = (tmp_path / "README.md").read_text()
+    assert f"{first['mean'] + 0.1:.4f} ± {first['std']:.4f}" in other and "## Other measurements" not in other
+    with pytest.raises(ValueError, match="loso_per_section.csv"):
+        write_results_page(tmp_path / "nothing")
+
+
+def test_recipe_config_is_checked():
+    from dataclasses import replace
+
+    from c2lst.core.recipe import RecipeConfig
+
+    assert RecipeConfig().to_dict()["mix_range"] == [0.5, 1.0]
+    for bad, match in (({"strength": 0.0}, "strength"), ({"adapt_steps": 0}, "adapt_steps"),
+                       ({"mix_range": (0.7, 0.3)}, "mix_range"), ({"decoder_steps": -1}, "decoder_steps")):
+        with pytest.raises(ValueError, match=match):
+            replace(RECIPE, **bad)

@@ -119,6 +119,35 @@ def test_adaptation_leaves_central_unchanged(central, adapted):
     assert local.n_trainable <= 0.05 * central.n_params
 
 
+def test_adaptation_is_seeded_and_goes_through_accelerate(central, monkeypatch):
+    """Same seed, same adapter and local decoder (CPU); the optimiser steps and clipping are accelerate's."""
+    from accelerate import Accelerator
+
+    calls = {"prepare": 0, "clip": 0}
+    prepare, clip = Accelerator.prepare, Accelerator.clip_grad_norm_
+
+    def counted_prepare(self, *args, **kwargs):
+        calls["prepare"] += 1
+        return prepare(self, *args, **kwargs)
+
+    def counted_clip(self, *args, **kwargs):
+        calls["clip"] += 1
+        return clip(self, *args, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "prepare", counted_prepare)
+    monkeypatch.setattr(Accelerator, "clip_grad_norm_", counted_clip)
+    patches, genes, _ = paired_spots(16, seed=3)
+
+    def run(seed: int) -> str:
+        local = adapt_local(central, patches, genes, _panel(), steps=3, batch_size=4, lr=1e-2, cond_dropout=0.1,
+                            lora_rank=0, seed=seed, decoder_steps=2)
+        return state_sha256(local.modulation.state_dict(), local.decoder.state_dict())
+
+    first = run(0)
+    assert calls == {"prepare": 2, "clip": 5}  # adapter + decoder prepared; 3 + 2 clipped steps
+    assert run(0) == first and run(1) != first
+
+
 def test_conditioning_changes_images(adapted):
     local, _ = adapted
     profiles = np.zeros((2, N_GENES), np.float32)

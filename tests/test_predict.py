@@ -501,9 +501,19 @@ def test_evaluate_synthetic_writes_metrics(sdata):
                                               obsm={"c2lst_patch": patches[mask]})
     copies = c2lst.tl.evaluate_synthetic(sdata, train_mask=mask, table_key="table")
     assert copies["frechet"] == pytest.approx(0, abs=1e-6) and copies["precision"] == 1 and copies["nn_ratio"] == 0
-    sdata.tables["c2lst_synthetic"].uns["c2lst_synthetic"] = {"params": {"train_spots": ["not-a-spot"]}}
+    # without a mask the reference is what tl.generate recorded: the spots tl.adapt saw (the memorisation audit runs)
+    central = c2lst.tl.pretrain(patches, config="tiny", steps=4, seed=0)
+    local = c2lst.tl.adapt(sdata, central, train_mask=mask, steps=2, batch_size=4, decoder_steps=0, seed=0,
+                           table_key="table")
+    c2lst.tl.generate(sdata, local, source="spots", steps=2, seed=0, table_key="table", key_added="gen")
+    recorded = sdata.tables["gen"].uns["gen"]["params"]["train_spots"]
+    assert recorded == list(table.obs_names[mask])
+    audit = c2lst.tl.evaluate_synthetic(sdata, synthetic="gen", table_key="table")
+    assert sdata.tables["gen"].uns["c2lst_synthetic_eval"]["params"]["n_train"] == mask.sum()
+    assert {"nn_ratio", "nn_heldout_median", "share_below_heldout_q"} <= set(audit)
+    sdata.tables["gen"].uns["gen"]["params"]["train_spots"] = ["not-a-spot"]
     with pytest.raises(ValueError, match="no reference spot"):
-        c2lst.tl.evaluate_synthetic(sdata, table_key="table", key_added="again")
+        c2lst.tl.evaluate_synthetic(sdata, synthetic="gen", table_key="table", key_added="again")
 
 
 def test_central_encoder_features_and_identity_check(sdata, tmp_path):

@@ -203,10 +203,24 @@ def test_generate_sources(sdata, central):
     assert mix.n_obs == 39 and set(mix.obs["partner_spot"]) <= train
     assert (mix.obs["partner_spot"] != mix.obs["source_spot"]).all()
     w = mix.obs["mix_weight"].to_numpy()
-    assert ((w >= 0.2) & (w <= 0.8)).all()
+    assert ((w >= 0.5) & (w <= 1.0)).all()  # the recipe's range (c2lst.core.recipe.RECIPE.mix_range)
+    assert mix.uns["mix"]["params"]["train_spots"] == list(table.obs_names[mask])  # what the adapter saw
     rows = table.obs_names.get_indexer(mix.obs["source_spot"]), table.obs_names.get_indexer(mix.obs["partner_spot"])
     np.testing.assert_allclose(mix.X, w[:, None] * expr[rows[0]] + (1 - w[:, None]) * expr[rows[1]], rtol=1e-5,
                                atol=1e-6)
+
+    # partners come from the source spot's own section (`library_key`; default obs["library_id"] when present)
+    table.obs["half"] = np.where(np.arange(table.n_obs) < 12, "A", "B")
+    c2lst.tl.generate(sdata, local, source="mixup", n_per_profile=2, steps=2, seed=1, mix_range=(0.2, 0.8),
+                      library_key="half", key_added="sec")
+    lib = table.obs["half"]
+    sec = sdata.tables["sec"].obs
+    assert (lib[sec["source_spot"]].to_numpy() == lib[sec["partner_spot"]].to_numpy()).all()
+    assert sec["mix_weight"].between(0.2, 0.8).all()
+    with pytest.raises(ValueError, match="library_key"):
+        c2lst.tl.generate(sdata, local, source="mixup", library_key="slide", key_added="bad")
+    with pytest.raises(ValueError, match="mix_range"):
+        c2lst.tl.generate(sdata, local, source="mixup", mix_range=(0.8, 0.2), key_added="bad")
 
     # image-to-image: each patch starts from its source spot's patch
     c2lst.tl.generate(sdata, local, source="mixup", n_per_profile=1, steps=4, strength=0.25, seed=1, key_added="i2i")

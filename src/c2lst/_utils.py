@@ -48,6 +48,12 @@ def resolve_table(data: SpatialData | AnnData, table_key: str | None = None) -> 
     return data, data.tables[key], key
 
 
+def is_synthetic(table: AnnData) -> bool:
+    """Whether ``table`` was written by :func:`c2lst.tl.generate` (it carries ``uns["c2lst"]["synthetic"]``)."""
+    ns = table.uns.get(SPATIAL_UNS)
+    return bool(isinstance(ns, dict) and ns.get("synthetic", False))
+
+
 def spot_table(data: SpatialData | AnnData, table_key: str | None = None) -> tuple[SpatialData | None, AnnData, str | None]:
     """``(sdata or None, table, table_key)`` of the spot table, skipping tables written by ``tl.generate``.
 
@@ -59,12 +65,6 @@ def spot_table(data: SpatialData | AnnData, table_key: str | None = None) -> tup
         real = [k for k, t in data.tables.items() if not is_synthetic(t)]
         table_key = real[0] if len(real) == 1 else ("table" if "table" in real else None)
     return resolve_table(data, table_key)
-
-
-def is_synthetic(table: AnnData) -> bool:
-    """Whether ``table`` was written by :func:`c2lst.tl.generate` (``uns['c2lst']['synthetic']``)."""
-    ns = table.uns.get(SPATIAL_UNS)
-    return bool(isinstance(ns, dict) and ns.get("synthetic", False))
 
 
 def resolve_image(sdata: SpatialData, image_key: str | None = None) -> str:

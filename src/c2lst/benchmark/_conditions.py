@@ -1,21 +1,20 @@
-"""Training sets of the benchmark conditions: expression mixup and diffusion-generated pairs.
-
-Everything here works on arrays (``core`` + numpy), so the expensive conditions can run on any machine
-with torch, without SpatialData.
-"""
+"""Training sets of the benchmark conditions: diffusion-generated pairs through ``c2lst.tl``, cached features."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from scipy.spatial import cKDTree
+import pandas as pd
 
-from ..core.seeding import derive_seed
+from ..core.images import resize_tiles
+from ..core.recipe import RECIPE, RecipeConfig
+from ._fold import Fold
 
-MIX_LOW, MIX_HIGH = 0.5, 1.0  # weight of the source spot in a spatial mixup profile (as tl.generate)
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 
 class CachedFeatures:
@@ -38,69 +37,85 @@ class CachedFeatures:
         return np.stack([self.cache[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
 
 
-def resize(patches: np.ndarray, px: int) -> np.ndarray:
-    """Resize uint8 ``(n, 3, H, W)`` patches to ``px`` (antialiased bilinear)."""
-    if patches.shape[-1] == px:
-        return patches
-    x = torch.from_numpy(np.ascontiguousarray(patches)).float()
-    y = torch.nn.functional.interpolate(x, size=(px, px), mode="bilinear", antialias=True, align_corners=False)
-    return y.round().clamp(0, 255).to(torch.uint8).numpy()
+def fold_sdata(fold: Fold, *, held_out: bool = False) -> SpatialData:
+    """Build the ``SpatialData`` of the paired training spots of ``fold``, as a user would hand it to ``tl``.
+
+    One table ``"table"``: raw counts of the panel genes and one column ``"(other genes)"`` holding the rest of
+    each spot's library (her2st library sizes count every gene measured in the section), ``obs["library_id"]``
+    (the section), ``obs["paired"]`` (the training spots), ``obsm["spatial"]`` (array positions) and
+    ``obsm["c2lst_patch"]`` (the patches). Spots are named ``<section>-<row>``, the paired spots first in the
+    fold's order, then (``held_out=True``) every spot of the held-out section, unpaired.
+    """
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+    parts = [(s, p) for s, p in zip(fold.train, fold.picks, strict=True)]
+    if held_out:
+        parts.append((fold.test, np.arange(len(fold.test.patches))))
+    counts = np.concatenate([s.counts[p][:, fold.cols] for s, p in parts]).astype(np.float64)
+    library = np.concatenate([s.library[p] for s, p in parts])
+    rest = np.maximum(library - counts.sum(axis=1), 0.0)
+    n_paired = len(fold.patches)
+    obs = pd.DataFrame({"library_id": pd.Categorical([s.name for s, p in parts for _ in p]),
+                        "paired": np.arange(len(library)) < n_paired},
+                       index=[f"{s.name}-{i}" for s, p in parts for i in p])
+    table = AnnData(X=np.c_[counts, rest], obs=obs, var=pd.DataFrame(index=[*map(str, fold.panel.genes),
+                                                                            "(other genes)"]))
+    table.obsm["spatial"] = np.concatenate([s.xy[p] for s, p in parts]).astype(np.float64)
+    table.obsm["c2lst_patch"] = np.ascontiguousarray(np.concatenate([s.patches[p] for s, p in parts]))
+    return SpatialData(tables={"table": table})
 
 
-def spatial_mixup(z: np.ndarray, xy: np.ndarray, group: np.ndarray, *, n_per_profile: int, n_neighbors: int = 6,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mix each training profile with a random spatial neighbour of the same section.
+def diffusion_pairs(central: Any, fold: Fold, *, recipe: RecipeConfig = RECIPE, adapt_batch_size: int | None = None,
+                    batch_size: int = 64, out_px: int, sdata: SpatialData | None = None,
+                    key_added: str = "c2lst_synthetic") -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+    """Adapt ``central`` on the fold's paired spots and generate tiles for spatial-mixup profiles, through ``tl``.
 
-    Same rule as ``tl.generate(source="mixup")``: weight ``w ~ U(0.5, 1)`` on the source spot.
+    Runs :func:`c2lst.tl.adapt` (``train_mask``: the paired spots) and :func:`c2lst.tl.generate`
+    (``source="mixup"``) with ``recipe``'s settings on ``sdata`` (default :func:`fold_sdata`): the calls a user
+    makes on the same spots give the same tiles, bit for bit. The synthetic table ``sdata.tables[key_added]``
+    keeps the tiles resized to ``out_px``, the size of the real patches the predictor reads.
 
     Returns
     -------
-    ``(mixed profiles, source index, partner index)``.
+    ``(synthetic patches at out_px, their lognorm conditioning profiles, source row of each tile in the fold,
+    stage timings)``.
     """
-    rng = np.random.default_rng(derive_seed(seed, "mixup"))
-    src_all, partner_all = [], []
-    for g in np.unique(group):
-        rows = np.flatnonzero(group == g)
-        if len(rows) < 2:
-            continue
-        k = min(n_neighbors, len(rows) - 1)
-        _, nn = cKDTree(xy[rows]).query(xy[rows], k=k + 1)
-        src = np.repeat(np.arange(len(rows)), n_per_profile)
-        partner = nn[src, 1 + rng.integers(0, k, len(src))]
-        src_all.append(rows[src])
-        partner_all.append(rows[partner])
-    if not src_all:
-        raise ValueError("mixup needs at least two training spots in one section.")
-    src, partner = np.concatenate(src_all), np.concatenate(partner_all)
-    w = rng.uniform(MIX_LOW, MIX_HIGH, len(src))[:, None]
-    return (w * z[src] + (1 - w) * z[partner]).astype(np.float32), src, partner
+    from .. import tl
 
-
-def diffusion_pairs(central: Any, patches: np.ndarray, z: np.ndarray, xy: np.ndarray, group: np.ndarray,
-                    panel: dict[str, Any], *, adapt_steps: int, adapt_batch_size: int, adapt_lr: float,
-                    decoder_steps: int, n_per_profile: int, sample_steps: int, guidance_scale: float,
-                    strength: float, seed: int, out_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
-    """Adapt ``central`` on the paired training spots, then generate tiles for spatial-mixup profiles.
-
-    With ``strength < 1`` each tile starts from its source spot's own patch (image-to-image).
-
-    Returns
-    -------
-    ``(synthetic patches at out_px, standardised conditioning profiles, source spot of each tile, stage timings)``.
-    """
-    import time
-
-    from ..core.adaptation import adapt_local
-
+    sdata = fold_sdata(fold) if sdata is None else sdata
+    table = sdata.tables["table"]
+    paired = table.obs["paired"].to_numpy(dtype=bool)
     t0 = time.perf_counter()
-    local = adapt_local(central, patches, z, panel, steps=adapt_steps, batch_size=adapt_batch_size, lr=adapt_lr,
-                        cond_dropout=0.1, lora_rank=0, seed=seed, decoder_steps=decoder_steps)
+    local = tl.adapt(sdata, central, panel=fold.panel, train_mask=paired, steps=recipe.adapt_steps,
+                     batch_size=adapt_batch_size, decoder_steps=recipe.decoder_steps, table_key="table",
+                     seed=fold.seed, overwrite=True)
     t1 = time.perf_counter()
-    profiles, src, _ = spatial_mixup(z, xy, group, n_per_profile=n_per_profile, seed=seed)
-    seeds = [derive_seed(seed, "synthetic", i) for i in range(len(profiles))]
-    tiles = local.generate(profiles, seeds=seeds, steps=sample_steps, guidance_scale=guidance_scale,
-                           batch_size=256 if torch.cuda.is_available() else 64,
-                           init_tiles=resize(patches[src], central.tile_px) if strength < 1 else None,
-                           strength=strength)
+    tl.generate(sdata, local, source="mixup", n_per_profile=recipe.n_per_profile, n_neighbors=recipe.n_neighbors,
+                mix_range=recipe.mix_range, library_key="library_id", steps=recipe.generate_steps,
+                guidance_scale=recipe.guidance_scale, strength=recipe.strength, seed=fold.seed, batch_size=batch_size,
+                table_key="table", key_added=key_added, overwrite=True)
     t2 = time.perf_counter()
-    return resize(np.asarray(tiles), out_px), profiles, src, {"adapt_s": t1 - t0, "generate_s": t2 - t1}
+    syn = sdata.tables[key_added]
+    src = table.obs_names.get_indexer(syn.obs["source_spot"])
+    tiles = resize_tiles(np.asarray(syn.obsm["c2lst_patch"]), out_px)
+    syn.obsm["c2lst_patch"] = tiles
+    return tiles, np.asarray(syn.X, dtype=np.float32), src, {"adapt_s": t1 - t0, "generate_s": t2 - t1}
+
+
+def synthetic_table(sdata: SpatialData, key: str, src: np.ndarray, patches: np.ndarray, profiles: np.ndarray,
+                    genes: Sequence[str]) -> str:
+    """Add ``sdata.tables[key]``, pairs of ``patches`` and lognorm ``profiles`` shaped like ``tl.generate``'s table.
+
+    ``src`` are the rows of the source spots in ``sdata.tables["table"]`` (``obs["source_spot"]``). Used for the
+    ``spatial_mixup`` ablation (real patches with mixup profiles). Returns ``key``.
+    """
+    from anndata import AnnData
+
+    names = sdata.tables["table"].obs_names.to_numpy()[src]
+    table = AnnData(X=np.asarray(profiles, dtype=np.float32), obs=pd.DataFrame(
+        {"source_spot": names}, index=[f"{key}-{i}" for i in range(len(src))]), var=pd.DataFrame(index=list(genes)))
+    table.obsm["c2lst_patch"] = np.ascontiguousarray(patches)
+    table.uns["c2lst"] = {"synthetic": True}
+    sdata.tables[key] = table
+    return key

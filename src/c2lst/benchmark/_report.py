@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..metrics._benchmark import benchmark_summary
+
 SYNTHETIC_COLUMNS = ("frechet", "kid", "precision", "recall", "density", "coverage", "diversity_ratio", "out_of_range",
                      "nuclei_count_wasserstein", "nn_ratio", "share_below_heldout_q")
 
@@ -28,11 +30,8 @@ def _atomic_write(path: Path, write: Any) -> None:
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Mean PCC per (condition, fraction): folds averaged within a seed, then mean/sd/min/max over seeds.
 
-    The curve of :func:`c2lst.pl.benchmark` (:func:`c2lst.pl._benchmark.benchmark_summary`), rows in order of
-    appearance.
+    The curve of :func:`c2lst.pl.benchmark`, rows in order of appearance.
     """
-    from ..pl._benchmark import benchmark_summary
-
     return benchmark_summary(results, "pcc")
 
 

@@ -76,11 +76,19 @@ def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, p
         modulation = GeneModulation.for_unet(central.unet, genes.shape[1], hidden=cfg.gene_hidden,
                                              cond_dim=cfg.cond_dim).to(device)
         lora_unet = add_lora(central.unet, lora_rank).to(device) if lora_rank > 0 else None
-    local = LocalModel(central, modulation, panel, lora_rank=lora_rank, lora_unet=lora_unet)
     params = list(modulation.parameters())
     if lora_unet is not None:
         params += [p for p in lora_unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    # accelerate owns the optimiser step (gradient scaling under fp16) and the modules' placement; in one process
+    # the prepared modules are the modules themselves, which the LocalModel keeps (unwrapped)
+    if lora_unet is None:
+        modulation, opt = accelerator.prepare(modulation, opt)
+    else:
+        modulation, lora_unet, opt = accelerator.prepare(modulation, lora_unet, opt)
+        lora_unet = accelerator.unwrap_model(lora_unet, keep_fp32_wrapper=False)
+    modulation = accelerator.unwrap_model(modulation, keep_fp32_wrapper=False)
+    local = LocalModel(central, modulation, panel, lora_rank=lora_rank, lora_unet=lora_unet)
     x_all = to_model(patches, cfg.tile_px, device=device)
     g_all = torch.from_numpy(np.asarray(genes, dtype=np.float32)).to(device)
     noise_sched = DDPMScheduler.from_config(central.scheduler_config)
@@ -106,7 +114,7 @@ def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, p
             pred = local.eps(noise_sched.add_noise(z, noise, t), t, g_all[idx], keep)
         loss = F.mse_loss(pred.float(), noise)
         accelerator.backward(loss)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        accelerator.clip_grad_norm_(params, 1.0)  # unscales fp16 gradients before clipping
         opt.step()
         opt.zero_grad(set_to_none=True)
         value = float(loss.detach())
@@ -154,7 +162,7 @@ def adapt_decoder(autoencoder: TileAutoencoder, tiles: torch.Tensor, *, steps: i
     seed
         Seed of every random draw.
     accelerator
-        The ``accelerate.Accelerator`` of the adaptation (device, autocast, backward).
+        The ``accelerate.Accelerator`` of the adaptation (device, ``prepare``, autocast, backward, clipping).
     progress
         Show a tqdm bar.
 
@@ -167,6 +175,8 @@ def adapt_decoder(autoencoder: TileAutoencoder, tiles: torch.Tensor, *, steps: i
     local.decoder.requires_grad_(True).train()
     params = list(local.decoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    decoder, opt = accelerator.prepare(local.decoder, opt)
+    local.decoder = accelerator.unwrap_model(decoder, keep_fp32_wrapper=False)
     losses: list[float] = []
     began = time.perf_counter()
     for k in tqdm(range(steps), disable=not progress, desc="adapt decoder", unit="step"):
@@ -182,7 +192,7 @@ def adapt_decoder(autoencoder: TileAutoencoder, tiles: torch.Tensor, *, steps: i
             recon = local.decode(z)
         loss = autoencoder_loss(x, recon.float(), mean, logvar, grad_weight=grad_weight, kl_weight=0.0)
         accelerator.backward(loss)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        accelerator.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))

@@ -10,16 +10,15 @@ from .. import _logging as logg
 from .._settings import settings
 from .._utils import SPATIAL_UNS, check_key, is_synthetic, resolve_table, spot_positions
 from ..core.models import LocalModel
+from ..core.recipe import RECIPE, check_mix_range, spatial_mixup, synthesis_seeds
 from ..core.runtime import torch_threads
 from ..core.sampling import SAMPLERS
-from ..core.seeding import derive_seed
 from ..pp._panel import GenePanel
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
-MIX_LOW, MIX_HIGH = 0.2, 0.8
 
 
 def _source_table(sdata: SpatialData, local: LocalModel, table_key: str | None) -> AnnData:
@@ -46,21 +45,14 @@ def _train_rows(table: AnnData, local: LocalModel) -> np.ndarray:
     return rows
 
 
-def _mixup(expr: np.ndarray, xy: np.ndarray, names: np.ndarray, *, n_per_profile: int, n_neighbors: int,
-           seed: int) -> tuple[np.ndarray, pd.DataFrame]:
-    from scipy.spatial import cKDTree
-
-    if len(expr) < 2:
-        raise ValueError("mixup needs at least two training spots.")
-    k = min(n_neighbors, len(expr) - 1)
-    _, nn = cKDTree(xy).query(xy, k=k + 1)
-    rng = np.random.default_rng(derive_seed(seed, "mixup"))
-    src = np.repeat(np.arange(len(expr)), n_per_profile)
-    partner = np.array([nn[i, 1 + rng.integers(k)] for i in src])
-    w = rng.uniform(MIX_LOW, MIX_HIGH, size=len(src))
-    mixed = w[:, None] * expr[src] + (1 - w[:, None]) * expr[partner]
-    obs = pd.DataFrame({"source_spot": names[src], "partner_spot": names[partner], "mix_weight": w})
-    return mixed.astype(np.float32), obs
+def _sections(table: AnnData, rows: np.ndarray, library_key: str | None) -> np.ndarray | None:
+    """Section of each training row: ``obs[library_key]``, else ``obs["library_id"]`` when present, else ``None``."""
+    if library_key is None:
+        library_key = "library_id" if "library_id" in table.obs else None
+    elif library_key not in table.obs:
+        raise ValueError(f"`library_key` {library_key!r} is not an .obs column of the spots (columns: "
+                         f"{list(table.obs.columns)[:8]}); pass the column naming each spot's section, or None.")
+    return None if library_key is None else table.obs[library_key].astype(str).to_numpy()[rows]
 
 
 def _user_profiles(source: Any, panel: GenePanel) -> tuple[np.ndarray, np.ndarray]:
@@ -87,11 +79,13 @@ def generate(
     *,
     source: str | np.ndarray | pd.DataFrame = "spots",
     n_per_profile: int = 1,
-    n_neighbors: int = 6,
+    n_neighbors: int = RECIPE.n_neighbors,
+    mix_range: tuple[float, float] = RECIPE.mix_range,
+    library_key: str | None = None,
     sampler: str = "dpmsolver++",
-    steps: int = 20,
-    guidance_scale: float = 2.0,
-    strength: float = 1.0,
+    steps: int = RECIPE.generate_steps,
+    guidance_scale: float = RECIPE.guidance_scale,
+    strength: float | None = None,
     seed: int = 0,
     batch_size: int = 64,
     table_key: str | None = None,
@@ -109,13 +103,20 @@ def generate(
         The adapted :class:`~c2lst.core.LocalModel`.
     source
         ``"spots"``: the training spots' own profiles; ``"mixup"``: per training spot, convex mixtures
-        ``w * x_i + (1 - w) * x_j`` (``w ~ U(0.2, 0.8)``, seeded) with one of its ``n_neighbors`` spatial
-        nearest training spots; or user log-normalised profiles, an ``(n, n_genes)`` array in panel order
-        or a DataFrame with the panel genes as columns.
+        ``w * x_i + (1 - w) * x_j`` (``w ~ U(*mix_range)``, seeded) with one of its ``n_neighbors`` spatial
+        nearest training spots of the same section (:func:`c2lst.core.recipe.spatial_mixup`); or user
+        log-normalised profiles, an ``(n, n_genes)`` array in panel order or a DataFrame with the panel genes
+        as columns.
     n_per_profile
         Patches per profile (each with its own seed).
     n_neighbors
-        Neighbourhood size for ``"mixup"`` (array positions, else circle centres).
+        Neighbourhood size for ``"mixup"`` (``obsm["spatial"]``, else circle centres, else array positions).
+    mix_range
+        ``(low, high)`` range of the source spot's weight ``w`` for ``"mixup"`` (default ``(0.5, 1)``, the
+        measured recipe, :data:`c2lst.core.recipe.RECIPE`).
+    library_key
+        ``.obs`` column of each spot's section: ``"mixup"`` partners come from the source spot's own section.
+        Default: ``"library_id"`` when the table has it, else all spots are one section.
     sampler
         ``"dpmsolver++"`` (default), ``"ddim"`` or ``"ddpm"``.
     steps
@@ -123,13 +124,14 @@ def generate(
     guidance_scale
         Classifier-free guidance (1 = conditional only, 0 = central model).
     strength
-        Share of the denoising path run, in ``(0, 1]``. 1 (default) samples each patch from pure noise;
+        Share of the denoising path run, in ``(0, 1]``. 1 samples each patch from pure noise;
         below 1 each patch starts from its source spot's own patch (``"spots"``/``"mixup"`` only), noised to
         that point of the schedule and denoised under the new profile (image-to-image, SDEdit): the patch
-        keeps the source's layout and takes the profile's morphology.
+        keeps the source's layout and takes the profile's morphology. Default: the recipe's 0.8 for
+        ``"spots"``/``"mixup"``, 1 for user profiles.
     seed
         Seed: patch ``i`` is sampled from ``torch.Generator().manual_seed(obs["seed"][i])``, derived from
-        ``(seed, i)``; mixup partners and weights are seeded too.
+        ``(seed, i)`` (:func:`c2lst.core.recipe.synthesis_seeds`); mixup partners and weights are seeded too.
     batch_size
         Patches per sampling batch.
     table_key
@@ -149,7 +151,9 @@ def generate(
     - ``obsm["c2lst_patch"]``: uint8 ``(n, 3, tile_px, tile_px)`` patches;
     - ``obs``: ``source_spot``, ``partner_spot`` (mixup, else empty), ``mix_weight`` (1 without mixup),
       ``seed``, ``profile_index``;
-    - ``uns[key_added]["params"]``: the arguments, central/panel identities;
+    - ``uns[key_added]["params"]``: the arguments, central/panel identities and ``train_spots``, the spots
+      the local model was adapted on (the reference set of :func:`c2lst.tl.evaluate_synthetic`'s
+      memorisation audit);
     - ``uns["c2lst"]["synthetic"] = True`` (marks generated tables).
     """
     from anndata import AnnData
@@ -167,11 +171,14 @@ def generate(
             raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
     if not guidance_scale >= 0:
         raise ValueError(f"`guidance_scale` must be >= 0, got {guidance_scale}.")
+    if strength is None:
+        strength = RECIPE.strength if isinstance(source, str) else 1.0
     if not 0 < strength <= 1:
         raise ValueError(f"`strength` must be in (0, 1] (1: from pure noise), got {strength}.")
     if strength < 1 and not isinstance(source, str):
         raise ValueError("`strength` < 1 starts each patch from its source spot's patch: use source='spots' or "
                          "'mixup', or strength=1 for user profiles.")
+    mix_range = check_mix_range(mix_range)
     check_key(sdata.tables, key_added, where="sdata.tables", overwrite=overwrite)
     start = logg.info(f"generating synthetic patches ({sampler}, {steps} steps, guidance {guidance_scale:g})")
     panel = GenePanel.from_dict(local.panel)
@@ -190,8 +197,10 @@ def generate(
             if xy is None:
                 raise ValueError("mixup needs spot positions: table.obsm['spatial'], spot circles annotated by the "
                                  "table, or obs['array_row'/'array_col'].")
-            xy = xy[rows]
-            profiles, obs = _mixup(expr, xy, names, n_per_profile=n_per_profile, n_neighbors=n_neighbors, seed=seed)
+            profiles, src, partner, w = spatial_mixup(expr, xy[rows], _sections(table, rows, library_key),
+                                                      n_per_profile=n_per_profile, n_neighbors=n_neighbors,
+                                                      mix_range=mix_range, seed=seed)
+            obs = pd.DataFrame({"source_spot": names[src], "partner_spot": names[partner], "mix_weight": w})
     else:
         user, names = _user_profiles(source, panel)
         profiles = np.repeat(user, n_per_profile, axis=0)
@@ -204,7 +213,7 @@ def generate(
                              "c2lst.pp.extract_patches(sdata) first.")
         init_tiles = np.asarray(table.obsm[patch_key])[table.obs_names.get_indexer(obs["source_spot"])]
     n = len(profiles)
-    obs["seed"] = np.array([derive_seed(seed, "generate", i) for i in range(n)], dtype=np.int64)
+    obs["seed"] = synthesis_seeds(seed, n)
     obs["profile_index"] = np.repeat(np.arange(n // n_per_profile), n_per_profile)
     obs.index = [f"synthetic-{i}" for i in range(n)]
     with torch_threads(settings.n_threads):
@@ -215,12 +224,15 @@ def generate(
     adata.obsm["c2lst_patch"] = patches
     adata.uns[key_added] = {"params": {
         "source": source if isinstance(source, str) else type(source).__name__, "n_per_profile": int(n_per_profile),
-        "n_neighbors": int(n_neighbors), "sampler": sampler, "steps": int(steps),
+        "n_neighbors": int(n_neighbors), "mix_range": [float(v) for v in mix_range], "library_key": library_key or "",
+        "sampler": sampler, "steps": int(steps),
         "guidance_scale": float(guidance_scale), "strength": float(strength), "seed": int(seed),
         "batch_size": int(batch_size),
         "central_weights_sha256": local.central.weights_sha256, "central_config": local.central.config.name,
         "panel_identity": panel.identity(), "tile_px": local.central.tile_px, "mpp": local.central.config.mpp,
     }}
+    if local.summary.get("train_spots"):  # the spots the adapter saw: evaluate_synthetic's reference set
+        adata.uns[key_added]["params"]["train_spots"] = [str(s) for s in local.summary["train_spots"]]
     adata.uns[SPATIAL_UNS] = {"synthetic": True}  # what is_synthetic reads
     sdata.tables[key_added] = adata
     logg.info(f"    added table {key_added!r}: {n} patches {patches.shape[1:]} (.obsm['c2lst_patch'])", time=start)

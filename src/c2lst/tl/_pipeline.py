@@ -10,6 +10,7 @@ import numpy as np
 from .. import _logging as logg
 from .. import pp
 from .._utils import as_mask, spot_table
+from ..core.recipe import RECIPE
 from ._adapt import adapt
 from ._evaluate import evaluate
 from ._generate import generate
@@ -98,11 +99,11 @@ def run(
     central: CentralModel | str | Path | None = None,
     train_mask: Any = None,
     fraction: float | None = None,
-    panel_size: int = 256,
-    adapt_steps: int | None = None,
-    n_synthetic: int = 2,
-    generate_steps: int = 20,
-    strength: float = 1.0,
+    panel_size: int = RECIPE.panel_size,
+    adapt_steps: int | None = RECIPE.adapt_steps,
+    n_synthetic: int = RECIPE.n_per_profile,
+    generate_steps: int = RECIPE.generate_steps,
+    strength: float = RECIPE.strength,
     encoder: str = "handcrafted",
     n_augment: int = 0,
     batch_key: str | None = None,
@@ -121,7 +122,8 @@ def run(
         c2lst.tl.generate(sdata, local, source="mixup", n_per_profile=n_synthetic, steps=generate_steps,
                           strength=strength, seed=seed)
         c2lst.tl.predict(sdata, train_mask=train, synthetic="c2lst_synthetic", encoder=encoder, central=central,
-                         panel=panel, n_augment=n_augment, batch_key=batch_key, seed=seed)
+                         panel=panel, synthetic_weight=0.25, synthetic_align="moments", n_augment=n_augment,
+                         batch_key=batch_key, seed=seed)
         evaluation = c2lst.tl.evaluate(sdata, train_mask=train)
 
     Normalisation statistics, the panel, the adapter and the predictor see the training spots only.
@@ -143,7 +145,7 @@ def run(
     panel_size
         Number of genes in the panel (highly variable on the training spots).
     adapt_steps
-        Adaptation steps (default: the central model's configuration).
+        Adaptation steps (``None``: the central model's configuration).
     n_synthetic
         Synthetic patches per mixup profile (one profile per training spot).
     generate_steps
@@ -151,6 +153,10 @@ def run(
     strength
         Share of the denoising path per synthetic patch (:func:`c2lst.tl.generate`); below 1 each patch starts
         from its source spot's patch.
+
+    The defaults of ``panel_size``, ``adapt_steps``, ``n_synthetic``, ``generate_steps`` and ``strength`` (50,
+    300, 2, 20, 0.8), of the mixup and of the synthetic rows' weight and alignment are the recipe the her2st
+    benchmark measured (:data:`c2lst.core.recipe.RECIPE`; ``c2lst benchmark`` runs the same calls).
     encoder
         Patch encoder of the predictor: ``"handcrafted"`` (default), ``"central"`` or ``"cnn"``
         (:func:`c2lst.tl.predict`, which also sets how the synthetic rows are weighed).
@@ -201,6 +207,7 @@ def run(
     generate(sdata, local, source="mixup", n_per_profile=n_synthetic, steps=generate_steps, strength=strength,
              table_key=table_key, seed=seed, overwrite=overwrite)
     predict(sdata, train_mask=train, synthetic="c2lst_synthetic", encoder=encoder, central=model, panel=panel,
+            synthetic_weight=RECIPE.synthetic_weight, synthetic_align=RECIPE.synthetic_align,
             n_augment=n_augment, batch_key=batch_key, table_key=table_key, seed=seed, overwrite=overwrite)
     evaluation = None
     if train.all():

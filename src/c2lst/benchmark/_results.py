@@ -1,0 +1,194 @@
+"""The benchmark results page (``benchmarks/README.md``), written from the committed tables in one call."""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..metrics._benchmark import benchmark_summary, paired_difference
+from ._report import _atomic_write
+
+ORDER = ("handcrafted", "real", "augment", "mixup", "spatial_mixup", "c2l", "local_only", "c2l_augment")
+META = "other_measurements.json"
+FIDELITY = ("frechet", "kid", "precision", "recall", "coverage", "diversity_ratio", "out_of_range",
+            "nuclei_count_real", "nuclei_count_synthetic", "nn_ratio")
+FLOOR = ("frechet_vs_half", "frechet_floor", "precision_vs_half", "precision_floor", "recall_vs_half", "recall_floor",
+         "nuclei_count_real", "nuclei_count_synthetic", "nn_ratio")
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    out = ["| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns)]
+    return out + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+
+
+def _pm(mean: float, sd: float) -> str:
+    return f"{mean:.4f}" if not np.isfinite(sd) else f"{mean:.4f} ± {sd:.4f}"
+
+
+def _signed(mean: float, sd: float) -> str:
+    return f"{mean:+.4f}" if not np.isfinite(sd) else f"{mean:+.4f} ± {sd:.4f}"
+
+
+def _source(name: str, meta: dict) -> list[str]:
+    info = meta.get("csv_tables", {}).get(name, {})
+    out = [f"Rows: `benchmarks/measured/{name}`."]
+    if info.get("note"):
+        out.append(info["note"])
+    if info.get("command"):
+        out += ["", "```bash", info["command"], "```"]
+    return out + [""]
+
+
+def _loso(rows: pd.DataFrame) -> list[str]:
+    conds = [c for c in ORDER if c in set(rows["condition"])] + sorted(set(rows["condition"]) - set(ORDER))
+    fr = sorted(rows["fraction"].unique())
+    summ = benchmark_summary(rows, "pcc").set_index(["condition", "fraction"])
+    body = []
+    for c in conds:
+        cells = []
+        for f in fr:
+            if (c, f) not in summ.index:
+                cells.append("–")
+                continue
+            r = summ.loc[(c, f)]
+            cells.append(f"{_pm(r['mean'], r['std'])} ({int(r['n_folds'])}×{int(r['n_seeds'])})")
+        body.append([c, *cells])
+    out = ["Mean Pearson r over the 50-gene panel on the held-out section: the five folds averaged within a seed, "
+           "then mean ± sd over seeds (folds × seeds in brackets).", ""]
+    out += _table(["condition", *[f"f = {f:g}" for f in fr]], body) + [""]
+    paired = [c for c in conds if c != "handcrafted"]  # the floor has its own standardisation: not paired with real
+    diff = paired_difference(rows[rows["condition"].isin(paired)], "pcc", "real", paired)
+    diff = diff.groupby(["condition", "fraction", "seed"], sort=False)["pcc"].mean().rename("diff").reset_index()
+    body = []
+    for c in conds:
+        if c in ("handcrafted", "real"):
+            continue
+        cells = []
+        for f in fr:
+            d = diff[(diff["condition"] == c) & (diff["fraction"] == f)]
+            if d.empty:
+                cells.append("–")
+                continue
+            seed0 = d[d["seed"] == 0]["diff"]
+            s0 = f"; seed 0 {seed0.iloc[0]:+.4f}" if len(seed0) and len(d) > 1 else ""
+            cells.append(f"{_signed(d['diff'].mean(), d['diff'].std(ddof=1))} ({int((d['diff'] > 0).sum())}/{len(d)} "
+                         f"seeds > 0{s0})")
+        body.append([c, *cells])
+    out += ["Paired difference to `real` (real pairs alone, the same per-section predictor) on the same folds: "
+            "mean ± sd over seeds, the seeds above zero, and seed 0's.", ""]
+    return out + _table(["condition", *[f"f = {f:g}" for f in fr]], body) + [""]
+
+
+def _stack(df: pd.DataFrame) -> list[str]:
+    cols = [c for c in df.columns if c not in ("tiles", "test", "fraction", "seed")]
+    body = []
+    for (tiles, f), d in df.groupby(["tiles", "fraction"], sort=True):
+        per_seed = d.groupby("seed")[cols].mean()
+        over_aug = per_seed["stack"] - per_seed["aug"]
+        over_real = per_seed["stack"] - per_seed["sec"]
+        body.append([tiles, f"{f:g}", len(per_seed), *[f"{per_seed[c].mean():.4f}" for c in ("sec", "aug", "c2l", "stack")],
+                     _signed(over_aug.mean(), over_aug.std(ddof=1)), _signed(over_real.mean(), over_real.std(ddof=1))])
+    out = ["Five-fold means (averaged over seeds) and paired differences over seeds, per generator's tiles:", ""]
+    out += _table(["tiles", "f", "seeds", "real (sec)", "augment (aug)", "c2l rows", "stack",
+                   "stack − augment", "stack − real"], body) + [""]
+    grid = [c for c in cols if c.startswith("stack_")]
+    if grid:
+        body = [[tiles, f"{f:g}", *[f"{(d[c] - d['sec']).mean():+.4f}" for c in grid]]
+                for (tiles, f), d in df.groupby(["tiles", "fraction"], sort=True)]
+        out += ["Weights of the stack (augmented copies A, c2l rows C), mean gain over real pairs:", ""]
+        out += _table(["tiles", "f", *[c.replace("stack_", "A, C = ").replace("_", ", ") for c in grid]], body) + [""]
+    return out
+
+
+def _weighing(df: pd.DataFrame) -> list[str]:
+    cols = [c for c in df.columns if c not in ("test", "fraction", "seed", "real") and not c.endswith("_w")]
+    body = []
+    for f, d in df.groupby("fraction", sort=True):
+        per_seed = d.groupby("seed")[["real", *cols]].mean()
+        diff = per_seed[cols].sub(per_seed["real"], axis=0)
+        body.append([f"{f:g}", len(per_seed), f"{per_seed['real'].mean():.4f}",
+                     *[f"{diff[c].mean():+.4f}" for c in cols]])
+    out = ["Gain over real pairs alone (five-fold mean, averaged over seeds):", ""]
+    return out + _table(["f", "seeds", "real", *cols], body) + [""]
+
+
+def _fidelity(df: pd.DataFrame, cols: Sequence[str]) -> list[str]:
+    cols = [c for c in cols if c in df.columns]
+    body = [[tiles, len(d), *[f"{d[c].mean():.3f}" for c in cols]] for tiles, d in df.groupby("tiles", sort=True)]
+    return ["Means over the rows (folds × seeds) of each tile set:", "",
+            *_table(["tiles", "rows", *cols], body), ""]
+
+
+def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str | Path | None = None) -> Path:
+    """Write the benchmark results page from the committed tables of ``measured``.
+
+    Reads ``loso_per_section.csv`` (the leave-one-section-out rows of every condition), ``stack_scores.csv``,
+    ``synthetic_rows_scores.csv``, ``local_only_scores.csv``, ``tile_fidelity_floor_025.csv``,
+    ``tile_fidelity_025.csv`` (each optional but the first) and ``other_measurements.json`` (the commands behind
+    each table and the tables of the other benchmark scripts), and renders every summary from the rows: no
+    number on the page is typed by hand.
+
+    Parameters
+    ----------
+    measured
+        Folder of the committed tables (``c2lst benchmark`` outputs and scores).
+    out
+        Page to write; default ``README.md`` in ``measured``'s parent folder. Written atomically.
+
+    Returns
+    -------
+    The path written.
+
+    Raises
+    ------
+    ValueError
+        When ``measured`` has no ``loso_per_section.csv``.
+    """
+    folder = Path(measured)
+    main = folder / "loso_per_section.csv"
+    if not main.is_file():
+        raise ValueError(f"{main} not found: pass the folder of the committed benchmark tables "
+                         "(benchmarks/measured), with loso_per_section.csv from `c2lst benchmark`.")
+    meta = json.loads((folder / META).read_text()) if (folder / META).is_file() else {}
+    path = Path(out) if out is not None else folder.parent / "README.md"
+    rows = pd.read_csv(main, float_precision="round_trip")
+    lines = ["# Benchmark results", "",
+             "Written by `python -m c2lst.benchmark report benchmarks/measured` "
+             "(`c2lst.benchmark.write_results_page`) from the tables in `benchmarks/measured/`; do not edit by hand. "
+             "How the recipe got here, and what was tried: `docs/benchmark_history.md`.", "",
+             "Code version: the rows were measured with the code up to commit 9869514 (2026-11-25 to 2026-12-04), "
+             "partly by one-off scripts that are now conditions and options of `c2lst benchmark`, which now runs "
+             "every condition through `c2lst.tl` (`tl.adapt`, `tl.generate`, `tl.predict`, `tl.evaluate`; feature-space "
+             "mixup fits the predictor directly) with the recipe `c2lst.core.recipe.RECIPE` (panel 50, 300 adaptation "
+             "steps, spatial mixup within a section with w ~ U(0.5, 1), strength 0.8, guidance 2, 20 steps, 2 tiles "
+             "per spot, synthetic rows at weight 0.25 with aligned moments). Each table gives the command that "
+             "re-creates its rows.", "",
+             "## Prediction from H&E: leave one section out (her2st C2–C6)", "",
+             "Each fold trains on four sections, of which a fraction f of each section's spots is paired (seeded), and "
+             "scores the fifth. Panel, normalisation and every fitted quantity come from the paired spots only. "
+             "Figure: `benchmarks/measured/pcc_vs_fraction.png`.", "",
+             *_source(main.name, meta), *_loso(rows)]
+    sections = (("Classic augmentation stacked with the c2l rows", "stack_scores.csv", _stack),
+                ("How the predictor weighs the synthetic rows", "synthetic_rows_scores.csv", _weighing),
+                ("The local-only ablation (no central pretraining)", "local_only_scores.csv", _weighing),
+                ("Synthetic tiles against a real-vs-real floor at the same size, f = 0.25",
+                 "tile_fidelity_floor_025.csv", lambda d: _fidelity(d, FLOOR)),
+                ("Synthetic tile fidelity, f = 0.25", "tile_fidelity_025.csv", lambda d: _fidelity(d, FIDELITY)))
+    for title, name, render in sections:
+        if (folder / name).is_file():
+            lines += [f"## {title}", "", *_source(name, meta), *render(pd.read_csv(folder / name))]
+    if meta.get("tables"):
+        lines += ["## Other measurements", ""]
+        if meta.get("provenance"):
+            lines += [meta["provenance"], ""]
+        for t in meta["tables"]:
+            lines += [f"### {t['title']}", "", "```bash", t["command"], "```", "", *_table(t["columns"], t["rows"]), ""]
+            if t.get("note"):
+                lines += [t["note"], ""]
+    text = "\n".join(lines).rstrip() + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return path

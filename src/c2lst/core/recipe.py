@@ -1,0 +1,162 @@
+"""The C2L-ST synthesis recipe on arrays: one configuration, section-aware spatial mixup, seeded tiles.
+
+:func:`c2lst.tl.generate`, :func:`c2lst.tl.run` and every condition of :mod:`c2lst.benchmark` take their
+defaults from :data:`RECIPE` and draw their mixup profiles and tile seeds with the functions below, so the
+benchmark measures the recipe users run.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .predictor import SYNTHETIC_ALIGN, SYNTHETIC_WEIGHT
+from .seeding import derive_seed
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """Settings of the synthesis recipe (adapt -> spatial mixup -> generate -> weighted predictor rows).
+
+    The defaults are the setting measured on the her2st benchmark (``benchmarks/README.md``).
+
+    Attributes
+    ----------
+    panel_size
+        Conditioning genes (highly variable on the training spots).
+    adapt_steps
+        Adaptation steps of the gene-conditioned modulation.
+    decoder_steps
+        Local decoder fine-tuning steps (0: the central decoder).
+    n_per_profile
+        Synthetic tiles per training spot (one spatial-mixup profile each).
+    n_neighbors
+        Spatial neighbours a mixup partner is drawn from (same section).
+    mix_range
+        ``(low, high)``: the source spot's weight ``w ~ U(low, high)`` in ``w * x_i + (1 - w) * x_j``.
+    generate_steps
+        Denoising steps per tile (DPM-Solver++).
+    guidance_scale
+        Classifier-free guidance of generation.
+    strength
+        Share of the denoising path run; below 1 each tile starts from its source spot's own patch.
+    synthetic_weight
+        Ridge sample weight of the synthetic rows (real rows weigh 1), or ``"cv"``.
+    synthetic_align
+        ``"moments"``: the synthetic rows' features standardised on their own moments; ``None``: not.
+    """
+
+    panel_size: int = 50
+    adapt_steps: int = 300
+    decoder_steps: int = 200
+    n_per_profile: int = 2
+    n_neighbors: int = 6
+    mix_range: tuple[float, float] = (0.5, 1.0)
+    generate_steps: int = 20
+    guidance_scale: float = 2.0
+    strength: float = 0.8
+    synthetic_weight: float | str = SYNTHETIC_WEIGHT
+    synthetic_align: str | None = SYNTHETIC_ALIGN
+
+    def __post_init__(self) -> None:
+        for name in ("panel_size", "adapt_steps", "n_per_profile", "n_neighbors", "generate_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"RecipeConfig.{name} must be an integer >= 1, got {value!r}.")
+        if not isinstance(self.decoder_steps, int | np.integer) or self.decoder_steps < 0:
+            raise ValueError(f"RecipeConfig.decoder_steps must be an integer >= 0, got {self.decoder_steps!r}.")
+        check_mix_range(self.mix_range)
+        if not 0 < self.strength <= 1:
+            raise ValueError(f"RecipeConfig.strength must be in (0, 1] (1: from pure noise), got {self.strength}.")
+        if not self.guidance_scale >= 0:
+            raise ValueError(f"RecipeConfig.guidance_scale must be >= 0, got {self.guidance_scale}.")
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-safe copy of the settings (``mix_range`` as a list)."""
+        return {**asdict(self), "mix_range": list(self.mix_range)}
+
+
+def check_mix_range(mix_range: tuple[float, float]) -> tuple[float, float]:
+    """Validate ``(low, high)`` with ``0 <= low <= high <= 1``; return it as floats."""
+    try:
+        low, high = (float(v) for v in mix_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"`mix_range` must be two numbers (low, high), got {mix_range!r}.") from None
+    if not 0 <= low <= high <= 1:
+        raise ValueError(f"`mix_range` must satisfy 0 <= low <= high <= 1, got {mix_range!r}.")
+    return low, high
+
+
+RECIPE = RecipeConfig()
+
+
+def spatial_mixup(expr: np.ndarray, xy: np.ndarray, groups: np.ndarray | None = None, *, n_per_profile: int,
+                  n_neighbors: int = RECIPE.n_neighbors, mix_range: tuple[float, float] = RECIPE.mix_range,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mix each training profile with a random spatial neighbour from its own section.
+
+    Profile ``i`` gets ``n_per_profile`` partners ``j`` drawn among its ``n_neighbors`` nearest spots of the
+    same group (section: sections differ in stain, so a partner never comes from another one) and weights
+    ``w ~ U(*mix_range)``; the mixed profile is ``w * x_i + (1 - w) * x_j``. Rows come group by group
+    (groups in sorted order), each spot's copies together.
+
+    Parameters
+    ----------
+    expr
+        ``(n, g)`` expression (log-normalised or standardised; the mixture is linear).
+    xy
+        ``(n, 2)`` spot positions.
+    groups
+        ``(n,)`` section of each spot; ``None``: one section.
+    n_per_profile
+        Mixed profiles per spot.
+    n_neighbors
+        Neighbourhood size (capped at the group's size minus one).
+    mix_range
+        Range of the source spot's weight.
+    seed
+        Seed of the partners and weights.
+
+    Returns
+    -------
+    ``(mixed profiles float32, source index, partner index, weight)``, indices into ``expr``.
+
+    Raises
+    ------
+    ValueError
+        When no group has two spots, or on shapes that do not match.
+    """
+    expr, xy = np.asarray(expr), np.asarray(xy, dtype=np.float64)
+    groups = np.zeros(len(expr), dtype=int) if groups is None else np.asarray(groups)
+    if xy.ndim != 2 or len(xy) != len(expr) or len(groups) != len(expr):
+        raise ValueError(f"mixup needs one position and one group per profile: expr {expr.shape}, xy {xy.shape}, "
+                         f"groups {groups.shape}.")
+    if not isinstance(n_per_profile, int | np.integer) or n_per_profile < 1:
+        raise ValueError(f"`n_per_profile` must be an integer >= 1, got {n_per_profile!r}.")
+    low, high = check_mix_range(mix_range)
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(derive_seed(seed, "mixup"))
+    src_all, partner_all = [], []
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        if len(rows) < 2:
+            continue
+        k = min(n_neighbors, len(rows) - 1)
+        _, nn = cKDTree(xy[rows]).query(xy[rows], k=k + 1)
+        src = np.repeat(np.arange(len(rows)), n_per_profile)
+        partner = nn[src, 1 + rng.integers(0, k, len(src))]
+        src_all.append(rows[src])
+        partner_all.append(rows[partner])
+    if not src_all:
+        raise ValueError("mixup needs at least two training spots in one section; train on more spots or use "
+                         "source='spots'.")
+    src, partner = np.concatenate(src_all), np.concatenate(partner_all)
+    w = rng.uniform(low, high, len(src))
+    mixed = (w[:, None] * expr[src] + (1 - w[:, None]) * expr[partner]).astype(np.float32)
+    return mixed, src, partner, w
+
+
+def synthesis_seeds(seed: int, n: int) -> np.ndarray:
+    """Seed of each of ``n`` synthetic tiles: tile ``i`` is sampled from ``derive_seed(seed, "synthetic", i)``."""
+    return np.array([derive_seed(seed, "synthetic", i) for i in range(n)], dtype=np.int64)
