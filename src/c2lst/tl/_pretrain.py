@@ -1,6 +1,7 @@
 """Pretrain the central latent-diffusion model on histology-only tiles."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 MIN_TILES = 16
+SMALL_MACHINE_CPUS = 4
 TISSUE_FRACTION = 0.5
 
 
@@ -209,8 +211,8 @@ def pretrain(
     overwrite
         Replace a model or checkpoints already in ``out``.
     num_workers
-        Data-loader worker processes reading and augmenting batches ahead of the model; default 2 for
-        streamed tiles, else 1. The result does not depend on it.
+        Data-loader worker processes reading and augmenting batches ahead of the model; default 2, or 0
+        (in this process) on machines with at most 4 CPUs. The result does not depend on it.
 
     Returns
     -------
@@ -242,8 +244,8 @@ def pretrain(
     what = "refining the central model" if init is not None else "pretraining the central model"
     start = logg.info(f"{what} ({cfg.name!r}, {steps} steps)")
     tiles, source = _collect_tiles(images, cfg, patch_key)
-    if num_workers is None:
-        num_workers = 1 if isinstance(tiles, np.ndarray) else 2
+    if num_workers is None:  # workers pay off with cores to spare; on a few cores they slow the model down
+        num_workers = 0 if (os.cpu_count() or 1) <= SMALL_MACHINE_CPUS else 2
     group = process_group()  # the processes of `accelerate launch`; only the main one writes
     out_path = None if out is None else Path(out)
     if out_path is not None:
