@@ -6,6 +6,8 @@ image at a time into an on-disk tile store (``read_histology(lazy=True)``). Thei
 make 100,000 tile references (the distinct tiles are fewer; the references are what a training run of that
 size streams from). Then:
 
+0. (cutting: the images are decoded one at a time; the largest, a 9,300 x 9,900 px her2st JPEG, sets this
+   phase's peak, whatever the number of tiles)
 1. every one of the 100k references goes once through a ``torch`` ``DataLoader`` (batch 64, worker
    processes), reading the pixels (the full data pipeline, nothing kept);
 2. ``c2lst.tl.pretrain`` trains the given configuration for a few steps, sampling from all 100k references.
@@ -51,6 +53,13 @@ class Peak(threading.Thread):
     def __init__(self, every: float = 0.2) -> None:
         super().__init__(daemon=True)
         self.every, self.pss, self.rss, self.stop = every, 0, 0, threading.Event()
+        self.phase_pss: dict[str, float] = {}
+        self._since = 0
+
+    def mark(self, phase: str) -> None:
+        """Record the peak PSS (GB) since the previous mark as ``phase``'s."""
+        self.phase_pss[phase] = round(self._since / 1e9, 3)
+        self._since = 0
 
     def run(self) -> None:
         me = psutil.Process()
@@ -62,7 +71,7 @@ class Peak(threading.Thread):
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
                 pss, rss = pss + info.pss, rss + info.rss
-            self.pss, self.rss = max(self.pss, pss), max(self.rss, rss)
+            self.pss, self.rss, self._since = max(self.pss, pss), max(self.rss, rss), max(self._since, pss)
             time.sleep(self.every)
 
 
@@ -97,6 +106,8 @@ def main() -> None:
     histo = c2lst.io.read_histology([*files, *pcam, *monuseg], mpp=mpp, tile_um=100.0, tile_px=64, lazy=True)
     distinct = histo.tiles
     t_index = time.perf_counter() - t0
+    time.sleep(0.5)
+    peak.mark("cut")
     reps = np.resize(np.arange(len(distinct)), N_REFS)
     stream = TileStream(distinct.path, distinct.index[reps], tile_px=distinct.tile_px,
                         fingerprint=hashlib.sha256(f"{distinct.fingerprint} x{N_REFS}".encode()).hexdigest())
@@ -112,6 +123,8 @@ def main() -> None:
         n += len(batch)
         total += float(batch.mean()) * len(batch)
     t_pass = time.perf_counter() - t1
+    time.sleep(0.5)
+    peak.mark("pass")
     print(f"read {n} tiles in {t_pass:.0f} s ({n / t_pass:.0f} tiles/s), mean pixel {total / n:.1f}")
 
     # 2. pretraining, sampling from all 100k references
@@ -119,6 +132,8 @@ def main() -> None:
     model = c2lst.tl.pretrain(refs, config=a.config, steps=a.steps, batch_size=a.batch_size, seed=0,
                               num_workers=a.num_workers)
     t_train = time.perf_counter() - t2
+    time.sleep(0.5)
+    peak.mark("train")
     peak.stop.set()
     peak.join()
     s = model.summary
@@ -129,6 +144,7 @@ def main() -> None:
         "config": a.config, "steps": a.steps, "batch_size": s["batch_size"], "num_workers": a.num_workers,
         "train_seconds": round(t_train, 1), "autoencoder_loss": s.get("autoencoder_loss"), "unet_loss": s["unet_loss"],
         "peak_pss_gb": round(peak.pss / 1e9, 3), "peak_rss_sum_gb": round(peak.rss / 1e9, 3),
+        "peak_pss_gb_by_phase": peak.phase_pss,
         "in_memory_tiles_gb": round(len(stream) * 3 * 64 * 64 / 1e9, 3),
         "tile_store_gb": round(distinct.path.stat().st_size / 1e9, 3), "torch_threads": 2, "cpus": psutil.cpu_count(),
         "python": platform.python_version(), "torch": torch.__version__,

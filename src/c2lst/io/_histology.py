@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from .._logging import info
 from ._image import TIFF_SUFFIXES, _no_pil_pixel_limit, rgb_hwc
@@ -231,8 +230,10 @@ def _remove_store(directory: str, owner: int) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-class TileStream(Dataset):
-    """Tiles kept on disk and read on demand: a map-style ``torch`` dataset of uint8 ``(3, px, px)`` tiles.
+class TileStream:
+    """Tiles kept on disk and read on demand: a map-style dataset of uint8 ``(3, px, px)`` tiles.
+
+    ``torch``'s ``DataLoader`` reads it (``__getitems__`` serves a batch).
 
     :func:`read_histology` with ``lazy=True`` writes each image's tiles, as it cuts them, to a raw tile
     store in a temporary directory (``TMPDIR``; 12 KiB per 64 px tile), removed when the stream that
