@@ -185,7 +185,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     init = None if args.init is None else load_central(args.init)
     tiles = io.read_histology(args.images, mpp=args.mpp, tile_um=args.tile_um, tile_px=args.tile_px,
-                              max_tiles=args.max_tiles, seed=args.seed)
+                              max_tiles=args.max_tiles, seed=args.seed, lazy=True)  # streamed
     model = tl.pretrain(tiles, config=args.config, init=init, steps=args.steps, seed=args.seed, out=args.out,
                         resume=args.resume, overwrite=args.overwrite)
     print(f"saved central model to {args.out}: {model!r}")

@@ -1,8 +1,13 @@
 """Histology-only images (no genes) -> tissue tiles of a fixed physical size, for central pretraining."""
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import re
+import shutil
+import tempfile
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +33,8 @@ class HistologyTiles:
     Attributes
     ----------
     tiles
-        uint8 ``(n, 3, tile_px, tile_px)`` RGB tiles.
+        uint8 ``(n, 3, tile_px, tile_px)`` RGB tiles, or (``lazy=True``) a :class:`TileStream` reading them
+        from disk on demand.
     source
         ``(n,)`` file of each tile (relative to the folder it was found in).
     mpp
@@ -41,7 +47,7 @@ class HistologyTiles:
         The arguments of :func:`~c2lst.io.read_histology`.
     """
 
-    tiles: np.ndarray
+    tiles: np.ndarray | TileStream
     source: np.ndarray
     mpp: float
     tile_um: float
@@ -219,6 +225,88 @@ def _tiles_of(rgb: np.ndarray, mpp: float, tile_um: float, tile_px: int, min_tis
     return np.stack(out) if out else np.empty((0, 3, tile_px, tile_px), dtype=np.uint8)
 
 
+def _remove_store(directory: str, owner: int) -> None:
+    if os.getpid() == owner:  # not in forked data-loader workers, which share the store
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class TileStream:
+    """Tiles kept on disk and read on demand: a map-style dataset of uint8 ``(3, px, px)`` tiles.
+
+    ``torch``'s ``DataLoader`` reads it (``__getitems__`` serves a batch).
+
+    :func:`read_histology` with ``lazy=True`` writes each image's tiles, as it cuts them, to a raw tile
+    store in a temporary directory (``TMPDIR``; 12 KiB per 64 px tile), removed when the stream that
+    created it is garbage collected or the process exits. Reading a tile is one 12 KiB read, so memory
+    stays bounded by the batches in flight whatever the number of tiles, and data-loader workers share
+    the store.
+
+    Attributes
+    ----------
+    path
+        The tile store (``n_stored`` tiles, C order).
+    index
+        ``(n,)`` position in the store of each tile of the stream.
+    fingerprint
+        sha256 of the tiles' shape and bytes, equal to that of the same tiles in memory (what resuming a
+        pretraining run checks).
+    """
+
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, path: str | Path, index: np.ndarray, *, tile_px: int, fingerprint: str) -> None:
+        self.path, self.index = Path(path), np.asarray(index, dtype=np.int64).reshape(-1)
+        self.tile_px, self.fingerprint = int(tile_px), fingerprint
+        self._nbytes = 3 * self.tile_px * self.tile_px
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """``(n, 3, tile_px, tile_px)``."""
+        return (len(self.index), 3, self.tile_px, self.tile_px)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int | np.integer | Sequence[int] | np.ndarray) -> np.ndarray:
+        """One tile ``(3, tile_px, tile_px)``, or ``(k, 3, tile_px, tile_px)`` for a sequence of indices."""
+        if not isinstance(i, int | np.integer):
+            return np.stack(self.__getitems__(np.asarray(i, dtype=np.int64).reshape(-1))).reshape(-1, *self.shape[1:])
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[np.ndarray]:
+        """Tiles of ``indices`` (what ``torch`` data loaders call for a batch)."""
+        where = self.index[np.asarray(indices, dtype=np.int64)]
+        out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(where)
+        with open(self.path, "rb", buffering=0) as fh:
+            for j in np.argsort(where, kind="stable"):
+                fh.seek(int(where[j]) * self._nbytes)
+                buf = fh.read(self._nbytes)
+                if len(buf) != self._nbytes:
+                    raise ValueError(f"the tile store {self.path} is truncated; read the images again.")
+                out[j] = np.frombuffer(buf, dtype=np.uint8).reshape(self.shape[1:]).copy()
+        return out
+
+    def __repr__(self) -> str:
+        return f"TileStream({len(self)} tiles of {self.tile_px} px on disk, read on demand)"
+
+
+def _write_store(tiles: Sequence[np.ndarray], fh: Any) -> int:
+    for t in tiles:
+        fh.write(np.ascontiguousarray(t).tobytes())
+    return sum(len(t) for t in tiles)
+
+
+def _stream(directory: str, store: Path, keep: np.ndarray, tile_px: int) -> TileStream:
+    """Stream the stored tiles ``keep`` (owning ``directory``), fingerprinted as the same tiles in memory."""
+    h = hashlib.sha256(str((len(keep), 3, tile_px, tile_px)).encode())
+    reader = TileStream(store, keep, tile_px=tile_px, fingerprint="")
+    for i in range(0, len(keep), 4096):
+        h.update(np.stack(reader.__getitems__(range(i, min(i + 4096, len(keep))))).tobytes())
+    stream = TileStream(store, keep, tile_px=tile_px, fingerprint=h.hexdigest())
+    weakref.finalize(stream, _remove_store, directory, os.getpid())
+    return stream
+
+
 def read_histology(
     paths: str | Path | Sequence[str | Path],
     *,
@@ -228,6 +316,7 @@ def read_histology(
     min_tissue: float = 0.5,
     max_tiles: int | None = None,
     seed: int = 0,
+    lazy: bool = False,
 ) -> HistologyTiles:
     """Cut histology-only images into tissue tiles of ``tile_um`` microns at ``tile_px`` pixels.
 
@@ -255,11 +344,15 @@ def read_histology(
         Keep at most this many tiles, drawn at random without replacement (in file order).
     seed
         Seed of that random draw.
+    lazy
+        Keep the tiles on disk, not in memory: ``tiles`` is a :class:`TileStream` (same tiles, read on
+        demand; bounded memory for pretraining on many slides, see :func:`c2lst.tl.pretrain`). Images are
+        still read one at a time here.
 
     Returns
     -------
-    :class:`HistologyTiles` with ``tiles`` uint8 ``(n, 3, tile_px, tile_px)``, ``source`` per tile,
-    ``mpp`` (µm per tile pixel), ``tile_um``, ``source_mpp`` and ``params``.
+    :class:`HistologyTiles` with ``tiles`` uint8 ``(n, 3, tile_px, tile_px)`` (a :class:`TileStream` when
+    ``lazy``), ``source`` per tile, ``mpp`` (µm per tile pixel), ``tile_um``, ``source_mpp`` and ``params``.
 
     Raises
     ------
@@ -280,22 +373,37 @@ def read_histology(
     mpps = _resolve_mpp(files, mpp)
     target = tile_um / tile_px
     tiles, sources = [], []
-    for (path, name), (file_mpp, _) in zip(files, mpps, strict=True):
-        rgb, level_mpp = _read_rgb(path, file_mpp, target)
-        t = _tiles_of(rgb, level_mpp, tile_um, tile_px, min_tissue)
-        tiles.append(t)
-        sources += [name] * len(t)
-    all_tiles = np.concatenate(tiles)
-    source = np.asarray(sources, dtype=object)
-    if len(all_tiles) == 0:
-        raise ValueError(f"no tile of {tile_um:g} µm with at least {min_tissue:.0%} tissue in {len(files)} files; check "
-                         "`mpp` (images smaller than a tile give none) or lower `min_tissue`.")
-    n_all = len(all_tiles)
-    if max_tiles is not None and n_all > max_tiles:
-        keep = np.sort(np.random.default_rng(seed).choice(n_all, size=max_tiles, replace=False))
-        all_tiles, source = all_tiles[keep], source[keep]
+    directory = tempfile.mkdtemp(prefix="c2lst-tiles-") if lazy else None
+    store = None if directory is None else Path(directory) / "tiles.u8"
+    try:
+        with open(os.devnull if store is None else store, "wb") as fh:
+            for (path, name), (file_mpp, _) in zip(files, mpps, strict=True):
+                rgb, level_mpp = _read_rgb(path, file_mpp, target)
+                t = _tiles_of(rgb, level_mpp, tile_um, tile_px, min_tissue)
+                del rgb
+                tiles.append(_write_store([t], fh) if lazy else t)
+                sources += [name] * len(t)
+        n_all = len(sources)
+        source = np.asarray(sources, dtype=object)
+        if n_all == 0:
+            raise ValueError(f"no tile of {tile_um:g} µm with at least {min_tissue:.0%} tissue in {len(files)} files; "
+                             "check `mpp` (images smaller than a tile give none) or lower `min_tissue`.")
+        keep = np.arange(n_all)
+        if max_tiles is not None and n_all > max_tiles:
+            keep = np.sort(np.random.default_rng(seed).choice(n_all, size=max_tiles, replace=False))
+        source = source[keep]
+        if directory is not None:
+            all_tiles = _stream(directory, store, keep, tile_px)
+        else:
+            all_tiles = np.concatenate(tiles)
+            all_tiles = all_tiles[keep] if len(keep) < n_all else all_tiles
+    except BaseException:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
     params = {"tile_um": float(tile_um), "tile_px": int(tile_px), "min_tissue": float(min_tissue),
-              "max_tiles": max_tiles, "seed": int(seed), "n_files": len(files), "n_tiles_before_max": n_all}
+              "max_tiles": max_tiles, "seed": int(seed), "n_files": len(files), "n_tiles_before_max": n_all,
+              "lazy": bool(lazy)}
     out = HistologyTiles(tiles=all_tiles, source=source, mpp=target, tile_um=float(tile_um),
                          source_mpp={name: m for (_, name), m in zip(files, mpps, strict=True)}, params=params)
     info(f"cut {out!r}", time=start)

@@ -1,6 +1,7 @@
 """Pretrain the central latent-diffusion model on histology-only tiles."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,12 +15,19 @@ from ..core.configs import DiffusionConfig, get_config
 from ..core.images import as_tiles, resize_tiles
 from ..core.models import MANIFEST, CentralModel, remove_saved
 from ..core.runtime import torch_threads
-from ..core.training import has_checkpoints, pretrain_central, remove_checkpoints, tiles_sha256
+from ..core.training import (
+    has_checkpoints,
+    pretrain_central,
+    process_group,
+    remove_checkpoints,
+    tiles_fingerprint,
+)
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 MIN_TILES = 16
+SMALL_MACHINE_CPUS = 4
 TISSUE_FRACTION = 0.5
 
 
@@ -82,11 +90,17 @@ def _tiles_from_sdata(sdata: SpatialData, config: DiffusionConfig, patch_key: st
     return np.concatenate(out), f"{len(out)} image element(s) tiled"
 
 
-def _collect_tiles(images: Any, config: DiffusionConfig, patch_key: str) -> tuple[np.ndarray, str]:
+def _collect_tiles(images: Any, config: DiffusionConfig, patch_key: str) -> tuple[Any, str]:
     from spatialdata import SpatialData
 
     if isinstance(images, SpatialData):
         tiles, source = _tiles_from_sdata(images, config, patch_key)
+    elif hasattr(images, "tiles") and not isinstance(images.tiles, np.ndarray) and hasattr(images.tiles, "fingerprint"):
+        tiles, source = images.tiles, f"{type(images).__name__} (streamed)"  # read on demand, resized if needed
+        if len(tiles) < MIN_TILES:
+            raise ValueError(f"only {len(tiles)} tiles to pretrain on; at least {MIN_TILES} are needed (thousands "
+                             "for a useful model). Add histology images.")
+        return tiles, source
     elif hasattr(images, "tiles"):
         tiles, source = as_tiles(np.asarray(images.tiles), name="images.tiles"), type(images).__name__
         mpp = getattr(images, "mpp", None)
@@ -106,8 +120,11 @@ def _collect_tiles(images: Any, config: DiffusionConfig, patch_key: str) -> tupl
 
 
 def _prepare_out(out: Path, *, resume: bool, overwrite: bool, config: DiffusionConfig,
-                 run: dict[str, Any]) -> CentralModel | None:
-    """Apply the rules for an existing output directory; return the finished identical run to reuse."""
+                 run: dict[str, Any], wipe: bool = True) -> CentralModel | None:
+    """Apply the rules for an existing output directory; return the finished identical run to reuse.
+
+    With ``wipe=False`` only check: the caller removes what ``overwrite`` replaces.
+    """
     if (out / MANIFEST).exists():
         meta = read_json(out / MANIFEST, what="central model")
         summary = meta.get("summary", {})
@@ -117,7 +134,7 @@ def _prepare_out(out: Path, *, resume: bool, overwrite: bool, config: DiffusionC
         if not overwrite:
             raise ValueError(f"{out} already holds a central model ({meta.get('config', {}).get('name')!r}); pass "
                              "`overwrite=True` to replace it or choose another `out`.")
-    if overwrite:
+    if overwrite and wipe:
         remove_saved(out)
         remove_checkpoints(out)
     elif has_checkpoints(out) and not resume:
@@ -141,6 +158,7 @@ def pretrain(
     mixed_precision: str | None = None,
     patch_key: str = "c2lst_patch",
     overwrite: bool = False,
+    num_workers: int | None = None,
 ) -> CentralModel:
     """Pretrain the central latent-diffusion model on histology-only tiles, or refine one on more tiles.
 
@@ -153,10 +171,16 @@ def pretrain(
     scale are kept and every step refines its UNet on the new tiles (e.g. a shared central model extended
     with tissue types it has not seen; mix in some of its original tiles to keep what it knows).
 
+    Tiles read with ``read_histology(..., lazy=True)`` are streamed from disk (bounded memory, any number
+    of slides). Started by ``accelerate launch --num_processes N`` (e.g. ``accelerate launch -m c2lst.cli
+    pretrain ...``), each process trains on its own seeded batches, gradients are averaged across
+    processes (effective batch N x ``batch_size``), and only the main process writes to ``out``.
+
     Parameters
     ----------
     images
-        ``HistologyTiles`` from :func:`c2lst.io.read_histology` (its ``.tiles``, uint8 ``(n, 3, H, W)``);
+        ``HistologyTiles`` from :func:`c2lst.io.read_histology` (its ``.tiles``, uint8 ``(n, 3, H, W)``, or
+        with ``lazy=True`` a stream read from disk on demand);
         a ``SpatialData`` whose tables carry ``.obsm[patch_key]`` (else its image elements are tiled at
         the configuration's µm/px, keeping tiles that are mostly tissue); or a uint8 array
         ``(n, 3, H, W)`` / ``(n, H, W, 3)``. Tiles are resized to ``config.tile_px`` when needed.
@@ -186,6 +210,9 @@ def pretrain(
         ``.obsm`` key of spot patches when ``images`` is a SpatialData object.
     overwrite
         Replace a model or checkpoints already in ``out``.
+    num_workers
+        Data-loader worker processes reading and augmenting batches ahead of the model; default 2, or 0
+        (in this process) on machines with at most 4 CPUs. The result does not depend on it.
 
     Returns
     -------
@@ -212,25 +239,40 @@ def pretrain(
         raise ValueError(f"`checkpoint_every` must be >= 1, got {checkpoint_every}.")
     if resume and out is None:
         raise ValueError("`resume=True` needs `out`, the directory holding the checkpoints.")
+    if num_workers is not None and not (isinstance(num_workers, int | np.integer) and num_workers >= 0):
+        raise ValueError(f"`num_workers` must be a non-negative integer or None, got {num_workers!r}.")
     what = "refining the central model" if init is not None else "pretraining the central model"
     start = logg.info(f"{what} ({cfg.name!r}, {steps} steps)")
     tiles, source = _collect_tiles(images, cfg, patch_key)
+    if num_workers is None:  # workers pay off with cores to spare; on a few cores they slow the model down
+        num_workers = 0 if (os.cpu_count() or 1) <= SMALL_MACHINE_CPUS else 2
+    group = process_group()  # the processes of `accelerate launch`; only the main one writes
     out_path = None if out is None else Path(out)
     if out_path is not None:
-        run = {"images_sha256": tiles_sha256(tiles), "steps": int(steps), "batch_size": int(batch_size),
+        run = {"images_sha256": tiles_fingerprint(tiles), "steps": int(steps), "batch_size": int(batch_size),
                "lr": float(lr), "seed": int(seed), "mixed_precision": mixed_precision,
                "init_weights_sha256": None if init is None else init.weights_sha256}
-        done = _prepare_out(out_path, resume=resume, overwrite=overwrite, config=cfg, run=run)
+        if group.num_processes > 1:
+            run["num_processes"] = group.num_processes
+        done = _prepare_out(out_path, resume=resume, overwrite=overwrite, config=cfg, run=run, wipe=False)
+        group.wait_for_everyone()
         if done is not None:
             logg.info(f"    {out_path} already holds this finished run; loaded it", time=start)
             return done
+        if overwrite and group.is_main_process:
+            remove_saved(out_path)
+            remove_checkpoints(out_path)
+        group.wait_for_everyone()
     with torch_threads(settings.n_threads):
         model = pretrain_central(tiles, cfg, steps=int(steps), batch_size=int(batch_size), lr=float(lr),
                                  seed=int(seed), mixed_precision=mixed_precision, out=out_path, resume=resume,
-                                 checkpoint_every=int(checkpoint_every), progress=settings.progress_bar, init=init)
+                                 checkpoint_every=int(checkpoint_every), progress=settings.progress_bar, init=init,
+                                 num_workers=int(num_workers))
     model.summary["source"] = source
     if out_path is not None:
-        model.save(out_path, overwrite=True)
+        if group.is_main_process:
+            model.save(out_path, overwrite=True)
+        group.wait_for_everyone()
     ae = (f"autoencoder loss {model.summary['autoencoder_loss']:.4f}, " if init is None else
           f"refined from {init.weights_sha256[:12]}, ")
     logg.info(f"    trained on {len(tiles)} tiles from {source}: {ae}unet loss {model.summary['unet_loss']:.4f}",
