@@ -1,12 +1,14 @@
 """Pretrain the central latent-diffusion model on histology-only tiles."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import _logging as logg
+from .._files import MARKER, check_output, write_marker
 from .._settings import settings
 from .._utils import check_optimizer_args, spot_mpp
 from ..core.checkpoint import read_json
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 MIN_TILES = 16
+BLANK_STD = 2.0  # pixel standard deviation (0-255) below which a tile counts as blank
 TISSUE_FRACTION = 0.5
 
 
@@ -99,6 +102,7 @@ def _collect_tiles(images: Any, config: DiffusionConfig, patch_key: str) -> tupl
     else:
         raise ValueError(f"`images` must be HistologyTiles (c2lst.io.read_histology), a SpatialData object or a uint8 "
                          f"array (n, 3, H, W); got {type(images).__name__}.")
+    _warn_blank(tiles, source)
     if len(tiles) < MIN_TILES:
         raise ValueError(f"only {len(tiles)} tiles to pretrain on; at least {MIN_TILES} are needed (thousands for a "
                          "useful model). Add histology images.")
@@ -123,7 +127,21 @@ def _prepare_out(out: Path, *, resume: bool, overwrite: bool, config: DiffusionC
     elif has_checkpoints(out) and not resume:
         raise ValueError(f"{out} holds checkpoints of an unfinished run; pass `resume=True` to continue it or "
                          "`overwrite=True` to start over.")
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / MARKER).is_file():
+        write_marker(out, "central")
     return None
+
+
+def _warn_blank(tiles: np.ndarray, source: str) -> None:
+    """Warn when tiles are blank or near-constant (background, empty scans): they teach the model nothing."""
+    flat = tiles.reshape(len(tiles), -1)
+    std = np.concatenate([flat[i:i + 1024].astype(np.float32).std(axis=1) for i in range(0, len(flat), 1024)])
+    n_blank = int((std < BLANK_STD).sum())
+    if n_blank:
+        warnings.warn(f"{n_blank} of {len(tiles)} tiles from {source} are blank or near-constant (pixel std below "
+                      f"{BLANK_STD:g} of 255): check the images, or drop such tiles (e.g. read_histology's "
+                      "`min_tissue`) before pretraining.", UserWarning, stacklevel=3)
 
 
 def pretrain(
@@ -185,7 +203,8 @@ def pretrain(
     patch_key
         ``.obsm`` key of spot patches when ``images`` is a SpatialData object.
     overwrite
-        Replace a model or checkpoints already in ``out``.
+        Replace a model or checkpoints already in ``out``. ``out`` must be a new or empty folder or one c2lst
+        wrote (a file or a folder of other files is refused before any training, even with ``overwrite``).
 
     Returns
     -------
@@ -212,6 +231,8 @@ def pretrain(
         raise ValueError(f"`checkpoint_every` must be >= 1, got {checkpoint_every}.")
     if resume and out is None:
         raise ValueError("`resume=True` needs `out`, the directory holding the checkpoints.")
+    if out is not None:  # a file, a folder c2lst did not write: refused now, not after training
+        check_output(out, overwrite=True, what="`out`", allow_existing=True)
     what = "refining the central model" if init is not None else "pretraining the central model"
     start = logg.info(f"{what} ({cfg.name!r}, {steps} steps)")
     tiles, source = _collect_tiles(images, cfg, patch_key)
