@@ -229,7 +229,7 @@ def gene_panel(
     n_top
         Number of genes in the panel.
     train_mask
-        Boolean mask or indices of the training spots. ``None`` uses every spot.
+        Boolean mask of the training spots (not integers: use ``mask.astype(bool)``). ``None`` uses every spot.
     min_spots
         Minimum fraction of training spots in which a gene must be detected.
     layer_counts
