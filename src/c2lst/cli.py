@@ -171,7 +171,7 @@ def cmd_read(args: argparse.Namespace) -> int:
     if args.format == "slide":
         if len(args.inputs) != 1:
             raise UserError("slide needs one input: the H&E image file.")
-        sdata = io.read_slide(args.inputs[0], mpp=args.mpp, library_id=args.library_id)
+        sdata = io.read_slide(args.inputs[0], mpp=args.mpp, library_id=args.library_id, force_mpp=args.force_mpp)
         out = write_store(sdata, None, args.out, [], overwrite=args.overwrite)
         (key, record), = sdata.attrs["c2lst"]["images"].items()
         print(f"wrote {out}: image {key!r} at {record['mpp']:.4g} µm/px ({record['mpp_source']})")
@@ -197,7 +197,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     check_outputs(args, [*args.images, args.init])
     init = None if args.init is None else load_central(args.init)
     tiles = io.read_histology(args.images, mpp=args.mpp, tile_um=args.tile_um, tile_px=args.tile_px,
-                              max_tiles=args.max_tiles, seed=args.seed)
+                              max_tiles=args.max_tiles, seed=args.seed, force_mpp=args.force_mpp)
     model = tl.pretrain(tiles, config=args.config, init=init, steps=args.steps, seed=args.seed, out=args.out,
                         resume=args.resume, overwrite=args.overwrite)
     print(f"saved central model to {args.out}: {model!r}")
@@ -487,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="SpatialData zarr store to create")
     p.add_argument("--library-id", help="section or slide name (legacy-st, slide; default from the file names)")
     p.add_argument("--mpp", type=float, help="slide: µm per full-resolution pixel (default from the file's metadata)")
+    p.add_argument("--force-mpp", action="store_true", help="use --mpp even where the file's metadata disagrees")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.set_defaults(func=cmd_read)
 
@@ -498,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "instead of training from scratch: its autoencoder is kept, its UNet trained on")
     p.add_argument("--steps", type=int, help="training steps (default from the config)")
     p.add_argument("--mpp", type=float, help="µm per pixel of the images when their metadata lacks it")
+    p.add_argument("--force-mpp", action="store_true", help="use --mpp even where the files' metadata disagrees")
     p.add_argument("--tile-um", type=float, default=100.0, help="tile side in µm (default 100, one ST spot)")
     p.add_argument("--tile-px", type=int, default=64, help="tile side in pixels (default 64)")
     p.add_argument("--max-tiles", type=int, help="at most this many tiles (seeded subsample)")
