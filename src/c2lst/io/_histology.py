@@ -137,7 +137,7 @@ def _as_mpp(value: Any, name: str) -> float:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ValueError(f"mpp={value!r} for {name} is not a positive number of microns per pixel; pass e.g. "
+        raise ValueError(f"mpp={value!r} for {name} must be positive (a number of microns per pixel); pass e.g. "
                          "`mpp=0.5` (20x scan) or `mpp=0.25` (40x).")
     return mpp
 
