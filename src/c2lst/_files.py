@@ -159,6 +159,8 @@ def atomic_dir(target: str | Path, *, kind: str | None = None, keep: Iterable[st
         yield tmp
         if kind is not None:
             write_marker(tmp, kind)
+        for p in tmp.rglob("*"):  # some writers (safetensors) create 0600 files: give all the umask's permissions
+            apply_umask(p)
         if target.exists():
             if not _exchange(tmp, target):  # no atomic swap here: two renames, the old one kept until the end
                 old = target.parent / f".{target.name}.old-{os.getpid()}"

@@ -1,6 +1,7 @@
 """H&E images on disk -> lazy ``(c, y, x)`` uint8 dask arrays -> spatialdata image elements."""
 from __future__ import annotations
 
+import re
 import threading
 import warnings
 from contextlib import contextmanager
@@ -25,13 +26,20 @@ TIFF_SUFFIXES = {".tif", ".tiff", ".svs", ".ome.tif", ".ome.tiff"}
 
 def check_pixels(height: int, width: int, *, what: str) -> None:
     """Refuse to decode an image above ``c2lst.settings.max_image_pixels`` (the decompression-bomb guard)."""
+    if int(height) * int(width) > (_budget() or np.inf):
+        _too_large(f"{what} has {width} x {height} = {int(height) * int(width):,} pixels", int(height) * int(width))
+
+
+def _budget() -> int | None:
     from .._settings import settings
 
-    budget = settings.max_image_pixels
-    if budget is not None and int(height) * int(width) > budget:
-        raise ValueError(f"{what} has {width} x {height} = {int(height) * int(width):,} pixels, above "
-                         f"c2lst.settings.max_image_pixels ({budget:,}), the guard against decompression bombs. If "
-                         f"you trust the file, raise it: `c2lst.settings.max_image_pixels = {int(height) * int(width)}`.")
+    return settings.max_image_pixels
+
+
+def _too_large(what: str, n_pixels: int | None) -> None:
+    raise ValueError(f"{what}, above c2lst.settings.max_image_pixels ({_budget():,}), the guard against "
+                     "decompression bombs. If you trust the file, raise it: `c2lst.settings.max_image_pixels = "
+                     f"{n_pixels or 'N'}`.")
 
 
 @contextmanager
@@ -39,18 +47,17 @@ def open_pil(path: Path) -> Iterator[Any]:
     """``PIL.Image.open`` (header only) under c2lst's pixel budget; unreadable files give a ``ValueError``."""
     from PIL import Image
 
-    from .._settings import settings
-
     old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels  # PIL warns above it and refuses above twice it
+    Image.MAX_IMAGE_PIXELS = _budget()  # PIL warns above it and refuses above twice it
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_pixels below says it better
             try:
                 im = Image.open(path)
-            except Image.DecompressionBombError as e:
-                raise ValueError(f"image {path.name}: {e} (c2lst.settings.max_image_pixels). If you trust the file, "
-                                 "raise c2lst.settings.max_image_pixels.") from None
+            except Image.DecompressionBombError as e:  # above twice the budget: PIL refuses before we can look
+                found = re.search(r"\((\d+) pixels\)", str(e))
+                n = int(found.group(1)) if found else None
+                _too_large(f"image {path.name} has {n:,} pixels" if n else f"image {path.name} is too large", n)
             except (OSError, SyntaxError) as e:  # PIL.UnidentifiedImageError is an OSError
                 raise ValueError(f"cannot read image {path.name} ({e}): not a readable image file. Check the file "
                                  "or convert it to an RGB JPEG, PNG or TIFF.") from None

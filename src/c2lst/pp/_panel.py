@@ -204,7 +204,7 @@ def variance_panel(train: np.ndarray, genes: Sequence[str], target_sum: float, *
     flat = np.asarray(genes)[order][var[order] <= 0]
     if len(flat):
         warnings.warn(f"{len(flat)} of the {n_top} panel genes do not vary over the {len(train)} training spots (e.g. "
-                      f"{list(flat[:5])}): they carry no signal and are predicted as a constant. Use more training "
+                      f"{[str(g) for g in flat[:5]]}): they carry no signal and are predicted as a constant. Use more training "
                       "spots or a smaller `n_top`.", UserWarning, stacklevel=3)
     panel = GenePanel(
         genes=tuple(np.asarray(genes)[order]),
