@@ -49,6 +49,10 @@ class Case:
     warns: bool = False  # a plausibility case: a UserWarning naming the fix is the clear outcome
 
 
+class Lost(Exception):
+    """A case found user data (here: a saved model) destroyed."""
+
+
 class CliFailure(Exception):
     """A non-zero exit of the in-process CLI, with its stderr."""
 
@@ -177,7 +181,7 @@ def _out_contains_input(d: Path) -> None:
 
 def _adapter_is_input(d: Path) -> None:
     s = store(d)
-    cli("adapt", str(s), "--adapter", str(s), "--overwrite")
+    cli("adapt", str(s), "--adapter", str(s), "--overwrite", "--steps", "1", "--decoder-steps", "0")
 
 
 def _predictor_save_user(d: Path) -> None:
@@ -191,11 +195,12 @@ def _central_save_user(d: Path) -> None:
 def _central_interrupted(d: Path) -> None:
     import c2lst.core.models as models
 
-    central(0).save(d / "mydir")
+    old = central(0)
+    old.save(d / "mydir")
     real = models.save_module
 
     def killed(module, directory):
-        if Path(directory).name == "unet":
+        if "unet" in Path(directory).name:
             raise KeyboardInterrupt
         return real(module, directory)
 
@@ -206,7 +211,12 @@ def _central_interrupted(d: Path) -> None:
         pass
     finally:
         models.save_module = real
-    models.CentralModel.load(d / "mydir")  # raises (unclear) if neither model is loadable
+    try:
+        back = models.CentralModel.load(d / "mydir")
+    except ValueError as e:
+        raise Lost(f"neither model loads: {e}") from None
+    if back.weights_sha256 != old.weights_sha256:
+        raise Lost("the interrupted save left another model than the old one")
     raise ValueError("interrupted save: the old model still loads; save again to replace it")
 
 
@@ -417,9 +427,11 @@ def classify(case: Case, folder: Path) -> tuple[str, str]:
             error = e
     if any(snapshot(path) != before for path, before in GUARDED):
         return "lost", "a user file or an input changed"
+    if isinstance(error, Lost):
+        return "lost", str(error)
     if case.warns:
         text = " ".join(str(w.message) for w in caught if issubclass(w.category, UserWarning))
-        if error is not None and not isinstance(error, ValueError):
+        if error is not None:  # these inputs deserve a warning and a result, not a failure
             return "unclear", f"{type(error).__name__}: {error}"
         return ("clear" if case.fix in text else "silent"), text or "no warning"
     if error is None:

@@ -9,6 +9,7 @@ import gzip
 import json
 import os
 import struct
+import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -442,3 +443,32 @@ def test_fuzz_histology_reader(fmt, cut, flips):
         else:
             assert tiles.tiles.dtype == np.uint8 and tiles.tiles.shape[1:] == (3, 16, 16)
         assert sorted(p.name for p in Path(d).iterdir()) == [path.name]
+
+
+# ------------------------------------------------------------------------------------- the docs table's script
+def test_robustness_table_classifies_what_happens(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("robustness_table", Path(__file__).parents[1] / "scripts" /
+                                                  "robustness_table.py")
+    rt = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "robustness_table", rt)  # dataclasses look their module up
+    spec.loader.exec_module(rt)
+
+    def deletes(d: Path) -> None:
+        rt.guard(rt.user_folder(d / "mine"))
+        (d / "mine" / "thesis.docx").unlink()
+        raise ValueError("refused; choose another path")
+
+    def raw(d: Path) -> None:
+        raise KeyError("x")
+
+    cases = [(rt.Case("t", "nothing happens", lambda d: None, "fix"), "silent"),
+             (rt.Case("t", "file lost", deletes, "choose another"), "lost"),
+             (rt.Case("t", "raw error", raw, "fix"), "unclear"),
+             (rt.Case("t", "no fix named", lambda d: rt.predictor().save(d / "p") and rt.predictor().save(d / "p"),
+                      "no such phrase"), "unclear"),
+             (next(c for c in rt.CASES if "synthetic='c2lst_synth'" in c.tried), "clear")]
+    for i, (case, expected) in enumerate(cases):
+        assert rt.classify(case, tmp_path / str(i))[0] == expected, case.tried
+    assert "| t | nothing happens | **silent** |" in rt.render([(cases[0][0], "silent", "no error")])

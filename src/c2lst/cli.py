@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
-from ._files import atomic_dir, check_output, write_marker
+from ._files import atomic_dir, check_output, write_atomic, write_marker
 
 TRAIN_KEY = "c2lst_train"
 EXIT_USER_ERROR = 2
@@ -298,7 +298,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                         "the same as for predict).")
     result = tl.evaluate(sdata, train_mask=mask, table_key=name, overwrite=args.overwrite)
     if args.csv:
-        result.to_csv(args.csv, index=False)
+        write_atomic(args.csv, lambda tmp: result.to_csv(tmp, index=False))
     write_store(sdata, source, args.out, [name], overwrite=args.overwrite)
     print(evaluation_summary(table))
     return 0
@@ -329,7 +329,7 @@ def cmd_evaluate_synthetic(args: argparse.Namespace) -> int:
                                     features=args.features, central=central, seed=args.seed,
                                     overwrite=args.overwrite)
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=1) + "\n")
+        write_atomic(args.json, lambda tmp: tmp.write_text(json.dumps(metrics, indent=1) + "\n"))
     write_store(sdata, source, args.out, [args.synthetic], overwrite=args.overwrite)
     print(synthetic_summary(metrics))
     return 0

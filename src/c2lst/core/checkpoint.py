@@ -74,14 +74,15 @@ def load_tensors(path: str | Path, *, sha256: str | None, what: str) -> dict[str
     """Load safetensors, verifying the sha256 recorded in a manifest; ``ValueError`` when corrupt/missing."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path} is missing: the {what} is incomplete.")
+        raise ValueError(f"{path} is missing: the {what} is incomplete. Copy or save it again.")
     if sha256 is not None and sha256_file(path) != sha256:
         raise ValueError(f"{path} does not match its recorded sha256 (truncated or modified file): the {what} "
                          "is corrupt. Re-create it.")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path} is not a readable safetensors file ({err}): the {what} is corrupt.") from None
+        raise ValueError(f"{path} is not a readable safetensors file ({err}): the {what} is corrupt. Copy or save it "
+                         "again.") from None
 
 
 def save_module(module: nn.Module, directory: str | Path) -> str:
