@@ -75,7 +75,8 @@ def _overlaps(target: Path, inputs: Iterable[str | Path | None]) -> Path | None:
 
 
 def check_output(target: str | Path, *, overwrite: bool, inputs: Iterable[str | Path | None] = (),
-                 what: str = "output", flag: str = "`overwrite=True`", allow_existing: bool = False) -> Path:
+                 what: str = "output", flag: str = "`overwrite=True`", allow_existing: bool = False,
+                 hint: str = "") -> Path:
     """Refuse an output folder that c2lst may not write; call it before any long computation.
 
     Parameters
@@ -90,6 +91,8 @@ def check_output(target: str | Path, *, overwrite: bool, inputs: Iterable[str | 
         How the error names the output (e.g. ``"--out"``) and the overwrite switch (``"--overwrite"``).
     allow_existing
         Accept an existing c2lst folder without ``overwrite`` (the caller checks what it holds).
+    hint
+        Appended to the message when ``target`` overlaps an input (another way to get what was meant).
 
     Returns
     -------

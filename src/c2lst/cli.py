@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._files import atomic_dir, check_output, write_atomic, write_marker
+
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
-
-from ._files import atomic_dir, check_output, write_atomic, write_marker
 
 TRAIN_KEY = "c2lst_train"
 EXIT_USER_ERROR = 2
@@ -59,7 +59,8 @@ def write_store(sdata: SpatialData, source: Path | None, out: str | Path | None,
         for name in elements:
             replace_element(sdata, source, name)
         return source
-    out = check_output(out, overwrite=overwrite, inputs=[source], what="--out", flag="--overwrite")
+    out = check_output(out, overwrite=overwrite, inputs=[source], what="--out", flag="--overwrite",
+                       hint=" (or omit --out to update the input store in place)")
     with atomic_dir(out, kind="store") as tmp:  # a failed write leaves no temporary folder and the old store
         tmp.rmdir()  # SpatialData.write creates the folder itself
         sdata.write(tmp)
@@ -76,7 +77,8 @@ def check_outputs(args: argparse.Namespace, inputs: Sequence[str | Path | None],
     inputs = [p for p in inputs if p is not None and p != "default"]
     for option, path in [("--out", getattr(args, "out", None)), *outputs]:
         if path is not None:
-            check_output(path, overwrite=args.overwrite, inputs=inputs, what=option, flag="--overwrite")
+            hint = " (or omit --out to update the input store in place)" if option == "--out" else ""
+            check_output(path, overwrite=args.overwrite, inputs=inputs, what=option, flag="--overwrite", hint=hint)
 
 
 def replace_element(sdata: SpatialData, store: Path, name: str) -> None:
