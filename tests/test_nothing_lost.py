@@ -152,7 +152,12 @@ def test_interrupted_central_save_keeps_the_old_model(tmp_path, monkeypatch):
     assert CentralModel.load(tmp_path / "central").weights_sha256 == new.weights_sha256
 
 
-def test_atomic_dir_swaps_only_a_complete_folder(tmp_path):
+@pytest.mark.parametrize("exchange", [True, False])  # renameat2(RENAME_EXCHANGE), else two renames
+def test_atomic_dir_swaps_only_a_complete_folder(tmp_path, monkeypatch, exchange):
+    import c2lst._files as files
+
+    if not exchange:
+        monkeypatch.setattr(files, "_renameat2", lambda: None)
     target = tmp_path / "t"
     with atomic_dir(target, kind="test") as tmp:
         (tmp / "a").write_text("old")
@@ -160,6 +165,11 @@ def test_atomic_dir_swaps_only_a_complete_folder(tmp_path):
         (tmp / "a").write_text("new")
         raise RuntimeError("interrupted")
     assert (target / "a").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]
+    (target / "checkpoints").mkdir()
+    with atomic_dir(target, kind="test", keep=["checkpoints"]) as tmp:
+        (tmp / "a").write_text("new")
+    assert (target / "a").read_text() == "new" and (target / "checkpoints").is_dir() and (target / MARKER).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]
 
 

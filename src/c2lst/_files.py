@@ -12,7 +12,7 @@ leaves the old folder loadable. Temporary folders and files get the permissions 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import json
 import os
 import shutil
@@ -126,15 +126,19 @@ def check_output(target: str | Path, *, overwrite: bool, inputs: Iterable[str | 
     return target
 
 
+@functools.cache
+def _renameat2() -> Any:
+    """``renameat2`` of the C library (Linux, glibc 2.28+), else ``None``."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); ``False`` when not supported."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
+    renameat2 = _renameat2()
+    if renameat2 is None:
         return False
     at_fdcwd, rename_exchange = -100, 2
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
