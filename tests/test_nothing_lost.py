@@ -175,6 +175,7 @@ def test_atomic_dir_swaps_only_a_complete_folder(tmp_path, monkeypatch, exchange
 
 def test_outputs_checked_before_any_computation(tmp_path, monkeypatch):
     import c2lst.tl._pretrain as pretrain_module
+    from c2lst.benchmark import run_benchmark
 
     def never(*args, **kwargs):
         raise AssertionError("training started although the output location is unusable")
@@ -189,8 +190,11 @@ def test_outputs_checked_before_any_computation(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="not written by c2lst"):
         c2lst.tl.pretrain(tiles, config="tiny", steps=2, out=mine, overwrite=True)
     assert snapshot(mine) == before and (tmp_path / "model.txt").read_text() == "keep"
+    fitted_predictor().save(tmp_path / "pred")  # c2lst output, but not a central model: replaced only when asked
+    with pytest.raises(ValueError, match="already holds other c2lst output; pass `overwrite=True`"):
+        c2lst.tl.pretrain(tiles, config="tiny", steps=2, out=tmp_path / "pred")
     with pytest.raises(ValueError, match="not written by c2lst"):  # before loading any section
-        c2lst.benchmark.run_benchmark(["C2", "C3"], root=tmp_path / "nowhere", out_dir=mine)
+        run_benchmark(["C2", "C3"], root=tmp_path / "nowhere", out_dir=mine)
     assert snapshot(mine) == before
 
 

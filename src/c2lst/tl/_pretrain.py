@@ -121,9 +121,13 @@ def _prepare_out(out: Path, *, resume: bool, overwrite: bool, config: DiffusionC
         if not overwrite:
             raise ValueError(f"{out} already holds a central model ({meta.get('config', {}).get('name')!r}); pass "
                              "`overwrite=True` to replace it or choose another `out`.")
+    others = out.is_dir() and any(p.name != MARKER for p in out.iterdir())
     if overwrite:
         remove_saved(out)
         remove_checkpoints(out)
+    elif others and not (out / MANIFEST).exists() and not has_checkpoints(out):  # e.g. a store or a predictor
+        raise ValueError(f"{out} already holds other c2lst output; pass `overwrite=True` to replace it or choose "
+                         "another `out`.")
     elif has_checkpoints(out) and not resume:
         raise ValueError(f"{out} holds checkpoints of an unfinished run; pass `resume=True` to continue it or "
                          "`overwrite=True` to start over.")
