@@ -201,7 +201,7 @@ def test_predict_bad_input(sdata, tmp_path):
     with pytest.raises(ValueError, match="empty"):
         c2lst.tl.predict(sdata, train_mask=np.zeros(n, bool), **kw)
     with pytest.raises(ValueError, match="at least 3"):
-        c2lst.tl.predict(sdata, train_mask=[0, 1], **kw)
+        c2lst.tl.predict(sdata, train_mask=[True, True] + [False] * (n - 2), **kw)
     with pytest.raises(ValueError, match="does not exist|neither"):
         c2lst.tl.predict(sdata, train_mask=_mask(n), encoder=str(tmp_path / "missing.safetensors"), synthetic=None)
     with pytest.raises(ValueError, match="does not exist"):
@@ -220,7 +220,7 @@ def test_predictor_save_load_roundtrip(encoder, head, tmp_path):
     y = patches.mean(axis=(2, 3)).astype(np.float32) / 50 + rng.normal(0, 0.01, (24, 3)).astype(np.float32)
     model = Predictor(encoder=encoder, head=head, genes=["a", "b", "c"], epochs=2, batch_size=8, seed=1).fit(patches, y)
     path = model.save(tmp_path / "pred")
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == [".c2lst", "config.json", "model.safetensors"]
     back = Predictor.load(path)
     assert back.genes == ["a", "b", "c"] and np.allclose(back.predict(patches), model.predict(patches), atol=1e-5)
     with pytest.raises(ValueError, match="exists"):

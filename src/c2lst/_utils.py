@@ -114,21 +114,24 @@ def spot_positions(table: AnnData, sdata: SpatialData | None = None) -> np.ndarr
 
 
 def as_mask(mask: Any, n: int, *, name: str = "train_mask") -> np.ndarray:
-    """Validate a boolean mask (or integer indices) over ``n`` spots and return a boolean array."""
+    """Validate a boolean mask over ``n`` spots (an array, a Series or a list of booleans); return a copy.
+
+    Integer arrays are refused, 0/1 ones included: reading them as indices or as a mask would silently
+    guess (a 0/1 mask read as indices selects spots 0 and 1). The error names both fixes.
+    """
     if mask is None:
         return np.ones(n, dtype=bool)
     arr = np.asarray(mask)
-    if arr.dtype == bool:
-        if arr.shape != (n,):
-            raise ValueError(f"`{name}` has shape {arr.shape}, expected ({n},) booleans, one per spot.")
-        out = arr.copy()
-    elif np.issubdtype(arr.dtype, np.integer):
-        if arr.size and (arr.min() < 0 or arr.max() >= n):
-            raise ValueError(f"`{name}` indices out of range [0, {n}).")
-        out = np.zeros(n, dtype=bool)
-        out[arr] = True
-    else:
-        raise ValueError(f"`{name}` must be a boolean array of length {n} or integer indices, got dtype {arr.dtype}.")
+    if arr.dtype == object and arr.size and all(isinstance(v, bool | np.bool_) for v in arr.ravel()):
+        arr = arr.astype(bool)
+    if arr.dtype != bool:
+        kind = "integer" if np.issubdtype(arr.dtype, np.integer) else str(arr.dtype)
+        raise ValueError(f"`{name}` must hold booleans (True = selected spot), one per spot; got {kind} values. "
+                         f"For a 0/1 array pass `{name}=np.asarray(mask).astype(bool)`; for spot indices pass "
+                         f"`m = np.zeros({n}, bool); m[indices] = True` as `{name}=m`.")
+    if arr.shape != (n,):
+        raise ValueError(f"`{name}` has shape {arr.shape}, expected ({n},) booleans, one per spot.")
+    out = arr.copy()
     if not out.any():
         raise ValueError(f"`{name}` selects no spot: the training set is empty. Select at least one spot.")
     return out

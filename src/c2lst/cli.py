@@ -3,15 +3,17 @@
 Every subcommand reads a SpatialData zarr store (``spatialdata.read_zarr``) and writes what it computed back
 into it (tables, and the circles of ``predict-slide``; images are never rewritten), or into a new store with ``--out``; models are
 ``save_pretrained``-style directories (``config.json`` + ``*.safetensors``). User errors print one line on
-stderr and exit with status 2; ``--help`` documents each subcommand.
+stderr and exit with status 2, any other failure one line and status 1 (``--debug``: the traceback);
+``--overwrite`` replaces only stores and models c2lst wrote, never an input of the same command;
+``--help`` documents each subcommand.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import shutil
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,12 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._files import atomic_dir, check_output, write_atomic, write_marker
+
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
 TRAIN_KEY = "c2lst_train"
 EXIT_USER_ERROR = 2
+EXIT_FAILURE = 1
 
 
 class UserError(ValueError):
@@ -54,19 +59,26 @@ def write_store(sdata: SpatialData, source: Path | None, out: str | Path | None,
         for name in elements:
             replace_element(sdata, source, name)
         return source
-    out = Path(out)
-    if out.exists():
-        if not overwrite:
-            raise UserError(f"{out} already exists; pass --overwrite to replace it or choose another --out.")
-        if source is not None and out.resolve() == source.resolve():
-            raise UserError("--out is the input store: omit --out to update the input in place.")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    sdata.write(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    out = check_output(out, overwrite=overwrite, inputs=[source], what="--out", flag="--overwrite",
+                       hint=" (or omit --out to update the input store in place)")
+    with atomic_dir(out, kind="store") as tmp:  # a failed write leaves no temporary folder and the old store
+        tmp.rmdir()  # SpatialData.write creates the folder itself
+        sdata.write(tmp)
     return out
+
+
+def check_outputs(args: argparse.Namespace, inputs: Sequence[str | Path | None],
+                  outputs: Sequence[tuple[str, str | Path | None]] = ()) -> None:
+    """Refuse ``--out`` and the model folders in ``outputs`` before any computation (see :func:`check_output`).
+
+    ``outputs`` holds ``(option, path)`` pairs; a path that is ``None`` is skipped. None of them may be, contain or
+    lie inside an input of the command, be a file, or be a folder c2lst did not write.
+    """
+    inputs = [p for p in inputs if p is not None and p != "default"]
+    for option, path in [("--out", getattr(args, "out", None)), *outputs]:
+        if path is not None:
+            hint = " (or omit --out to update the input store in place)" if option == "--out" else ""
+            check_output(path, overwrite=args.overwrite, inputs=inputs, what=option, flag="--overwrite", hint=hint)
 
 
 def replace_element(sdata: SpatialData, store: Path, name: str) -> None:
@@ -157,10 +169,11 @@ def cmd_read(args: argparse.Namespace) -> int:
 
     if args.mpp is not None and args.format != "slide":
         raise UserError(f"--mpp is for `read slide`; {args.format} takes the resolution from its spot positions.")
+    check_outputs(args, args.inputs)
     if args.format == "slide":
         if len(args.inputs) != 1:
             raise UserError("slide needs one input: the H&E image file.")
-        sdata = io.read_slide(args.inputs[0], mpp=args.mpp, library_id=args.library_id)
+        sdata = io.read_slide(args.inputs[0], mpp=args.mpp, library_id=args.library_id, force_mpp=args.force_mpp)
         out = write_store(sdata, None, args.out, [], overwrite=args.overwrite)
         (key, record), = sdata.attrs["c2lst"]["images"].items()
         print(f"wrote {out}: image {key!r} at {record['mpp']:.4g} µm/px ({record['mpp_source']})")
@@ -183,9 +196,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     """Pretrain a central model on histology-only images (or refine one with --init)."""
     from . import io, tl
 
+    check_outputs(args, [*args.images, args.init])
     init = None if args.init is None else load_central(args.init)
     tiles = io.read_histology(args.images, mpp=args.mpp, tile_um=args.tile_um, tile_px=args.tile_px,
-                              max_tiles=args.max_tiles, seed=args.seed, lazy=True)  # streamed
+                              max_tiles=args.max_tiles, seed=args.seed, force_mpp=args.force_mpp,
+                              lazy=True)  # streamed
     model = tl.pretrain(tiles, config=args.config, init=init, steps=args.steps, seed=args.seed, out=args.out,
                         resume=args.resume, overwrite=args.overwrite)
     print(f"saved central model to {args.out}: {model!r}")
@@ -196,6 +211,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     """Adapt a central model to a section's spots; save the adapter."""
     from . import pp, tl
 
+    check_outputs(args, [args.sdata, args.central], [("--adapter", args.adapter)])
     sdata, source, table, name, mask = open_spots(args, default_all=True)
     central = load_central(args.central)
     if "c2lst_patch" not in table.obsm:  # at the central model's tile size, like the synthetic patches
@@ -217,6 +233,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from . import tl
     from .core.models import LocalModel
 
+    check_outputs(args, [args.sdata, args.adapter, args.central])
     source = Path(args.sdata)
     sdata = read_store(source)
     local = LocalModel.load(model_dir(args.adapter, "adapter", "`c2lst adapt`"), load_central(args.central))
@@ -232,13 +249,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Train the histology -> expression predictor on the training spots and predict every spot."""
     from . import pp, tl
 
+    check_outputs(args, [args.sdata, args.central if args.encoder == "central" else None],
+                  [("--save-model", args.save_model)])
     sdata, source, table, name, mask = open_spots(args, default_all=True)
     if "c2lst_patch" not in table.obsm:
         pp.extract_patches(sdata, table_key=name)
     synthetic = None if args.synthetic == "none" else args.synthetic
     kwargs = {"central": load_central(args.central)} if args.encoder == "central" else {}
-    if args.save_model is not None and Path(args.save_model).exists() and not args.overwrite:
-        raise UserError(f"{args.save_model} already exists; pass --overwrite or choose another --save-model.")
     model = tl.predict(sdata, train_mask=mask, synthetic=synthetic, encoder=args.encoder, table_key=name,
                        seed=args.seed, synthetic_weight=args.synthetic_weight, synthetic_align=args.synthetic_align,
                        n_augment=args.n_augment, augment_weight=args.augment_weight, groupby=args.groupby,
@@ -255,12 +272,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_predict_slide(args: argparse.Namespace) -> int:
     """Map expression onto an H&E image without spots: a grid of pseudo-spots scored by a saved predictor."""
     from . import tl
+    from .core.checkpoint import read_json
     from .core.predictor import Predictor
 
+    check_outputs(args, [args.sdata, args.model, args.central])
     source = Path(args.sdata)
     sdata = read_store(source)
     config = model_dir(args.model, "predictor", "`c2lst predict --save-model DIR`") / "config.json"
-    needs_central = config.exists() and json.loads(config.read_text()).get("encoder") == "central"  # load checks the rest
+    needs_central = read_json(config, what="predictor").get("encoder") == "central"  # load checks the rest
     model = Predictor.load(args.model, central=load_central(args.central) if needs_central else None)
     tl.predict_slide(sdata, model, image_key=args.image_key, mpp=args.mpp, grid_um=args.grid_um, spot_um=args.spot_um,
                      lattice=args.lattice, min_tissue=args.min_tissue, key_added=args.key_added, overwrite=args.overwrite)
@@ -275,13 +294,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Per-gene Pearson r of the prediction on the held-out spots."""
     from . import tl
 
+    check_outputs(args, [args.sdata])
     sdata, source, table, name, mask = open_spots(args, default_all=False)
     if mask is None or mask.all():
         raise UserError("no held-out spot: evaluate needs a training split (--train-key COLUMN or --fraction F, "
                         "the same as for predict).")
     result = tl.evaluate(sdata, train_mask=mask, table_key=name, overwrite=args.overwrite)
     if args.csv:
-        result.to_csv(args.csv, index=False)
+        write_atomic(args.csv, lambda tmp: result.to_csv(tmp, index=False))
     write_store(sdata, source, args.out, [name], overwrite=args.overwrite)
     print(evaluation_summary(table))
     return 0
@@ -305,13 +325,14 @@ def cmd_evaluate_synthetic(args: argparse.Namespace) -> int:
     """Fidelity (with its real-vs-real floor), composition and memorisation of a synthetic table."""
     from . import tl
 
+    check_outputs(args, [args.sdata, args.central if args.features == "central" else None])
     sdata, source, _, name, mask = open_spots(args, default_all=False)
     central = load_central(args.central) if args.features == "central" else None
     metrics = tl.evaluate_synthetic(sdata, synthetic=args.synthetic, table_key=name, train_mask=mask,
                                     features=args.features, central=central, seed=args.seed,
                                     overwrite=args.overwrite)
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=1) + "\n")
+        write_atomic(args.json, lambda tmp: tmp.write_text(json.dumps(metrics, indent=1) + "\n"))
     write_store(sdata, source, args.out, [args.synthetic], overwrite=args.overwrite)
     print(synthetic_summary(metrics))
     return 0
@@ -386,7 +407,9 @@ def run_demo(out: Path, *, steps: int | None = None, fast: bool = False, seed: i
     matplotlib.use("Agg")
     from . import datasets, pl, pp, tl
 
+    check_output(out, overwrite=True, what="--out", flag="a new --out", allow_existing=True)  # never a user folder
     out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, "demo")
     sdata = datasets.demo()
     table, name = spot_table_of(sdata, None)
     spatial = table.uns["c2lst"]["spatial"]
@@ -455,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
                "c2lst read slide new.jpg --mpp 0.5 --out new.zarr; c2lst predict-slide new.zarr --model pred/.")
     parser.add_argument("--version", action="version", version=f"c2lst {__version__}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log messages")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     sub = parser.add_subparsers(
         dest="command",
         metavar="{read,pretrain,adapt,generate,predict,predict-slide,evaluate,evaluate-synthetic,benchmark,demo}")
@@ -466,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="SpatialData zarr store to create")
     p.add_argument("--library-id", help="section or slide name (legacy-st, slide; default from the file names)")
     p.add_argument("--mpp", type=float, help="slide: µm per full-resolution pixel (default from the file's metadata)")
+    p.add_argument("--force-mpp", action="store_true", help="use --mpp even where the file's metadata disagrees")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.set_defaults(func=cmd_read)
 
@@ -477,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "instead of training from scratch: its autoencoder is kept, its UNet trained on")
     p.add_argument("--steps", type=int, help="training steps (default from the config)")
     p.add_argument("--mpp", type=float, help="µm per pixel of the images when their metadata lacks it")
+    p.add_argument("--force-mpp", action="store_true", help="use --mpp even where the files' metadata disagrees")
     p.add_argument("--tile-um", type=float, default=100.0, help="tile side in µm (default 100, one ST spot)")
     p.add_argument("--tile-px", type=int, default=64, help="tile side in pixels (default 64)")
     p.add_argument("--max-tiles", type=int, help="at most this many tiles (seeded subsample)")
@@ -623,6 +649,11 @@ def _weight(value: str) -> float | str:
         raise argparse.ArgumentTypeError(f"a number or 'cv', not {value!r}") from None
 
 
+def one_line(err: BaseException) -> str:
+    """Return the message of ``err`` on one line."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``c2lst`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
@@ -647,11 +678,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError) as err:
-        print(f"c2lst {args.command}: error: {err}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        print(f"c2lst {args.command}: error: {one_line(err)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"c2lst {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # anything else: one line (the traceback with --debug), never a raw dump
+        if args.debug:
+            traceback.print_exc()
+        print(f"c2lst {args.command}: error: {type(err).__name__}: {one_line(err)} (rerun with --debug for the "
+              "traceback and report it if the message does not say what to change)", file=sys.stderr)
+        return EXIT_FAILURE
     finally:  # main() is also called in-process (tests, notebooks): leave the settings as they were
         settings.progress_bar, settings.verbosity = before
 

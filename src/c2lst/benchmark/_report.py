@@ -2,29 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .._files import MARKER, write_atomic, write_marker
 from ..metrics._benchmark import benchmark_summary
 
 SYNTHETIC_COLUMNS = ("frechet", "kid", "precision", "recall", "density", "coverage", "diversity_ratio", "out_of_range",
                      "nuclei_count_wasserstein", "nn_ratio", "share_below_heldout_q")
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
@@ -78,16 +66,18 @@ def plot(results: pd.DataFrame, path: Path) -> None:
     from ..pl import benchmark as plot_benchmark
 
     fig = plot_benchmark(results, logx=True, show=False)
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
     plt.close(fig)
 
 
 def write_outputs(results: pd.DataFrame, synthetic: pd.DataFrame, out: Path, *, meta: dict[str, Any]) -> None:
     """Write ``results.csv``, ``synthetic.csv``, ``summary.md``, ``meta.json`` and ``pcc_vs_fraction.png``."""
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "results.csv", lambda tmp: results.to_csv(tmp, index=False))
-    _atomic_write(out / "synthetic.csv", lambda tmp: synthetic.to_csv(tmp, index=False))
+    if not (out / MARKER).is_file():
+        write_marker(out, "benchmark")
+    write_atomic(out / "results.csv", lambda tmp: results.to_csv(tmp, index=False))
+    write_atomic(out / "synthetic.csv", lambda tmp: synthetic.to_csv(tmp, index=False))
     text = markdown(results, synthetic, meta)
-    _atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(text))
-    _atomic_write(out / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    write_atomic(out / "summary.md", lambda tmp: Path(tmp).write_text(text))
+    write_atomic(out / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
     plot(results, out / "pcc_vs_fraction.png")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _logging as logg
+from .._files import check_output
 from ..core.predictor import Predictor, check_extra_options
 from ..core.recipe import RECIPE, RecipeConfig, spatial_mixup
 from ..metrics import handcrafted_features, pearson_per_gene, synthetic_report
@@ -262,6 +263,8 @@ def run_benchmark(
     if len(sections) < 2:
         raise ValueError("leave-one-section-out needs at least two sections.")
     out = Path(out_dir)
+    if not ((out / "results.csv").is_file() and (out / "meta.json").is_file()):  # an earlier run's outputs: kept
+        check_output(out, overwrite=True, what="`out_dir`", allow_existing=True)  # never a folder of user files
     if quick:
         sections, fractions, seeds = tuple(sections[:2]), (0.5,), (0,)
         test_sections = test_sections or (sections[0],)

@@ -8,11 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +15,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from .._files import atomic_dir, write_json  # noqa: F401 (re-exported: the one atomic writer)
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
@@ -44,44 +41,27 @@ def state_sha256(*state_dicts: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-@contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory beside ``target``; on success it replaces ``target`` (rename)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-        old = None
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def write_json(path: str | Path, obj: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def read_json(path: str | Path, *, what: str) -> dict[str, Any]:
-    """Read a JSON manifest; ``ValueError`` naming ``what`` when missing or corrupt."""
+    """Read a JSON manifest; ``ValueError`` naming the file, the ``what`` and the fix when missing or corrupt."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path} not found: not a saved {what}.")
+        raise ValueError(f"{path} not found: {path.parent} is not a saved {what}. Pass the folder c2lst saved it to.")
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is corrupt ({err}); the {what} cannot be loaded.") from None
+        raise ValueError(f"{path} is corrupt ({err}); the {what} cannot be loaded. Save or copy it again.") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} is not a c2lst manifest (a JSON object); the {what} cannot be loaded. Save it again.")
+    return meta
+
+
+def manifest_entry(meta: dict[str, Any], key: str, path: str | Path, *, what: str) -> Any:
+    """``meta[key]``, or a ``ValueError`` naming the manifest ``path`` when the entry is missing."""
+    if key not in meta:
+        raise ValueError(f"{path} has no {key!r} entry: the {what} was written by another tool or an older c2lst "
+                         f"without integrity checks, so its files cannot be verified. Save the {what} again with "
+                         "this c2lst version.")
+    return meta[key]
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path) -> str:
@@ -94,14 +74,15 @@ def load_tensors(path: str | Path, *, sha256: str | None, what: str) -> dict[str
     """Load safetensors, verifying the sha256 recorded in a manifest; ``ValueError`` when corrupt/missing."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path} is missing: the {what} is incomplete.")
+        raise ValueError(f"{path} is missing: the {what} is incomplete. Copy or save it again.")
     if sha256 is not None and sha256_file(path) != sha256:
         raise ValueError(f"{path} does not match its recorded sha256 (truncated or modified file): the {what} "
                          "is corrupt. Re-create it.")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path} is not a readable safetensors file ({err}): the {what} is corrupt.") from None
+        raise ValueError(f"{path} is not a readable safetensors file ({err}): the {what} is corrupt. Copy or save it "
+                         "again.") from None
 
 
 def save_module(module: nn.Module, directory: str | Path) -> str:

@@ -14,16 +14,17 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
+from .._files import atomic_dir, check_output, write_json
 from .autoencoder import TileAutoencoder
 from .checkpoint import (
-    atomic_dir,
     load_module,
     load_tensors,
+    manifest_entry,
     read_json,
     save_module,
     save_tensors,
+    sha256_file,
     state_sha256,
-    write_json,
 )
 from .configs import DiffusionConfig
 from .images import as_tiles, resize_tiles, to_model, to_uint8
@@ -34,6 +35,8 @@ from .seeding import generator, randn
 
 MANIFEST = "c2lst_central.json"
 FORMAT = "c2lst-central/1"
+CENTRAL_CONFIGS = ("autoencoder/config.json", "unet/config.json", "scheduler/scheduler_config.json")
+CENTRAL_KEEP = ("checkpoints", "README.md", "samples.png", "training.json")  # kept when a model is replaced
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -204,24 +207,27 @@ class CentralModel:
         The model directory.
         """
         path = Path(path)
-        if (path / MANIFEST).exists() and not overwrite:
+        same = False
+        if (path / MANIFEST).is_file() and not overwrite:
             existing = read_json(path / MANIFEST, what="central model")
             if existing.get("weights_sha256") != self.weights_sha256:
                 raise ValueError(f"{path} already holds a different central model; pass `overwrite=True` or "
                                  "choose another directory.")
-        path.mkdir(parents=True, exist_ok=True)
+            same = True  # the same model again: rewriting it changes nothing
+        check_output(path, overwrite=overwrite or same, what="model directory")
         files: dict[str, str] = {}
-        with atomic_dir(path / "autoencoder") as d:
-            files["autoencoder"] = save_module(self.autoencoder, d)
-        with atomic_dir(path / "unet") as d:
-            files["unet"] = save_module(self.unet, d)
-        with atomic_dir(path / "scheduler") as d:
-            DDPMScheduler.from_config(self.scheduler_config).save_pretrained(str(d))
-        write_json(path / MANIFEST, {
-            "format": FORMAT, "config": self.config.to_dict(), "scaling_factor": self.scaling_factor,
-            "tile_px": self.tile_px, "mpp": self.config.mpp, "summary": self.summary,
-            "weights_sha256": self.weights_sha256, "files_sha256": files,
-        })
+        # one atomic swap of the whole folder: an interrupted save leaves the old model loadable
+        with atomic_dir(path, kind="central", keep=CENTRAL_KEEP) as tmp:
+            files["autoencoder"] = save_module(self.autoencoder, tmp / "autoencoder")
+            files["unet"] = save_module(self.unet, tmp / "unet")
+            DDPMScheduler.from_config(self.scheduler_config).save_pretrained(str(tmp / "scheduler"))
+            for rel in CENTRAL_CONFIGS:
+                files[rel] = sha256_file(tmp / rel)
+            write_json(tmp / MANIFEST, {
+                "format": FORMAT, "config": self.config.to_dict(), "scaling_factor": self.scaling_factor,
+                "tile_px": self.tile_px, "mpp": self.config.mpp, "summary": self.summary,
+                "weights_sha256": self.weights_sha256, "files_sha256": files,
+            })
         return path
 
     @classmethod
@@ -230,9 +236,16 @@ class CentralModel:
         path = Path(path)
         meta = read_json(path / MANIFEST, what="central model")
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{path / MANIFEST} has format {meta.get('format')!r}, expected {FORMAT!r}.")
-        config = DiffusionConfig.from_dict(meta["config"])
-        files = meta["files_sha256"]
+            raise ValueError(f"{path / MANIFEST} has format {meta.get('format')!r}, expected {FORMAT!r}: not a c2lst "
+                             "central model. Pass a folder written by CentralModel.save or `c2lst pretrain`.")
+        config = DiffusionConfig.from_dict(manifest_entry(meta, "config", path / MANIFEST, what="central model"))
+        files = manifest_entry(meta, "files_sha256", path / MANIFEST, what="central model")
+        for key in ("autoencoder", "unet"):
+            manifest_entry(files, key, path / MANIFEST, what="central model")
+        for rel, sha in files.items():  # the configurations (recorded since 0.x; weights are checked below)
+            if "/" in rel and (not (path / rel).is_file() or sha256_file(path / rel) != sha):
+                raise ValueError(f"{path / rel} is missing or does not match its sha256 in {MANIFEST} (truncated or "
+                                 "modified file): the central model is corrupt. Copy or save it again.")
         ae = load_module(TileAutoencoder, path / "autoencoder", sha256=files["autoencoder"], what="central model")
         unet = load_module(UNet2DModel, path / "unet", sha256=files["unet"], what="central model")
         model = cls(ae, unet, config, meta["scaling_factor"], meta.get("summary"))
@@ -526,10 +539,8 @@ class LocalModel:
         -------
         The adapter directory.
         """
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise ValueError(f"{path} already exists; pass `overwrite=True` or choose another path.")
-        with atomic_dir(path) as tmp:
+        path = check_output(path, overwrite=overwrite, what="adapter directory")
+        with atomic_dir(path, kind="adapter") as tmp:
             sha = save_tensors(self.adapter_state(), tmp / LOCAL_WEIGHTS)
             write_json(tmp / LOCAL_MANIFEST, {
                 "format": LOCAL_FORMAT, "central": self.central.identity(), "panel": self.panel,
@@ -563,7 +574,10 @@ class LocalModel:
         path = Path(path)
         meta = read_json(path / LOCAL_MANIFEST, what="local adapter")
         if meta.get("format") != LOCAL_FORMAT:
-            raise ValueError(f"{path / LOCAL_MANIFEST} has format {meta.get('format')!r}, expected {LOCAL_FORMAT!r}.")
+            raise ValueError(f"{path / LOCAL_MANIFEST} has format {meta.get('format')!r}, expected {LOCAL_FORMAT!r}: "
+                             "not a c2lst adapter. Pass a folder written by LocalModel.save or `c2lst adapt`.")
+        for key in ("central", "panel", "modulation", "lora_rank", "summary", "adapter_sha256"):
+            manifest_entry(meta, key, path / LOCAL_MANIFEST, what="local adapter")
         if meta["central"] != central.identity():
             raise ValueError(f"the adapter in {path} was trained on another central model (weights "
                              f"{meta['central']['weights_sha256'][:12]}, config {meta['central']['config']['name']!r}), "

@@ -28,9 +28,6 @@ Weights are saved as ``config.json`` + ``model.safetensors`` (never pickled).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -38,12 +35,13 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file as load_torch
 from torch import nn
 
+from .._files import atomic_dir, check_output
 from ..metrics import check_patches, handcrafted_features, pearson_per_gene
+from .checkpoint import load_tensors, manifest_entry, read_json, sha256_file
 
 ENCODERS = ("handcrafted", "cnn", "central")
 HEADS = ("ridge", "mlp")
@@ -64,6 +62,7 @@ GROUP_STD_PRIOR = 100
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _FORMAT = "c2lst-predictor"
+PREDICTOR_WEIGHTS = "model.safetensors"
 
 
 class FeatureModel(Protocol):
@@ -764,24 +763,15 @@ class Predictor:
             raise ValueError("nothing to save: the predictor is not fitted.")
         if self.encoder_kind == "callable":
             raise ValueError("a predictor with a callable encoder cannot be saved; use a named encoder or a checkpoint.")
-        target = Path(path)
-        if target.exists() and not overwrite:
-            raise ValueError(f"{target} already exists; pass `overwrite=True` or choose another path.")
+        target = check_output(path, overwrite=overwrite, what="predictor directory")
         tensors = {f"stats.{k}": np.ascontiguousarray(v) for k, v in self.stats.items()}
         for prefix, net in (("cnn.", self.cnn), ("resnet.", self.resnet), ("mlp.", self.mlp)):
             if net is not None:
                 tensors.update({prefix + k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()})
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            save_numpy(tensors, str(tmp / "model.safetensors"))
-            (tmp / "config.json").write_text(json.dumps(self.params, indent=2))
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with atomic_dir(target, kind="predictor") as tmp:
+            save_numpy(tensors, str(tmp / PREDICTOR_WEIGHTS))
+            config = self.params | {"files_sha256": {PREDICTOR_WEIGHTS: sha256_file(tmp / PREDICTOR_WEIGHTS)}}
+            (tmp / "config.json").write_text(json.dumps(config, indent=2))
         return target
 
     @classmethod
@@ -796,19 +786,25 @@ class Predictor:
             The central model, required when the predictor uses ``encoder="central"``; its identity is checked.
         """
         d = Path(path)
-        if not (d / "config.json").exists() or not (d / "model.safetensors").exists():
-            raise ValueError(f"{d} is not a saved predictor (needs config.json and model.safetensors).")
-        cfg = json.loads((d / "config.json").read_text())
+        if not (d / "config.json").exists() or not (d / PREDICTOR_WEIGHTS).exists():
+            raise ValueError(f"{d} is not a saved predictor (needs config.json and {PREDICTOR_WEIGHTS}); pass a "
+                             "folder written by Predictor.save or `c2lst predict --save-model`.")
+        cfg = read_json(d / "config.json", what="predictor")
         if cfg.get("format") != _FORMAT:
-            raise ValueError(f"{d}/config.json is not a c2lst predictor config.")
+            raise ValueError(f"{d}/config.json is not a c2lst predictor config; pass a folder written by "
+                             "Predictor.save or `c2lst predict --save-model`.")
+        files = manifest_entry(cfg, "files_sha256", d / "config.json", what="predictor")
+        sha = manifest_entry(files, PREDICTOR_WEIGHTS, d / "config.json", what="predictor")
+        keys = ("central_t", "seed", "epochs", "batch_size", "lr", "weight_decay", "cnn_width", "feat_dim", "hidden",
+                "alphas", "mixup_alpha", "batch_features", "encoder", "encoder_path", "head", "genes")
+        for key in keys:
+            manifest_entry(cfg, key, d / "config.json", what="predictor")
         if cfg["encoder"] == "central" and cfg.get("central_identity") and central is not None:
             got = central.identity() if callable(getattr(central, "identity", None)) else None
             if got != cfg["central_identity"]:
                 raise ValueError("the central model passed is not the one this predictor was fitted with; pass that model.")
-        tensors = load_numpy(str(d / "model.safetensors"))
-        keys = ("central_t", "seed", "epochs", "batch_size", "lr", "weight_decay", "cnn_width", "feat_dim", "hidden",
-                "alphas", "mixup_alpha", "batch_features")
-        kwargs = {k: cfg[k] for k in keys}
+        tensors = {k: v.numpy() for k, v in load_tensors(d / PREDICTOR_WEIGHTS, sha256=sha, what="predictor").items()}
+        kwargs = {k: cfg[k] for k in keys[:12]}
         kwargs["alphas"] = tuple(kwargs["alphas"])
         kwargs["group_norm"] = bool(cfg.get("group_norm", False))  # absent in predictors saved before it existed
 

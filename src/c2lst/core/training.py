@@ -24,6 +24,7 @@ import math
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,13 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .._files import remove_temporaries
 from .autoencoder import TileAutoencoder, autoencoder_loss
 from .checkpoint import (
     atomic_dir,
     flatten_optimizer,
     load_tensors,
+    manifest_entry,
     read_json,
     save_tensors,
     unflatten_optimizer,
@@ -300,17 +303,28 @@ class _Run:
             shutil.rmtree(old, ignore_errors=True)
 
     def load_latest(self, out: Path) -> bool:
-        found = _checkpoint_dirs(out)
-        if not found:
-            return False
-        step, path = found[-1]
-        meta = read_json(path / "state.json", what="checkpoint")
-        if meta.get("signature") != self.signature:
-            diff = sorted(k for k in set(self.signature) | set(meta.get("signature", {}))
-                          if self.signature.get(k) != meta.get("signature", {}).get(k))
-            raise ValueError(f"the checkpoint {path} belongs to another run (different {diff}); resume with the "
-                             "same images and arguments, or pass `overwrite=True` to start over.")
-        tensors = load_tensors(path / "state.safetensors", sha256=meta["state_sha256"], what="checkpoint")
+        """Restore the newest intact checkpoint (a corrupt newer one is skipped with a warning)."""
+        remove_temporaries(out / CHECKPOINTS, ".step-*.*-*")  # half-written checkpoints of a killed run
+        for step, path in reversed(_checkpoint_dirs(out)):
+            try:
+                meta = read_json(path / "state.json", what="checkpoint")
+                sha = manifest_entry(meta, "state_sha256", path / "state.json", what="checkpoint")
+                if meta.get("signature") == self.signature:
+                    tensors = load_tensors(path / "state.safetensors", sha256=sha, what="checkpoint")
+            except ValueError as err:
+                warnings.warn(f"skipping the corrupt checkpoint {path} ({err}); resuming from an older one.",
+                              UserWarning, stacklevel=3)
+                continue
+            if meta.get("signature") != self.signature:
+                diff = sorted(k for k in set(self.signature) | set(meta.get("signature", {}))
+                              if self.signature.get(k) != meta.get("signature", {}).get(k))
+                raise ValueError(f"the checkpoint {path} belongs to another run (different {diff}); resume with the "
+                                 "same images and arguments, or pass `overwrite=True` to start over.")
+            self._restore(step, meta, tensors)
+            return True
+        return False
+
+    def _restore(self, step: int, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         ae = self.accelerator.unwrap_model(self.ae)
         unet = self.accelerator.unwrap_model(self.unet)
         ae.load_state_dict({k[12:]: v for k, v in tensors.items() if k.startswith("autoencoder.")}, strict=True)
@@ -321,7 +335,6 @@ class _Run:
         self.ema.load_state_dict(meta["ema"] | {"shadow_params": shadow})
         self.step, self.scaling_factor = step, meta["scaling_factor"]
         self.losses, self.seconds = list(meta["losses"]), dict(meta["seconds"])
-        return True
 
     # ------------------------------------------------------------------ result
     def result(self) -> CentralModel:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .._logging import info
-from ._image import TIFF_SUFFIXES, _no_pil_pixel_limit, rgb_hwc
+from ._image import TIFF_SUFFIXES, check_pixels, decode_pil, open_pil, readable, rgb_hwc
 
 SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".svs"}
 SATURATION_MIN = 0.08  # HSV saturation of stained tissue; white/grey background lies below
@@ -24,6 +24,8 @@ BRIGHTNESS_MIN = 0.1  # near-black pixels (scanner borders, pen) are not tissue
 SHORTFALL = 0.1  # an image at least 90% of a tile wide still gives one tile (rescaled by at most 1/0.9)
 _APERIO_MPP = re.compile(r"\|\s*MPP\s*=\s*([0-9.]+)")  # "...|MPP = 0.4990|..." in Aperio SVS descriptions
 MPP_RANGE = (0.05, 50.0)  # plausible microscope resolutions; 72 dpi "resolutions" of plain images fall outside
+MPP_TOLERANCE = 0.25  # a given mpp further than this (relative) from the file's metadata is refused (force_mpp=True)
+MAX_UPSCALE = 4.0  # refuse tiles cut from fewer than tile_px / MAX_UPSCALE source pixels (a wrong mpp, most likely)
 
 
 @dataclass(frozen=True)
@@ -128,15 +130,36 @@ def _metadata_mpp(path: Path) -> float | None:
             return _plausible(float(value)) if value else None
     if suffix in TIFF_SUFFIXES:
         return _tiff_mpp(path)
-    from PIL import Image
-
-    with _no_pil_pixel_limit(), Image.open(path) as im:
+    with open_pil(path) as im:
         dpi = im.info.get("dpi")
     return _plausible(25_400.0 / float(dpi[0])) if dpi and float(dpi[0]) > 0 else None
 
 
-def _resolve_mpp(files: list[tuple[Path, str]], mpp: float | Mapping[str, float] | None) -> list[tuple[float, str]]:
-    """Microns per pixel of each file and where it came from; a ``ValueError`` lists the unknown ones."""
+def _as_mpp(value: Any, name: str) -> float:
+    """Return a user-given µm/px as a positive float; anything else is a ``ValueError`` naming the file."""
+    try:
+        mpp = float(value)
+        ok = not isinstance(value, bool) and math.isfinite(mpp) and mpp > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"mpp={value!r} for {name} must be positive (a number of microns per pixel); pass e.g. "
+                         "`mpp=0.5` (20x scan) or `mpp=0.25` (40x).")
+    return mpp
+
+
+def _file_mpp(path: Path, name: str) -> float | None:
+    """:func:`_metadata_mpp`, with unreadable files as a ``ValueError`` naming the file."""
+    return readable(lambda: _metadata_mpp(path), name)
+
+
+def _resolve_mpp(files: list[tuple[Path, str]], mpp: float | Mapping[str, float] | None, *,
+                 force_mpp: bool = False) -> list[tuple[float, str]]:
+    """Microns per pixel of each file and where it came from; a ``ValueError`` lists the unknown ones.
+
+    A given value that differs from the file's own metadata by more than ``MPP_TOLERANCE`` is refused unless
+    ``force_mpp``.
+    """
     out: list[tuple[float, str] | None] = []
     for path, name in files:
         given = None
@@ -144,18 +167,31 @@ def _resolve_mpp(files: list[tuple[Path, str]], mpp: float | Mapping[str, float]
             given = next((mpp[k] for k in (name, str(path), path.name, path.stem) if k in mpp), None)
         elif mpp is not None:
             given = mpp
+        found = _file_mpp(path, name)
         if given is not None:
-            if isinstance(given, bool) or not float(given) > 0:
-                raise ValueError(f"mpp={given!r} for {name} must be positive (microns per pixel).")
-            out.append((float(given), "given"))
+            value = _as_mpp(given, name)
+            if found is not None and abs(value / found - 1) > MPP_TOLERANCE and not force_mpp:
+                raise ValueError(f"mpp={value:g} for {name} disagrees with the file's metadata ({found:.4g} µm/px) by "
+                                 f"more than {MPP_TOLERANCE:.0%}; leave `mpp` unset to use the metadata, or pass "
+                                 "`force_mpp=True` (CLI: --force-mpp) if the metadata is wrong.")
+            out.append((value, "given"))
         else:
-            found = _metadata_mpp(path)
             out.append((found, "file metadata") if found is not None else None)
     unknown = [name for (_, name), m in zip(files, out, strict=True) if m is None]
     if unknown:
         raise ValueError(f"microns per pixel unknown for {len(unknown)} files (e.g. {unknown[:5]}): their metadata "
                          "records no resolution. Pass `mpp=` (one float, or a dict from file name to µm/px).")
     return out  # type: ignore[return-value]
+
+
+def _check_upscale(name: str, mpp: float, source: str, tile_um: float, tile_px: int) -> None:
+    """Refuse a resolution that would cut each tile from a handful of source pixels blown up to ``tile_px``."""
+    side = tile_um / mpp
+    if tile_px / side > MAX_UPSCALE:
+        raise ValueError(f"{name}: at {mpp:g} µm/px ({source}) a {tile_um:g} µm tile spans {side:.1f} source pixels, "
+                         f"which would be upscaled {tile_px / side:.1f}x to {tile_px} px (at most {MAX_UPSCALE:g}x). "
+                         "Check `mpp` (microns per pixel: about 0.25 at 40x, 0.5 at 20x), or lower `tile_px` / raise "
+                         "`tile_um`.")
 
 
 def _read_rgb(path: Path, mpp: float, target_mpp: float) -> tuple[np.ndarray, float]:
@@ -180,16 +216,14 @@ def _read_rgb(path: Path, mpp: float, target_mpp: float) -> tuple[np.ndarray, fl
                 lv_mpp = mpp * width0 / lv.shape[lv.axes.index("X")]
                 if lv_mpp <= target_mpp * (1 + 1e-6):
                     best, best_mpp = lv, lv_mpp
+            check_pixels(best.shape[best.axes.index("Y")], best.shape[best.axes.index("X")], what=f"image {path.name}")
             arr = best.asarray()
             if best.axes.startswith("S"):
                 arr = np.moveaxis(arr, 0, -1)
             return np.asarray(rgb_hwc(arr, what=f"image {path.name}")), best_mpp
-    from PIL import Image
-
-    with _no_pil_pixel_limit(), Image.open(path) as im:
-        if im.mode in ("RGBA", "P", "CMYK"):
-            im = im.convert("RGB")
-        return np.asarray(rgb_hwc(np.asarray(im), what=f"image {path.name}")), mpp
+    with open_pil(path) as im:  # RGB after conversion of RGBA/P/CMYK; grayscale is refused by rgb_hwc
+        arr = decode_pil(im, path) if im.mode in ("RGB", "RGBA", "P", "CMYK") else np.asarray(im)
+        return np.asarray(rgb_hwc(arr, what=f"image {path.name}")), mpp
 
 
 def tissue_mask(rgb: np.ndarray) -> np.ndarray:
@@ -212,8 +246,8 @@ def _tiles_of(rgb: np.ndarray, mpp: float, tile_um: float, tile_px: int, min_tis
     side = min(side, h / nh, w / nw)
     factor = tile_px / side
     hs, ws = max(nh * tile_px, round(h * factor)), max(nw * tile_px, round(w * factor))
-    with _no_pil_pixel_limit():  # PIL's bicubic resize widens its kernel when shrinking: anti-aliased
-        small = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((ws, hs), Image.Resampling.BICUBIC))
+    # PIL's bicubic resize widens its kernel when shrinking: anti-aliased
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((ws, hs), Image.Resampling.BICUBIC))
     tissue = tissue_mask(small)
     r0, c0 = (hs - nh * tile_px) // 2, (ws - nw * tile_px) // 2
     out = []
@@ -317,6 +351,7 @@ def read_histology(
     max_tiles: int | None = None,
     seed: int = 0,
     lazy: bool = False,
+    force_mpp: bool = False,
 ) -> HistologyTiles:
     """Cut histology-only images into tissue tiles of ``tile_um`` microns at ``tile_px`` pixels.
 
@@ -333,7 +368,8 @@ def read_histology(
     mpp
         Microns per pixel of the images: one float, or a dict from file name (or relative path, path or
         stem) to float. Files not covered use their metadata (OpenSlide/Aperio MPP, TIFF or PNG resolution
-        within 0.05-50 µm/px).
+        within 0.05-50 µm/px). A given value more than 25% away from the file's metadata is refused (see
+        ``force_mpp``), and so is one at which a tile would be cut from fewer than ``tile_px / 4`` source pixels.
     tile_um
         Physical side of a tile in microns (100 µm = one legacy ST spot).
     tile_px
@@ -348,6 +384,8 @@ def read_histology(
         Keep the tiles on disk, not in memory: ``tiles`` is a :class:`TileStream` (same tiles, read on
         demand; bounded memory for pretraining on many slides, see :func:`c2lst.tl.pretrain`). Images are
         still read one at a time here.
+    force_mpp
+        Use the given ``mpp`` even where the file's metadata records another resolution.
 
     Returns
     -------
@@ -357,8 +395,9 @@ def read_histology(
     Raises
     ------
     ValueError
-        For missing files, unknown resolution (pass ``mpp``), non-RGB images, bad sizes, or when no tile
-        passes the tissue filter.
+        For missing, unreadable or truncated files, unknown or implausible resolution (``mpp`` not a positive
+        number, against the metadata, or upscaling tiles more than 4x), non-RGB images, images above
+        ``c2lst.settings.max_image_pixels``, bad sizes, or when no tile passes the tissue filter.
     """
     if not tile_um > 0:
         raise ValueError(f"tile_um={tile_um!r} must be positive (microns).")
@@ -370,7 +409,9 @@ def read_histology(
         raise ValueError(f"max_tiles={max_tiles!r} must be a positive integer or None.")
     start = info("tiling histology images")
     files = _collect(paths)
-    mpps = _resolve_mpp(files, mpp)
+    mpps = _resolve_mpp(files, mpp, force_mpp=force_mpp)
+    for (_, name), (file_mpp, how) in zip(files, mpps, strict=True):
+        _check_upscale(name, file_mpp, how, tile_um, tile_px)
     target = tile_um / tile_px
     tiles, sources = [], []
     directory = tempfile.mkdtemp(prefix="c2lst-tiles-") if lazy else None
@@ -378,7 +419,7 @@ def read_histology(
     try:
         with open(os.devnull if store is None else store, "wb") as fh:
             for (path, name), (file_mpp, _) in zip(files, mpps, strict=True):
-                rgb, level_mpp = _read_rgb(path, file_mpp, target)
+                rgb, level_mpp = readable(lambda p=path, m=file_mpp: _read_rgb(p, m, target), name)
                 t = _tiles_of(rgb, level_mpp, tile_um, tile_px, min_tissue)
                 del rgb
                 tiles.append(_write_store([t], fh) if lazy else t)
@@ -403,7 +444,7 @@ def read_histology(
         raise
     params = {"tile_um": float(tile_um), "tile_px": int(tile_px), "min_tissue": float(min_tissue),
               "max_tiles": max_tiles, "seed": int(seed), "n_files": len(files), "n_tiles_before_max": n_all,
-              "lazy": bool(lazy)}
+              "lazy": bool(lazy), "force_mpp": bool(force_mpp)}
     out = HistologyTiles(tiles=all_tiles, source=source, mpp=target, tile_um=float(tile_um),
                          source_mpp={name: m for (_, name), m in zip(files, mpps, strict=True)}, params=params)
     info(f"cut {out!r}", time=start)

@@ -1,37 +1,103 @@
 """H&E images on disk -> lazy ``(c, y, x)`` uint8 dask arrays -> spatialdata image elements."""
 from __future__ import annotations
 
+import re
 import threading
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dask.array as da
 import numpy as np
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from spatialdata.transformations import BaseTransformation
     from xarray import DataArray, DataTree
 
+T = TypeVar("T")
 CHUNK_PX = 1024  # spatial chunk side of image elements
 PYRAMID_ABOVE_PX = 4096  # build a multiscale pyramid when the long side exceeds this
 PYRAMID_SMALLEST_PX = 1024  # halve until the long side is at most this
 TIFF_SUFFIXES = {".tif", ".tiff", ".svs", ".ome.tif", ".ome.tiff"}
 
 
+def check_pixels(height: int, width: int, *, what: str) -> None:
+    """Refuse to decode an image above ``c2lst.settings.max_image_pixels`` (the decompression-bomb guard)."""
+    if int(height) * int(width) > (_budget() or np.inf):
+        _too_large(f"{what} has {width} x {height} = {int(height) * int(width):,} pixels", int(height) * int(width))
+
+
+def _budget() -> int | None:
+    from .._settings import settings
+
+    return settings.max_image_pixels
+
+
+def _too_large(what: str, n_pixels: int | None) -> None:
+    raise ValueError(f"{what}, above c2lst.settings.max_image_pixels ({_budget():,}), the guard against "
+                     "decompression bombs. If you trust the file, raise it: `c2lst.settings.max_image_pixels = "
+                     f"{n_pixels or 'N'}`.")
+
+
 @contextmanager
-def _no_pil_pixel_limit() -> Iterator[None]:
-    """Let PIL open whole-slide-sized JPEGs (its decompression-bomb guard stops at ~89 Mpx)."""
+def open_pil(path: Path) -> Iterator[Any]:
+    """``PIL.Image.open`` (header only) under c2lst's pixel budget; unreadable files give a ``ValueError``."""
     from PIL import Image
 
     old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
+    Image.MAX_IMAGE_PIXELS = _budget()  # PIL warns above it and refuses above twice it
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_pixels below says it better
+            try:
+                im = Image.open(path)
+            except Image.DecompressionBombError as e:  # above twice the budget: PIL refuses before we can look
+                found = re.search(r"\((\d+) pixels\)", str(e))
+                n = int(found.group(1)) if found else None
+                _too_large(f"image {path.name} has {n:,} pixels" if n else f"image {path.name} is too large", n)
+            except (OSError, SyntaxError) as e:  # PIL.UnidentifiedImageError is an OSError
+                raise ValueError(f"cannot read image {path.name} ({e}): not a readable image file. Check the file "
+                                 "or convert it to an RGB JPEG, PNG or TIFF.") from None
+        with im:
+            check_pixels(im.height, im.width, what=f"image {path.name}")
+            yield im
     finally:
         Image.MAX_IMAGE_PIXELS = old
+
+
+def decode_pil(im: Any, path: Path) -> np.ndarray:
+    """Decode an opened PIL image to an RGB ``(y, x, 3)`` array; a truncated or corrupt file is a ``ValueError``."""
+    try:
+        return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"image {path.name} is truncated or corrupt ({e}); copy or export the file again.") from None
+
+
+def readable(read: Callable[[], T], name: str) -> T:
+    """Call ``read()``; an error of the image libraries (PIL, tifffile) becomes a ``ValueError`` naming the file."""
+    try:
+        return read()
+    except MemoryError:
+        raise
+    except Exception as e:
+        if type(e) is ValueError:  # c2lst's own messages name the file and the fix already
+            raise
+        raise ValueError(f"cannot read image {name} ({type(e).__name__}: {e}); check the file or convert it to an "
+                         "RGB JPEG, PNG or TIFF.") from None
+
+
+def _check_jpeg_complete(path: Path) -> None:
+    """Refuse a JPEG without its end-of-image marker ``FFD9`` (a file cut short), before any decoding."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 1024))
+        tail = f.read()
+    if b"\xff\xd9" not in tail:
+        raise ValueError(f"image {path.name} is a truncated JPEG (no end-of-image marker): the file was cut short. "
+                         "Copy or download it again.")
 
 
 def rgb_hwc(arr: Any, *, what: str) -> Any:
@@ -53,13 +119,10 @@ PIL_TO_RGB = ("RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV")  # PIL modes converted
 
 def _pil_size(path: Path) -> tuple[int, int]:
     """``(height, width)`` of a JPEG/PNG from its header, refusing non-RGB modes (nothing is decoded)."""
-    from PIL import Image
-
-    try:
-        with _no_pil_pixel_limit(), Image.open(path) as im:
-            mode, (width, height) = im.mode, im.size
-    except OSError as e:  # PIL.UnidentifiedImageError is an OSError
-        raise ValueError(f"cannot read image {path.name} ({e}); use a JPEG, PNG or TIFF RGB image.") from None
+    with open_pil(path) as im:
+        mode, (width, height), fmt = im.mode, im.size, im.format
+    if fmt == "JPEG":
+        _check_jpeg_complete(path)
     if mode != "RGB" and mode not in PIL_TO_RGB:
         raise ValueError(f"image {path.name} has PIL mode {mode!r} (not RGB); c2lst needs an RGB H&E image: "
                          "convert it to 8-bit RGB first.")
@@ -67,10 +130,8 @@ def _pil_size(path: Path) -> tuple[int, int]:
 
 
 def _read_pil(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with _no_pil_pixel_limit(), Image.open(path) as im:
-        return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+    with open_pil(path) as im:
+        return decode_pil(im, path)
 
 
 class _DecodedPyramid:
@@ -152,7 +213,7 @@ def read_rgb(path: str | Path) -> list[da.Array]:
         raise ValueError(f"image file {str(path)!r} does not exist; pass the path of the H&E image.")
     suffix = "".join(path.suffixes[-2:]).lower() if path.name.lower().endswith((".ome.tif", ".ome.tiff")) else path.suffix.lower()
     if suffix in TIFF_SUFFIXES:
-        hwc = rgb_hwc(_tiff_level0(path), what=f"image {path.name}")
+        hwc = rgb_hwc(readable(lambda: _tiff_level0(path), path.name), what=f"image {path.name}")
         return [hwc.transpose(2, 0, 1).rechunk((3, CHUNK_PX, CHUNK_PX))]
     shape = _pil_size(path)
     shapes = [shape]

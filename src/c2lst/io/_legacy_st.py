@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import re
 import warnings
+import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,19 @@ def _sep(path: Path) -> str:
     return "\t" if "\t" in first else ","
 
 
+def _read_table(path: Path, what: str, **kwargs: Any) -> pd.DataFrame:
+    """``pandas.read_csv`` of a (gzipped) tab/comma table; an empty, corrupt or non-gzip file is a clear ``ValueError``."""
+    if path.stat().st_size == 0:
+        raise ValueError(f"{what} {path.name} is empty (0 bytes): copy or download the file again.")
+    try:
+        return pd.read_csv(path, sep=_sep(path), **kwargs)
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        gz = " gzip-compressed" if path.suffix == ".gz" else ""
+        raise ValueError(f"cannot read {what} {path.name} ({type(e).__name__}: {e}): expected a{gz} tab- or "
+                         "comma-separated text table. Check the file (a .gz name must hold gzip data; an empty or cut "
+                         "short file must be copied again).") from None
+
+
 def _stem(path: Path) -> str:
     name = path.name
     for suffix in (".gz", ".tsv", ".csv", ".txt"):
@@ -42,7 +56,7 @@ def _read_counts(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     """Read the counts table (spots x genes) and the integer ``(x, y)`` array position of each row."""
     if not path.is_file():
         raise ValueError(f"counts file {str(path)!r} does not exist; pass the spots x genes counts table.")
-    df = pd.read_csv(path, sep=_sep(path), index_col=0)
+    df = _read_table(path, "counts file", index_col=0)
     if df.shape[0] == 0 or df.shape[1] == 0:
         raise ValueError(f"counts file {path.name} has shape {df.shape}; expected spots as rows and genes as columns.")
     bad = [c for c, t in df.dtypes.items() if not pd.api.types.is_numeric_dtype(t)]
@@ -63,7 +77,7 @@ def _read_counts(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
 def _read_spots(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise ValueError(f"spot file {str(path)!r} does not exist; pass the spot table with columns {list(SPOT_COLUMNS)}.")
-    spots = pd.read_csv(path, sep=_sep(path))
+    spots = _read_table(path, "spot file")
     missing = [c for c in SPOT_COLUMNS if c not in spots.columns]
     if missing:
         raise ValueError(f"spot file {path.name} lacks columns {missing} (has {list(spots.columns)}); it needs x, y "

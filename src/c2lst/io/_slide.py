@@ -20,7 +20,8 @@ def recorded_mpp(sdata: SpatialData, image_key: str) -> float | None:
     return float(record["mpp"]) if "mpp" in record else None
 
 
-def read_slide(image: str | Path, *, mpp: float | None = None, library_id: str | None = None) -> SpatialData:
+def read_slide(image: str | Path, *, mpp: float | None = None, library_id: str | None = None,
+               force_mpp: bool = False) -> SpatialData:
     """Read an H&E image with no spots as ``SpatialData``, recording its microns per pixel.
 
     The image stays lazy (dask; a pyramid when the long side exceeds 4096 px), as in
@@ -33,9 +34,12 @@ def read_slide(image: str | Path, *, mpp: float | None = None, library_id: str |
         The H&E image file (JPEG, PNG, TIFF or SVS; 8-bit RGB).
     mpp
         Microns per full-resolution pixel. Default: the file's metadata (OpenSlide/Aperio MPP, TIFF or PNG
-        resolution within 0.05-50 µm/px); a ``ValueError`` asks for it when the file records none.
+        resolution within 0.05-50 µm/px); a ``ValueError`` asks for it when the file records none, and refuses
+        a given value more than 25% away from the file's own (see ``force_mpp``).
     library_id
         Slide name, used in the element name; default: the file name without extensions.
+    force_mpp
+        Use the given ``mpp`` even where the file's metadata records another resolution.
 
     Returns
     -------
@@ -52,7 +56,7 @@ def read_slide(image: str | Path, *, mpp: float | None = None, library_id: str |
     path = Path(image)
     start = info(f"reading H&E slide {path.name}")
     levels = read_rgb(path)  # checks that the file exists and is 8-bit RGB
-    ((mpp, source),) = _resolve_mpp([(path, path.name)], mpp)  # given (> 0), else the file's metadata
+    ((mpp, source),) = _resolve_mpp([(path, path.name)], mpp, force_mpp=force_mpp)  # given (> 0), else the file's metadata
     name = library_id if library_id is not None else path.name.split(".")[0]
     image_key = f"{check_library_id(name)}_image"
     sdata = SpatialData(images={image_key: image_element(levels)},

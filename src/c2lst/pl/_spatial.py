@@ -56,7 +56,7 @@ def spatial_genes(
         Table layers to show, the measured one first (``"X"`` for ``table.X``; ``"error"`` for
         ``c2lst_pred - lognorm``, drawn with a diverging colormap centred on 0).
     train_mask
-        Boolean mask (or indices) of the training spots over the whole table; Pearson r is then computed on
+        Boolean mask of the training spots over the whole table; Pearson r is then computed on
         the other spots. ``None`` reads the mask recorded by ``tl.predict`` in ``uns[<layer>]['params']``.
     table_key, image_key, shapes_key
         Elements to use when the SpatialData holds several.

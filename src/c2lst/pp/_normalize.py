@@ -34,7 +34,7 @@ def normalize(
     data
         ``SpatialData`` (the table is resolved with ``table_key``) or ``AnnData``.
     train_mask
-        Boolean mask or indices of the training spots. ``None`` uses every spot.
+        Boolean mask of the training spots (not integers: use ``mask.astype(bool)``). ``None`` uses every spot.
     target_sum
         Counts per spot after scaling. ``None``: median library size of the training spots.
     layer_counts

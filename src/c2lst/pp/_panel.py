@@ -6,6 +6,7 @@ that they see the same genes in the same order, and normalise new spots exactly 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -186,6 +187,11 @@ def variance_panel(train: np.ndarray, genes: Sequence[str], target_sum: float, *
     ------
     ValueError
         When fewer than ``n_top`` genes pass ``min_spots``.
+
+    Warns
+    -----
+    UserWarning
+        When panel genes have zero variance over the training spots.
     """
     detected = (train > 0).mean(axis=0) >= min_spots
     n_ok = int(detected.sum())
@@ -195,6 +201,11 @@ def variance_panel(train: np.ndarray, genes: Sequence[str], target_sum: float, *
     var = train.var(axis=0)
     var[~detected] = -np.inf
     order = np.argsort(-var, kind="stable")[:n_top]
+    flat = np.asarray(genes)[order][var[order] <= 0]
+    if len(flat):
+        warnings.warn(f"{len(flat)} of the {n_top} panel genes do not vary over the {len(train)} training spots (e.g. "
+                      f"{[str(g) for g in flat[:5]]}): they carry no signal and are predicted as a constant. Use more training "
+                      "spots or a smaller `n_top`.", UserWarning, stacklevel=3)
     panel = GenePanel(
         genes=tuple(np.asarray(genes)[order]),
         mean=train[:, order].mean(axis=0),
@@ -229,7 +240,7 @@ def gene_panel(
     n_top
         Number of genes in the panel.
     train_mask
-        Boolean mask or indices of the training spots. ``None`` uses every spot.
+        Boolean mask of the training spots (not integers: use ``mask.astype(bool)``). ``None`` uses every spot.
     min_spots
         Minimum fraction of training spots in which a gene must be detected.
     layer_counts

@@ -99,7 +99,7 @@ def adapt(
         ``config.n_top_genes`` genes chosen on the training spots (:func:`c2lst.pp.gene_panel`, which
         writes ``.var``/``.uns["c2lst_panel"]``).
     train_mask
-        Boolean mask or indices of the training spots.
+        Boolean mask of the training spots (not integers: use ``mask.astype(bool)``).
     train_fraction
         Alternatively, a seeded random fraction of the spots to train on. Default: all spots.
     steps, batch_size, lr
@@ -150,7 +150,8 @@ def adapt(
         raise ValueError(f"`lora_rank` must be a non-negative integer, got {lora_rank!r}.")
     check_key(table_uns(table), "adapt", where=".uns['c2lst']", overwrite=overwrite)
     if patch_key not in table.obsm:
-        raise ValueError(f"no patches in .obsm[{patch_key!r}]; run c2lst.pp.extract_patches(sdata) first.")
+        raise ValueError(f"no patches in .obsm[{patch_key!r}] (obsm keys: {list(table.obsm)}); run "
+                         "c2lst.pp.extract_patches(sdata) first or pass an existing `patch_key`.")
     mask = _train_mask(table.n_obs, train_mask, train_fraction, seed)
     gp = _panel(table, panel, mask, cfg.n_top_genes)
     genes = gp.standardize(gp.expression(table))[mask]

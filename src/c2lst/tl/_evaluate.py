@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _logging as logg
-from .._utils import as_mask, check_key, resolve_table, spot_positions
+from .._utils import _pick, as_mask, check_key, resolve_table, spot_positions
 from ..metrics import (
     handcrafted_features,
     mae_per_gene,
@@ -155,7 +155,8 @@ def evaluate(
         table_key = with_layer[0] if len(with_layer) == 1 else None
     resolved, table, _ = resolve_table(sdata, table_key)
     if layer not in table.layers:
-        raise ValueError(f"no .layers[{layer!r}] to evaluate; run c2lst.tl.predict(sdata, key_added={layer!r}) first.")
+        raise ValueError(f"no .layers[{layer!r}] to evaluate (layers: {list(table.layers)}); run "
+                         f"c2lst.tl.predict(sdata, key_added={layer!r}) first or pass an existing `layer`.")
     check_key(table.uns, key_added, where=".uns", overwrite=overwrite)
     panel = _panel_of(table, layer)
     mask = _train_mask(table, layer, train_mask)
@@ -279,7 +280,9 @@ def evaluate_synthetic(
     """
     start = logg.info(f"evaluating synthetic table {synthetic!r}")
     if not hasattr(sdata, "tables") or synthetic not in sdata.tables:
-        raise ValueError(f"no synthetic table {synthetic!r} in the SpatialData object; run c2lst.tl.generate first.")
+        tables = list(getattr(sdata, "tables", {}))
+        raise ValueError(f"no synthetic table {synthetic!r} in the SpatialData object (tables: {tables}); run "
+                         "c2lst.tl.generate first or pass an existing `synthetic`.")
     syn = sdata.tables[synthetic]
     check_key(syn.uns, key_added, where=f"tables[{synthetic!r}].uns", overwrite=overwrite)
     if table_key is None:
@@ -287,10 +290,11 @@ def evaluate_synthetic(
         if len(others) != 1:
             raise ValueError(f"several candidate real tables {others}; choose one with `table_key=`.")
         table_key = others[0]
-    table = sdata.tables[table_key]
+    table = sdata.tables[_pick("table", list(sdata.tables.keys()), table_key, "table_key")]
     for name, t in ((table_key, table), (synthetic, syn)):
         if patch_key not in t.obsm:
-            raise ValueError(f"table {name!r} has no .obsm[{patch_key!r}] patches; extract or generate them first.")
+            raise ValueError(f"table {name!r} has no .obsm[{patch_key!r}] patches (obsm keys: {list(t.obsm)}); extract "
+                             "or generate them first.")
     real, fake = np.asarray(table.obsm[patch_key]), np.asarray(syn.obsm[patch_key])
     if real.shape[1:] != fake.shape[1:]:
         raise ValueError(f"real patches {real.shape[1:]} and synthetic patches {fake.shape[1:]} differ in size; compare "

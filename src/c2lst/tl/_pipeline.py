@@ -137,7 +137,7 @@ def run(
         Central model, or its directory; ``None`` loads the shipped default
         (:func:`c2lst.datasets.central_default`).
     train_mask
-        Boolean mask (or indices) of the training spots over the table.
+        Boolean mask of the training spots over the table.
     fraction
         Alternatively, the seeded random share of each section's spots to train on. With neither, half of
         the spots train and the other half are held out for evaluation. ``fraction=1`` trains on every spot

@@ -61,11 +61,23 @@ def train_panel(table: AnnData, mask: np.ndarray, panel: GenePanel | None, n_top
     return gene_panel(scratch, n_top=n_top, train_mask=mask, key_added="panel"), "training spots"
 
 
+SYNTHETIC_TABLE = "c2lst_synthetic"  # the default of `synthetic=`: may be absent (no synthetic pairs yet)
+
+
 def synthetic_pairs(sdata: SpatialData | None, synthetic: str | None, panel: GenePanel,
                     patch_key: str) -> tuple[np.ndarray | None, np.ndarray | None, int, np.ndarray | None]:
-    """Patches, conditioning expression and source spot names of the synthetic table, checked against the panel."""
-    if synthetic is None or sdata is None or synthetic not in sdata.tables:
+    """Patches, conditioning expression and source spot names of the synthetic table, checked against the panel.
+
+    Only the default name may be absent (no synthetic pairs yet); any other name must be a table of ``sdata``.
+    """
+    if synthetic is None:
         return None, None, 0, None
+    tables = [] if sdata is None else list(sdata.tables.keys())
+    if synthetic not in tables:
+        if synthetic == SYNTHETIC_TABLE:
+            return None, None, 0, None
+        raise ValueError(f"no synthetic table {synthetic!r}; available tables: {tables}. Pass the name tl.generate "
+                         "wrote (`key_added`), or `synthetic=None` to train on the real spots only.")
     syn = sdata.tables[synthetic]
     if list(map(str, syn.var_names)) != list(panel.genes):
         raise ValueError(f"the synthetic table {synthetic!r} has {syn.n_vars} genes that are not the panel's "
@@ -145,10 +157,12 @@ def predict(
         ``SpatialData`` (or ``AnnData``) whose table has raw counts in ``X`` and patches in ``.obsm[patch_key]``
         (:func:`c2lst.pp.extract_patches`).
     train_mask
-        Boolean mask or indices of the training spots. ``None`` trains on every spot.
+        Boolean mask of the training spots (integer arrays are refused: use ``mask.astype(bool)``). ``None``
+        trains on every spot.
     synthetic
         Name of the synthetic table written by :func:`c2lst.tl.generate`; its pairs are added to the training
-        set when it is present (its genes must be the panel's, in order). ``None`` trains on real spots only.
+        set (its genes must be the panel's, in order). The default name may be absent (real spots only); any
+        other name that is not a table raises a ``ValueError``. ``None`` trains on real spots only.
     encoder
         ``"handcrafted"`` (35 colour/texture/nuclei features; the default), ``"central"`` (pooled UNet
         activations of the central diffusion model, with the handcrafted features appended), ``"cnn"`` (small
@@ -239,7 +253,8 @@ def predict(
         raise ValueError(f"only {int(mask.sum())} training spots; a predictor needs at least 3. Select more spots in "
                          "`train_mask`.")
     if patch_key not in table.obsm:
-        raise ValueError(f"no patches in .obsm[{patch_key!r}]; run c2lst.pp.extract_patches(sdata) first.")
+        raise ValueError(f"no patches in .obsm[{patch_key!r}] (obsm keys: {list(table.obsm)}); run "
+                         "c2lst.pp.extract_patches(sdata) first or pass an existing `patch_key`.")
     patches = np.asarray(table.obsm[patch_key])
     if str(encoder) == "central":
         central = resolve_central(central)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import _logging as logg
+from .._files import MARKER, check_output, write_marker
 from .._settings import settings
 from .._utils import check_optimizer_args, spot_mpp
 from ..core.checkpoint import read_json
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
 MIN_TILES = 16
 SMALL_MACHINE_CPUS = 4
+BLANK_STD = 2.0  # pixel standard deviation (0-255) below which a tile counts as blank
 TISSUE_FRACTION = 0.5
 
 
@@ -113,6 +116,7 @@ def _collect_tiles(images: Any, config: DiffusionConfig, patch_key: str) -> tupl
     else:
         raise ValueError(f"`images` must be HistologyTiles (c2lst.io.read_histology), a SpatialData object or a uint8 "
                          f"array (n, 3, H, W); got {type(images).__name__}.")
+    _warn_blank(tiles, source)
     if len(tiles) < MIN_TILES:
         raise ValueError(f"only {len(tiles)} tiles to pretrain on; at least {MIN_TILES} are needed (thousands for a "
                          "useful model). Add histology images.")
@@ -120,10 +124,10 @@ def _collect_tiles(images: Any, config: DiffusionConfig, patch_key: str) -> tupl
 
 
 def _prepare_out(out: Path, *, resume: bool, overwrite: bool, config: DiffusionConfig,
-                 run: dict[str, Any], wipe: bool = True) -> CentralModel | None:
+                 run: dict[str, Any]) -> CentralModel | None:
     """Apply the rules for an existing output directory; return the finished identical run to reuse.
 
-    With ``wipe=False`` only check: the caller removes what ``overwrite`` replaces.
+    Only checks: the main process then removes what ``overwrite`` replaces (:func:`_claim_out`).
     """
     if (out / MANIFEST).exists():
         meta = read_json(out / MANIFEST, what="central model")
@@ -134,13 +138,37 @@ def _prepare_out(out: Path, *, resume: bool, overwrite: bool, config: DiffusionC
         if not overwrite:
             raise ValueError(f"{out} already holds a central model ({meta.get('config', {}).get('name')!r}); pass "
                              "`overwrite=True` to replace it or choose another `out`.")
-    if overwrite and wipe:
-        remove_saved(out)
-        remove_checkpoints(out)
-    elif has_checkpoints(out) and not resume:
+    if overwrite:
+        return None
+    if out.is_dir() and any(p.name != MARKER for p in out.iterdir()) and not has_checkpoints(out):
+        # e.g. a store or a predictor
+        raise ValueError(f"{out} already holds other c2lst output; pass `overwrite=True` to replace it or choose "
+                         "another `out`.")
+    if has_checkpoints(out) and not resume:
         raise ValueError(f"{out} holds checkpoints of an unfinished run; pass `resume=True` to continue it or "
                          "`overwrite=True` to start over.")
     return None
+
+
+def _claim_out(out: Path, *, overwrite: bool) -> None:
+    """Make ``out`` a marked c2lst folder, emptied of an earlier model and checkpoints with ``overwrite``."""
+    if overwrite:
+        remove_saved(out)
+        remove_checkpoints(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / MARKER).is_file():
+        write_marker(out, "central")
+
+
+def _warn_blank(tiles: np.ndarray, source: str) -> None:
+    """Warn when tiles are blank or near-constant (background, empty scans): they teach the model nothing."""
+    flat = tiles.reshape(len(tiles), -1)
+    std = np.concatenate([flat[i:i + 1024].astype(np.float32).std(axis=1) for i in range(0, len(flat), 1024)])
+    n_blank = int((std < BLANK_STD).sum())
+    if n_blank:
+        warnings.warn(f"{n_blank} of {len(tiles)} tiles from {source} are blank or near-constant (pixel std below "
+                      f"{BLANK_STD:g} of 255): check the images, or drop such tiles (e.g. read_histology's "
+                      "`min_tissue`) before pretraining.", UserWarning, stacklevel=3)
 
 
 def pretrain(
@@ -209,7 +237,8 @@ def pretrain(
     patch_key
         ``.obsm`` key of spot patches when ``images`` is a SpatialData object.
     overwrite
-        Replace a model or checkpoints already in ``out``.
+        Replace a model or checkpoints already in ``out``. ``out`` must be a new or empty folder or one c2lst
+        wrote (a file or a folder of other files is refused before any training, even with ``overwrite``).
     num_workers
         Data-loader worker processes reading and augmenting batches ahead of the model; default 2, or 0
         (in this process) on machines with at most 4 CPUs. The result does not depend on it.
@@ -241,6 +270,8 @@ def pretrain(
         raise ValueError("`resume=True` needs `out`, the directory holding the checkpoints.")
     if num_workers is not None and not (isinstance(num_workers, int | np.integer) and num_workers >= 0):
         raise ValueError(f"`num_workers` must be a non-negative integer or None, got {num_workers!r}.")
+    if out is not None:  # a file, a folder c2lst did not write: refused now, not after training
+        check_output(out, overwrite=True, what="`out`", allow_existing=True)
     what = "refining the central model" if init is not None else "pretraining the central model"
     start = logg.info(f"{what} ({cfg.name!r}, {steps} steps)")
     tiles, source = _collect_tiles(images, cfg, patch_key)
@@ -254,14 +285,13 @@ def pretrain(
                "init_weights_sha256": None if init is None else init.weights_sha256}
         if group.num_processes > 1:
             run["num_processes"] = group.num_processes
-        done = _prepare_out(out_path, resume=resume, overwrite=overwrite, config=cfg, run=run, wipe=False)
+        done = _prepare_out(out_path, resume=resume, overwrite=overwrite, config=cfg, run=run)
         group.wait_for_everyone()
         if done is not None:
             logg.info(f"    {out_path} already holds this finished run; loaded it", time=start)
             return done
-        if overwrite and group.is_main_process:
-            remove_saved(out_path)
-            remove_checkpoints(out_path)
+        if group.is_main_process:
+            _claim_out(out_path, overwrite=overwrite)
         group.wait_for_everyone()
     with torch_threads(settings.n_threads):
         model = pretrain_central(tiles, cfg, steps=int(steps), batch_size=int(batch_size), lr=float(lr),
