@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._files import write_atomic
 from ..metrics._benchmark import benchmark_summary, paired_difference
-from ._report import _atomic_write
 
 ORDER = ("handcrafted", "real", "augment", "mixup", "spatial_mixup", "c2l", "local_only", "c2l_augment")
 META = "other_measurements.json"
@@ -190,5 +190,5 @@ def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str
                 lines += [t["note"], ""]
     text = "\n".join(lines).rstrip() + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
     return path
