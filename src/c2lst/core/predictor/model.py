@@ -1,365 +1,39 @@
-"""Histology -> expression predictor: a patch encoder followed by a ridge or MLP head.
-
-Encoders turn ``(n, 3, H, W)`` uint8 RGB patches into ``(n, F)`` features:
-
-``"handcrafted"``
-    Colour / HED / GLCM / nuclei statistics (:func:`c2lst.metrics.handcrafted_features`), no weights.
-``"cnn"``
-    A small CNN trained end-to-end on the training patches (with a linear probe on the standardised
-    targets), then frozen.
-``"central"``
-    ``central.features(patches, t=..., batch_size=..., seed=...)`` of a central diffusion model.
-a path (or a :class:`ResNetEncoder`)
-    A local torchvision/timm ResNet checkpoint (``.safetensors``; architecture inferred from the keys),
-    frozen, ImageNet-normalised, global-average-pooled (saved predictors record it as ``"resnet"``).
-a callable
-    Any ``patches -> (n, F)`` feature function (not savable).
-
-Frozen encoders' features (central, ResNet, callable) are by default concatenated with the handcrafted
-ones; the end-to-end CNN's are not (its features are fitted to the training targets, so a ridge refit on
-them would trust them over the handcrafted ones; measured on her2st: worse than either alone).
-
-The head maps standardised features to standardised targets: ``"ridge"`` (one alpha per gene chosen by
-efficient leave-one-out CV on the real training rows only, then refit on real + extra rows) or ``"mlp"``.
-Extra rows (synthetic or augmented patches with their expression) and feature-space mixup rows only ever
-enter fitting; every statistic (feature and target mean/std, ridge alphas) comes from the real rows.
-Weights are saved as ``config.json`` + ``model.safetensors`` (never pickled).
-"""
+"""The predictor: a patch encoder, per-group feature standardisation and a regression head (real + extra rows)."""
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import save_file as save_numpy
-from safetensors.torch import load_file as load_torch
 from torch import nn
 
-from .._files import atomic_dir, check_output
-from ..metrics import check_patches, handcrafted_features, pearson_per_gene
-from .checkpoint import load_tensors, manifest_entry, read_json, sha256_file
+from ...metrics import check_patches, handcrafted_features, pearson_per_gene
+from .encoders import FeatureModel, PatchCNN, ResNetEncoder, _batches, _load_checkpoint, _to_tensor
+from .extra_rows import (
+    _X_STD_FLOOR,
+    _Y_STD_FLOOR,
+    EXTRA_WEIGHTS,
+    _check_augment,
+    _check_groups,
+    _fold_rows,
+    _group_labels,
+    _moments,
+    _pooled_group_std,
+    _restandardised_fold,
+    _row_weights,
+    _standardise_extra,
+    _standardise_per_group,
+    augment_patches,
+    check_extra_options,
+)
+from .heads import HEADS, MLPHead
+from .persistence import FORMAT, load_predictor, save_predictor
+from .ridge import RIDGE_ALPHAS, ridge_per_target
 
 ENCODERS = ("handcrafted", "cnn", "central")
-HEADS = ("ridge", "mlp")
-RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))
-EXTRA_WEIGHTS = (0.0, 0.25, 0.5, 1.0)  # candidates of extra_weight="cv"
-EXTRA_ALIGN = ("moments",)
-# Defaults of the public functions for synthetic rows (tl.predict, tl.run, the benchmark, the CLI), measured on
-# her2st (benchmarks/README.md): aligned rows at weight 0.25 gained at every paired fraction < 1, raw rows at
-# weight 1 lost at f = 0.25 and 0.5. Predictor.fit itself stays neutral (weight 1, no alignment) for other extra rows.
-SYNTHETIC_WEIGHT, SYNTHETIC_ALIGN = 0.25, "moments"
-_X_STD_FLOOR, _Y_STD_FLOOR = 1e-6, 1e-3  # smallest feature / target sd used for standardising
-MIN_GROUP_ROWS = 5  # group_norm: the fewest patches a group's own feature moments are taken from
-# group_norm: each group's feature sd is shrunk toward the training spots' pooled within-group sd, as if that sd had
-# been seen on this many extra patches. Unshrunk, a section more homogeneous than the training sections (one tissue
-# type, few spots) had its features blown up: on her2st (benchmarks/another_patient.py) half sections of another
-# patient lost 0.019 in mean r against no group_norm at f = 1; shrunk they gain 0.002, and the stain correction stays.
-GROUP_STD_PRIOR = 100
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-_FORMAT = "c2lst-predictor"
-PREDICTOR_WEIGHTS = "model.safetensors"
-
-
-class FeatureModel(Protocol):
-    """Anything with the central model's ``features`` method (e.g. ``c2lst.core.models.CentralModel``)."""
-
-    def features(self, patches: np.ndarray, *, t: int = 50, batch_size: int = 64, seed: int = 0) -> np.ndarray:
-        """``(n, F)`` float32 features of ``(n, 3, H, W)`` uint8 patches."""
-
-
-def _to_tensor(patches: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(patches)).float().div_(255.0)
-
-
-def _batches(n: int, batch_size: int) -> list[slice]:
-    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-
-
-class PatchCNN(nn.Module):
-    """Small convolutional encoder: four conv/GroupNorm/ReLU stages, global average pooling.
-
-    Parameters
-    ----------
-    width
-        Channels of the first stage (doubled in the second, quadrupled in the third).
-    feat_dim
-        Output feature size.
-    """
-
-    def __init__(self, width: int = 16, feat_dim: int = 64) -> None:
-        super().__init__()
-        chans = (3, width, 2 * width, 4 * width)
-        layers: list[nn.Module] = []
-        for cin, cout in zip(chans[:-1], chans[1:], strict=True):
-            layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(4, cout), nn.ReLU(), nn.MaxPool2d(2)]
-        layers += [nn.Conv2d(chans[-1], feat_dim, 3, padding=1), nn.GroupNorm(4, feat_dim), nn.ReLU(),
-                   nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(n, 3, H, W)`` floats in [0, 1] -> ``(n, feat_dim)``."""
-        return self.net((x - 0.5) / 0.25)
-
-
-class MLPHead(nn.Module):
-    """Two-layer perceptron head: ``Linear -> GELU -> Dropout -> Linear``."""
-
-    def __init__(self, n_in: int, n_out: int, hidden: int = 256, dropout: float = 0.1) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Standardised features -> standardised targets."""
-        return self.net(x)
-
-
-class _Block(nn.Module):
-    def __init__(self, cin: int, mid: int, stride: int, bottleneck: bool, downsample: bool) -> None:
-        super().__init__()
-        cout = mid * 4 if bottleneck else mid
-        self.bottleneck = bottleneck
-        if bottleneck:
-            self.conv1, self.bn1 = nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid)
-            self.conv2, self.bn2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid)
-            self.conv3, self.bn3 = nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)
-        else:
-            self.conv1, self.bn1 = nn.Conv2d(cin, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid)
-            self.conv2, self.bn2 = nn.Conv2d(mid, mid, 3, 1, 1, bias=False), nn.BatchNorm2d(mid)
-        self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                           if downsample else None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        if self.bottleneck:
-            out = self.bn3(self.conv3(torch.relu(out)))
-        return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-
-class ResNetEncoder(nn.Module):
-    """ResNet trunk with torchvision's (and timm's) parameter names, so their checkpoints load unchanged.
-
-    Parameters
-    ----------
-    blocks
-        Residual blocks per stage, e.g. ``(2, 2, 2, 2)`` for ResNet-18, ``(3, 4, 6, 3)`` for ResNet-50.
-    bottleneck
-        Bottleneck blocks (ResNet-50 and deeper) instead of basic blocks.
-    """
-
-    def __init__(self, blocks: tuple[int, ...], bottleneck: bool) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        expansion = 4 if bottleneck else 1
-        cin = 64
-        for i, n in enumerate(blocks):
-            mid = 64 * 2**i
-            stage = []
-            for j in range(n):
-                stride = 2 if (i > 0 and j == 0) else 1
-                stage.append(_Block(cin, mid, stride, bottleneck, downsample=j == 0 and (stride != 1 or cin != mid * expansion)))
-                cin = mid * expansion
-            setattr(self, f"layer{i + 1}", nn.Sequential(*stage))
-        self.n_stages = len(blocks)
-        self.feat_dim = cin
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> ResNetEncoder:
-        """Infer the architecture from a torchvision/timm ResNet state dict and load it (``fc.*`` ignored)."""
-        stages = sorted({int(k.split(".")[0][5:]) for k in state if k.startswith("layer") and k[5].isdigit()})
-        if "conv1.weight" not in state or not stages:
-            raise ValueError("the checkpoint is not a torchvision/timm ResNet (no 'conv1.weight' / 'layerN.*' keys); "
-                             "pass a ResNet .safetensors file or use encoder='cnn'/'handcrafted'/'central'.")
-        blocks = tuple(len({k.split(".")[1] for k in state if k.startswith(f"layer{s}.")}) for s in stages)
-        model = cls(blocks, bottleneck="layer1.0.conv3.weight" in state)
-        trunk = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = model.load_state_dict(trunk, strict=False)
-        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-        if missing or unexpected:
-            raise ValueError(f"ResNet checkpoint does not match the inferred architecture {blocks}: missing "
-                             f"{missing[:5]}, unexpected {unexpected[:5]}.")
-        return model.eval()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(n, 3, H, W)`` floats in [0, 1] -> ``(n, feat_dim)`` pooled features."""
-        x = (x - self.mean) / self.std
-        x = torch.relu(self.bn1(self.conv1(x)))
-        x = nn.functional.max_pool2d(x, 3, 2, 1)
-        for i in range(self.n_stages):
-            x = getattr(self, f"layer{i + 1}")(x)
-        return x.mean(dim=(2, 3))
-
-
-def _load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(p.glob("*.safetensors"))
-        if len(files) != 1:
-            raise ValueError(f"expected exactly one .safetensors file in {p}, found {[f.name for f in files]}.")
-        p = files[0]
-    if not p.exists():
-        raise ValueError(f"encoder checkpoint {str(p)!r} does not exist; pass an existing .safetensors path or "
-                         "encoder='cnn'/'handcrafted'/'central'.")
-    if p.suffix != ".safetensors":
-        raise ValueError(f"encoder checkpoint {p.name!r} is not a .safetensors file; only safetensors weights are "
-                         "loaded (convert with safetensors.torch.save_file(model.state_dict(), path)).")
-    state = load_torch(str(p))
-    prefix = next((pre for pre in ("model.", "module.", "backbone.") if all(k.startswith(pre) for k in state)), "")
-    return {k[len(prefix):]: v for k, v in state.items()}
-
-
-def ridge_per_target(x: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted ridge regression with one penalty per target column, from one SVD.
-
-    Minimises ``sum_i w_i (y_ij - b_j - x_i . c_j)^2 + alpha_j |c_j|^2`` for every target ``j``.
-
-    Returns
-    -------
-    ``(coef (n_targets, n_features), intercept (n_targets,))``.
-    """
-    w = np.asarray(w, dtype=np.float64)
-    xm, ym = np.average(x, axis=0, weights=w), np.average(y, axis=0, weights=w)
-    sw = np.sqrt(w)[:, None]
-    u, s, vt = np.linalg.svd((x - xm) * sw, full_matrices=False)
-    uty = u.T @ ((y - ym) * sw)  # (k, targets)
-    shrink = s[:, None] / (s[:, None] ** 2 + np.asarray(alpha, dtype=np.float64)[None, :])
-    coef = (vt.T @ (shrink * uty)).T
-    return coef, ym - coef @ xm
-
-
-def _row_weights(n_real: int, n_extra: int, extra_weight: float) -> np.ndarray:
-    """Sample weights of ``n_real`` real rows (1) followed by ``n_extra`` extra rows (``extra_weight``)."""
-    return np.concatenate([np.ones(n_real), np.full(n_extra, float(extra_weight))])
-
-
-def check_extra_options(weight: Any, align: Any, *, cv_possible: bool = True,
-                        names: tuple[str, str] = ("extra_weight", "extra_align")) -> None:
-    """Raise a ``ValueError`` unless ``weight`` and ``align`` are valid weighing options for extra rows.
-
-    ``weight``: a finite number >= 0, or ``"cv"`` where ``cv_possible`` (the ridge head on a frozen encoder);
-    ``align``: ``None`` or one of :data:`EXTRA_ALIGN`. ``names`` are the parameter names used in the message (the
-    public functions call them ``synthetic_weight``/``synthetic_align``).
-    """
-    w_name, a_name = names
-    if isinstance(weight, str):
-        if weight != "cv":
-            raise ValueError(f"`{w_name}` must be a number >= 0 or 'cv', got {weight!r}.")
-        if not cv_possible:
-            raise ValueError(f"{w_name}='cv' needs the ridge head on a frozen encoder; pass a number, or use "
-                             "head='ridge' with encoder='handcrafted'/'central'/a checkpoint.")
-    else:
-        try:
-            valid = bool(np.isfinite(float(weight)) and float(weight) >= 0)
-        except (TypeError, ValueError):
-            valid = False
-        if not valid:
-            raise ValueError(f"`{w_name}` must be a number >= 0 or 'cv', got {weight!r}.")
-    if align not in (None, *EXTRA_ALIGN):
-        raise ValueError(f"`{a_name}` must be None or one of {EXTRA_ALIGN}, got {align!r}.")
-
-
-def _check_augment(n_augment: Any, weight: Any, cv_weight: bool) -> int:
-    """Check ``fit``'s ``n_augment`` / ``augment_weight`` and return the number of copies."""
-    if isinstance(n_augment, bool) or not isinstance(n_augment, (int, np.integer)) or n_augment < 0:
-        raise ValueError(f"`n_augment` must be a whole number of copies >= 0, got {n_augment!r}.")
-    if isinstance(weight, bool) or not isinstance(weight, (int, float, np.number)) or not 0 <= float(weight) < np.inf:
-        raise ValueError(f"`augment_weight` must be a finite number >= 0, got {weight!r}.")
-    if n_augment and cv_weight:
-        raise ValueError("extra_weight='cv' with augmented rows is not supported: the inner folds would have to leave "
-                         "out each held-out group's augmented copies too. Pass a fixed `extra_weight`, or n_augment=0.")
-    return int(n_augment)
-
-
-def _check_groups(groups: np.ndarray | None, extra_groups: np.ndarray | None, n_real: int,
-                  n_extra: int) -> tuple[np.ndarray, np.ndarray]:
-    """Check and return the real and extra rows' groups of ``extra_weight="cv"``."""
-    if groups is None or extra_groups is None:
-        raise ValueError("extra_weight='cv' needs `groups` (one per real row, e.g. its section) and "
-                         "`extra_groups` (the group each extra row was derived from).")
-    g_real, g_extra = np.asarray(groups), np.asarray(extra_groups)
-    if g_real.shape != (n_real,) or g_extra.shape != (n_extra,):
-        raise ValueError(f"`groups` must have one label per real row ({n_real}) and `extra_groups` one per extra "
-                         f"row ({n_extra}); got {g_real.shape} and {g_extra.shape}.")
-    if len(np.unique(g_real)) < 2:
-        raise ValueError("extra_weight='cv' needs at least two groups of real rows (leave-one-group-out); pass "
-                         "a fixed weight instead.")
-    return g_real, g_extra
-
-
-def _moments(a: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
-    """Column mean and standard deviation (at least ``floor``) of ``a``."""
-    return a.mean(axis=0), np.maximum(a.std(axis=0), floor)
-
-
-def _standardise_extra(f_extra: np.ndarray, mean: np.ndarray, std: np.ndarray, align: str | None) -> np.ndarray:
-    """Extra rows' features on the real rows' standardised scale (``align="moments"``: on their own moments)."""
-    if align is None or len(f_extra) < 2:
-        return (f_extra - mean) / std
-    own_mean, own_std = _moments(f_extra, _X_STD_FLOOR)
-    return (f_extra - own_mean) / own_std
-
-
-def _group_labels(groups: np.ndarray | None, n: int, what: str) -> np.ndarray:
-    """Return ``groups`` as an ``(n,)`` string array (``None``: one group), for ``group_norm``."""
-    if groups is None:
-        return np.zeros(n, dtype="<U1")
-    g = np.asarray(groups).astype(str)
-    if g.shape != (n,):
-        raise ValueError(f"`{what}` must have one label per row ({n}), got shape {g.shape}.")
-    return g
-
-
-def _pooled_group_std(f: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Feature sd of the rows ``f`` after centring each group on its own mean (``group_norm``'s shrinkage target)."""
-    centred = f.copy()
-    for label in np.unique(g):
-        centred[g == label] -= f[g == label].mean(axis=0)
-    return np.maximum(centred.std(axis=0), _X_STD_FLOOR)
-
-
-def _standardise_per_group(f: np.ndarray, g: np.ndarray, what: str, pooled_std: np.ndarray | None) -> np.ndarray:
-    """Each group's rows centred on the group's mean and divided by its sd shrunk toward ``pooled_std``.
-
-    A group of ``n`` rows with feature sd ``s`` is scaled by ``sqrt((n s² + k p²) / (n + k))``, ``p = pooled_std``
-    and ``k =`` :data:`GROUP_STD_PRIOR` (``group_norm``); ``pooled_std=None`` (predictors saved before the
-    shrinkage) divides by ``s``.
-    """
-    out = np.empty_like(f)
-    for label in np.unique(g):
-        rows = g == label
-        if rows.sum() < MIN_GROUP_ROWS:
-            raise ValueError(f"group {label!r} of the {what} has {int(rows.sum())} patches; group_norm standardises "
-                             f"each group on its own patches and needs at least {MIN_GROUP_ROWS}. Pass whole sections "
-                             "(or slides), or merge small groups.")
-        m, sd = _moments(f[rows], _X_STD_FLOOR)
-        if pooled_std is not None:
-            n = rows.sum()
-            sd = np.sqrt((n * sd**2 + GROUP_STD_PRIOR * pooled_std**2) / (n + GROUP_STD_PRIOR))
-        out[rows] = (f[rows] - m) / sd
-    return out
-
-
-def _fold_rows(x_real: np.ndarray, z_real: np.ndarray, x_extra: np.ndarray, z_extra: np.ndarray, tr: np.ndarray,
-               va: np.ndarray, etr: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Return an inner CV fold of rows standardised beforehand (``group_norm``): the rows the masks select."""
-    return x_real[tr], z_real[tr], x_extra[etr], z_extra[etr], x_real[va], z_real[va]
-
-
-def _restandardised_fold(f_real: np.ndarray, y: np.ndarray, f_extra: np.ndarray, y_extra: np.ndarray,
-                         align: str | None, tr: np.ndarray, va: np.ndarray, etr: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Return an inner CV fold standardised on its own real training rows (features and targets)."""
-    m, s = _moments(f_real[tr], _X_STD_FLOOR)
-    ym, ys = _moments(y[tr], _Y_STD_FLOOR)
-    return ((f_real[tr] - m) / s, (y[tr] - ym) / ys, _standardise_extra(f_extra[etr], m, s, align),
-            (y_extra[etr] - ym) / ys, (f_real[va] - m) / s, y[va])
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -746,7 +420,7 @@ class Predictor:
         """JSON-safe description: encoder, head, genes, hyperparameters, fit summary."""
         central_id = getattr(self.central, "identity", None)
         return {
-            "format": _FORMAT, "encoder": self.encoder_kind, "encoder_path": self.encoder_path, "head": self.head_kind,
+            "format": FORMAT, "encoder": self.encoder_kind, "encoder_path": self.encoder_path, "head": self.head_kind,
             "handcrafted": self.handcrafted_fn is not None,
             "genes": self.genes, **self.hparams, "fit": dict(self.fit_info),
             "central_identity": central_id() if callable(central_id) else None,
@@ -759,20 +433,7 @@ class Predictor:
         -------
         The directory written.
         """
-        if "x_mean" not in self.stats:
-            raise ValueError("nothing to save: the predictor is not fitted.")
-        if self.encoder_kind == "callable":
-            raise ValueError("a predictor with a callable encoder cannot be saved; use a named encoder or a checkpoint.")
-        target = check_output(path, overwrite=overwrite, what="predictor directory")
-        tensors = {f"stats.{k}": np.ascontiguousarray(v) for k, v in self.stats.items()}
-        for prefix, net in (("cnn.", self.cnn), ("resnet.", self.resnet), ("mlp.", self.mlp)):
-            if net is not None:
-                tensors.update({prefix + k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()})
-        with atomic_dir(target, kind="predictor") as tmp:
-            save_numpy(tensors, str(tmp / PREDICTOR_WEIGHTS))
-            config = self.params | {"files_sha256": {PREDICTOR_WEIGHTS: sha256_file(tmp / PREDICTOR_WEIGHTS)}}
-            (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        return target
+        return save_predictor(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, *, central: FeatureModel | None = None) -> Predictor:
@@ -785,78 +446,4 @@ class Predictor:
         central
             The central model, required when the predictor uses ``encoder="central"``; its identity is checked.
         """
-        d = Path(path)
-        if not (d / "config.json").exists() or not (d / PREDICTOR_WEIGHTS).exists():
-            raise ValueError(f"{d} is not a saved predictor (needs config.json and {PREDICTOR_WEIGHTS}); pass a "
-                             "folder written by Predictor.save or `c2lst predict --save-model`.")
-        cfg = read_json(d / "config.json", what="predictor")
-        if cfg.get("format") != _FORMAT:
-            raise ValueError(f"{d}/config.json is not a c2lst predictor config; pass a folder written by "
-                             "Predictor.save or `c2lst predict --save-model`.")
-        files = manifest_entry(cfg, "files_sha256", d / "config.json", what="predictor")
-        sha = manifest_entry(files, PREDICTOR_WEIGHTS, d / "config.json", what="predictor")
-        keys = ("central_t", "seed", "epochs", "batch_size", "lr", "weight_decay", "cnn_width", "feat_dim", "hidden",
-                "alphas", "mixup_alpha", "batch_features", "encoder", "encoder_path", "head", "genes")
-        for key in keys:
-            manifest_entry(cfg, key, d / "config.json", what="predictor")
-        if cfg["encoder"] == "central" and cfg.get("central_identity") and central is not None:
-            got = central.identity() if callable(getattr(central, "identity", None)) else None
-            if got != cfg["central_identity"]:
-                raise ValueError("the central model passed is not the one this predictor was fitted with; pass that model.")
-        tensors = {k: v.numpy() for k, v in load_tensors(d / PREDICTOR_WEIGHTS, sha256=sha, what="predictor").items()}
-        kwargs = {k: cfg[k] for k in keys[:12]}
-        kwargs["alphas"] = tuple(kwargs["alphas"])
-        kwargs["group_norm"] = bool(cfg.get("group_norm", False))  # absent in predictors saved before it existed
-
-        def sub(prefix: str) -> dict[str, torch.Tensor]:
-            return {k[len(prefix):]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith(prefix)}
-
-        encoder = ResNetEncoder.from_state_dict(sub("resnet.")) if cfg["encoder"] == "resnet" else cfg["encoder"]
-        obj = cls(encoder=encoder, handcrafted=bool(cfg.get("handcrafted", False)), head=cfg["head"], genes=cfg["genes"],
-                  central=central, **kwargs)
-        obj.encoder_path = cfg["encoder_path"]
-        obj.stats = {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
-
-        if cfg["encoder"] == "cnn":
-            obj.cnn = PatchCNN(cfg["cnn_width"], cfg["feat_dim"])
-            obj.cnn.load_state_dict(sub("cnn."))
-            obj.cnn.eval()
-        if cfg["head"] == "mlp":
-            obj.mlp = MLPHead(len(obj.stats["x_mean"]), len(obj.stats["y_mean"]), cfg["hidden"])
-            obj.mlp.load_state_dict(sub("mlp."))
-            obj.mlp.eval()
-        obj.fit_info = dict(cfg.get("fit", {}))
-        return obj
-
-
-def augment_patches(patches: np.ndarray, *, n_copies: int = 1, stain_sigma: float = 0.05,
-                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Classic augmentation: random flip + rot90 and HED stain jitter of each patch, ``n_copies`` times.
-
-    Stain jitter scales and shifts each haematoxylin/eosin/DAB optical-density channel by
-    ``1 + N(0, stain_sigma)`` and ``N(0, stain_sigma / 5)`` (Tellez et al. 2018).
-
-    Returns
-    -------
-    ``(augmented patches (n * n_copies, 3, H, W) uint8, source index of each row)``.
-    """
-    from skimage.color import hed2rgb, rgb2hed
-
-    p = check_patches(patches)
-    rng = np.random.default_rng(seed)
-    out, src = [], []
-    for _ in range(int(n_copies)):
-        for i, patch in enumerate(p):
-            img = np.moveaxis(patch, 0, -1)
-            img = np.rot90(img, k=int(rng.integers(4)))
-            if rng.random() < 0.5:
-                img = img[:, ::-1]
-            hed = rgb2hed(img)
-            hed = hed * (1 + rng.normal(0, stain_sigma, 3)) + rng.normal(0, stain_sigma / 5, 3)
-            rgb = np.clip(hed2rgb(hed) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-            out.append(np.moveaxis(rgb, -1, 0))
-            src.append(i)
-    if not out:
-        return p[:0].copy(), np.zeros(0, dtype=np.int64)
-    return np.stack(out), np.asarray(src, dtype=np.int64)
-
+        return load_predictor(cls, path, central=central)
