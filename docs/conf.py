@@ -93,8 +93,9 @@ add_module_names = False
 
 html_theme = "sphinx_book_theme"
 html_title = "c2lst"
-html_theme_options = {"repository_url": "https://github.com/c2lst/c2lst", "use_repository_button": False,
-                      "show_toc_level": 2}
+REPOSITORY = "https://github.com/c2lst/c2lst"  # also [project.urls] in pyproject.toml
+html_theme_options = {"repository_url": REPOSITORY, "use_repository_button": True, "use_issues_button": True,
+                      "repository_branch": "main", "path_to_docs": "docs", "show_toc_level": 2}
 html_static_path: list[str] = []
 pygments_style = "default"
 suppress_warnings = ["mystnb.unknown_mime_type"]
