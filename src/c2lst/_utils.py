@@ -115,6 +115,26 @@ def as_mask(mask: Any, n: int, *, name: str = "train_mask") -> np.ndarray:
     return out
 
 
+def as_names(values: Any) -> list[str]:
+    """Return names stored in ``.uns`` (a list, or an object/``<U``/``StringDType`` array read back) as ``str``."""
+    return [str(v) for v in np.asarray(values, dtype=object).ravel()] if values is not None else []
+
+
+def recorded_train_mask(table: AnnData, key: str) -> np.ndarray | None:
+    """Training spots of the step that wrote ``key`` (e.g. ``tl.predict``'s layer), or ``None`` when not recorded.
+
+    Read from ``obs[f"{key}_split"]`` (``"train"``/``"held_out"``), else from ``uns[key]["params"]["train_spots"]``.
+    """
+    split = f"{key}_split"
+    if split in table.obs:
+        return np.asarray(table.obs[split].astype(str) == "train")
+    entry = table.uns.get(key)
+    params = entry.get("params", {}) if isinstance(entry, Mapping) else {}
+    if "train_spots" not in params:
+        return None
+    return np.asarray(table.obs_names.isin(as_names(params["train_spots"])))
+
+
 def check_optimizer_args(batch_size: Any, lr: Any) -> None:
     """Raise ``ValueError`` unless ``batch_size`` is a positive integer and ``lr`` is positive."""
     if not isinstance(batch_size, int | np.integer) or batch_size < 1:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._utils import resolve_image, resolve_shapes, resolve_table, table_region_attrs
+from ..io._image import pyramid_levels
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -63,15 +64,6 @@ def is_synthetic(table: AnnData) -> bool:
     """Whether ``table`` was written by :func:`c2lst.tl.generate` (``uns['c2lst']['synthetic']``)."""
     ns = table.uns.get("c2lst")
     return bool(isinstance(ns, dict) and ns.get("synthetic", False))
-
-
-def pyramid_levels(image: object) -> list[object]:
-    """Levels (``xarray.DataArray``, dims ``c, y, x``) of a single- or multiscale image element, finest first."""
-    from xarray import DataArray
-
-    if isinstance(image, DataArray):
-        return [image]
-    return [image[name].ds["image"] for name in sorted(image.keys(), key=lambda s: int(s.replace("scale", "")))]
 
 
 def _to_hwc_uint8(level: object) -> np.ndarray:
