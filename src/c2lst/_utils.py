@@ -164,4 +164,5 @@ def spot_mpp(table: AnnData) -> float:
         return float(table.uns[SPATIAL_UNS]["spatial"]["mpp"])
     except KeyError:
         raise ValueError("microns per pixel unknown: the table has no .uns['c2lst']['spatial']['mpp']. Read the "
-                         "data with c2lst.io, or pass `mpp=` explicitly.") from None
+                         "data with c2lst.io (a SpatialData from spatialdata-io: convert it with "
+                         "c2lst.io.from_spatialdata(sdata, image_key=...)), or pass `mpp=` explicitly.") from None
