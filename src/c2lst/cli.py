@@ -276,6 +276,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import tl
 
     sdata, source, table, name, mask = open_spots(args, default_all=False)
+    if mask is None and "c2lst_pred_split" in table.obs:  # the split tl.predict recorded (c2lst predict, demo)
+        mask = (table.obs["c2lst_pred_split"].astype(str) == "train").to_numpy()
     if mask is None or mask.all():
         raise UserError("no held-out spot: evaluate needs a training split (--train-key COLUMN or --fraction F, "
                         "the same as for predict).")
