@@ -56,7 +56,7 @@ def read_visium(
     ``SpatialData`` with ``images["<library_id>_image"]``, ``shapes["<library_id>_spots"]`` (circles in
     full-resolution pixels) and ``tables["table"]`` (raw counts in ``X``, barcodes as ``obs_names``,
     ``obs["array_col"]``, ``obs["array_row"]``, ``obs["region"]``, ``obs["spot_id"]``,
-    ``obs["library_id"]``, ``uns["c2lst"]["spatial"]``).
+    ``obs["library_id"]``, ``uns["c2lst"]["spatial"]``, scanpy's ``uns["spatial"][library_id]``).
 
     Raises
     ------
