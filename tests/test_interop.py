@@ -254,3 +254,52 @@ def test_c2lst_spatial_genes_on_store_read_back(tmp_path):
     assert any(len(ax.collections) >= 2 for ax in panels)
     # a scale bar: 1 mm on the demo section (2 x 1.6 mm of tissue per panel)
     assert all(any(t.get_text() in {"500 µm", "1 mm"} for t in ax.texts) for ax in panels)
+
+
+def _square_bins(side: float, n_side: int, region: str) -> tuple[object, object]:
+    """Square bins (polygons) and their table, laid out as spatialdata_io.visium_hd writes one bin size."""
+    import geopandas as gpd
+    from shapely.geometry import box
+    from spatialdata.models import ShapesModel, TableModel
+    from spatialdata.transformations import Identity
+
+    gx, gy = np.meshgrid(np.arange(n_side), np.arange(n_side))
+    x0, y0 = 200 + gx.ravel() * side, 200 + gy.ravel() * side
+    polys = gpd.GeoDataFrame(geometry=[box(a, b, a + side, b + side) for a, b in zip(x0, y0, strict=True)])
+    shapes = ShapesModel.parse(polys, transformations={"HD": Identity()})
+    n = len(x0)
+    counts = np.random.default_rng(0).poisson(3.0, size=(n, 5)).astype(np.float32)
+    table = ad.AnnData(counts, obs=pd.DataFrame({"region": pd.Categorical([region] * n), "location_id": np.arange(n),
+                                                 "array_row": gy.ravel(), "array_col": gx.ravel()},
+                                                index=[f"{region}_{i}" for i in range(n)]),
+                       var=pd.DataFrame(index=[f"g{i}" for i in range(5)]))
+    return shapes, TableModel.parse(table, region=region, region_key="region", instance_key="location_id")
+
+
+def test_from_spatialdata_square_bins_at_a_chosen_size():
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Scale
+
+    ramp = (np.arange(300) * 0.8).astype(np.uint8)  # red grows with x, green with y: a position is a colour
+    img = np.stack([np.tile(ramp, (300, 1)), np.tile(ramp[:, None], (1, 300)), np.full((300, 300), 128, np.uint8)])
+    # (a hires image: 4 full-resolution px per px)
+    image = Image2DModel.parse(img, dims=("c", "y", "x"), transformations={"HD": Scale([4.0, 4.0], axes=("y", "x"))})
+    s8, t8 = _square_bins(32.0, 6, "HD_square_008um")  # 8 µm bins at 0.25 µm/px
+    s16, t16 = _square_bins(64.0, 3, "HD_square_016um")
+    hd = spatialdata.SpatialData(images={"HD_hires_image": image}, shapes={"HD_square_008um": s8, "HD_square_016um": s16},
+                                 tables={"square_008um": t8, "square_016um": t16})
+    with pytest.raises(ValueError, match=r"several tables \['square_008um', 'square_016um'\].*table_key="):
+        c2lst.io.from_spatialdata(hd)
+    sdata = c2lst.io.from_spatialdata(hd, shapes_key="HD_square_016um", spot_diameter_um=16, pitch_um=16)
+    table = sdata.tables["table"]
+    assert table.n_obs == 9 and table.uns["c2lst"]["spatial"]["mpp"] == pytest.approx(0.25)
+    np.testing.assert_allclose(table.obsm["spatial"][0], [232.0, 232.0])  # the bin centre, full-resolution px
+    np.testing.assert_array_equal(table.X.toarray(), t16.X)
+    assert table.uns["spatial"]["HD_square_016um"]["scalefactors"]["tissue_hires_scalef"] == pytest.approx(0.25)
+    c2lst.pp.extract_patches(sdata, patch_um=16, patch_px=8)
+    patch = np.asarray(table.obsm["c2lst_patch"], dtype=float)[4]  # the centre bin, at full-res (296, 296)
+    assert patch[0].mean() == pytest.approx(296 / 4 * 0.8, abs=1.5)  # read at hires px 74 through the 4x scale
+    assert patch[1].mean() == pytest.approx(296 / 4 * 0.8, abs=1.5)
+    assert patch[0, :, -1].mean() - patch[0, :, 0].mean() == pytest.approx(16 * 0.8 * 7 / 8, abs=2.5)  # 16 µm wide
+    assert c2lst.io.from_spatialdata(hd, table_key="square_008um", spot_diameter_um=8, pitch_um=8).tables[
+        "table"].n_obs == 36
