@@ -79,7 +79,7 @@ master_doc = "index"
 # (C2LST_TUTORIAL_TINY=1, which each notebook's first cell reads and says), about 2 minutes on 2 CPU cores; the
 # outputs are cached (jupyter-cache, in _build) so a rebuild re-runs only changed notebooks.
 os.environ.setdefault("C2LST_TUTORIAL_TINY", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # figures as outputs (not Agg from a test run)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
 for _var, _path in (("C2LST_DATA_DIR", ROOT.parent / "shared" / "data" / "her2st"),
                     ("C2LST_HISTOLOGY_DIR", ROOT.parent / "shared" / "data" / "histology")):

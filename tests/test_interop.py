@@ -303,3 +303,17 @@ def test_from_spatialdata_square_bins_at_a_chosen_size():
     assert patch[0, :, -1].mean() - patch[0, :, 0].mean() == pytest.approx(16 * 0.8 * 7 / 8, abs=2.5)  # 16 µm wide
     assert c2lst.io.from_spatialdata(hd, table_key="square_008um", spot_diameter_um=8, pitch_um=8).tables[
         "table"].n_obs == 36
+
+
+def test_spatialdata_plot_on_store_read_back(tmp_path):
+    pytest.importorskip("spatialdata_plot")
+    back, _ = _predicted_store(tmp_path)
+    tb = back.tables["table"]
+    gene = str(tb.var_names[tb.var["c2lst_pred_panel"].to_numpy(bool)][0])
+    back.pl.render_images("C2_image").pl.render_shapes("C2_spots", color=gene, table_name="table",
+                                                       table_layer="c2lst_pred").pl.show(coordinate_systems="global")
+    fig = plt.gcf()
+    ax, colorbar = fig.axes[0], fig.axes[-1]
+    assert ax.get_images() and len(ax.collections[0].get_facecolors()) == tb.n_obs  # H&E, then one disc per spot
+    values = np.asarray(tb[:, gene].layers["c2lst_pred"], dtype=float).ravel()
+    np.testing.assert_allclose(sorted(colorbar.get_ylim()), [values.min(), values.max()], rtol=1e-4)  # the layer
