@@ -423,6 +423,12 @@ def test_predict_slide_maps_genes_on_a_grid(sdata):
     assert list(grid.var_names) == model.genes and grid.n_obs == len(sdata.shapes["c2lst_slide_spots"]) > 4
     assert np.isfinite(grid.X).all() and grid.obsm["c2lst_patch"].shape[1:] == (3, PX, PX)
     assert np.allclose(grid.X, model.predict(grid.obsm["c2lst_patch"]))
+    import matplotlib
+    import scanpy as sc
+
+    matplotlib.use("Agg")
+    sc.pl.spatial(grid, color=model.genes[0], show=False)  # scanpy's record of the slide: its defaults work
+    assert grid.uns["spatial"]["c2lst_slide"]["scalefactors"]["tissue_hires_scalef"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="overwrite"):
         c2lst.tl.predict_slide(sdata, model, min_tissue=0.0)
 
