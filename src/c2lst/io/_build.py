@@ -74,8 +74,8 @@ def scanpy_spatial(image: Any, transformation: BaseTransformation | None, radius
     ``images["hires"]`` is the image element reduced to at most ``max_side`` px; ``scalefactors`` holds
     ``tissue_hires_scalef`` (hires px per ``obsm["spatial"]`` unit) and ``spot_diameter_fullres`` (spot diameter
     in ``obsm["spatial"]`` units). ``hires`` is an overview already at hand (e.g. HEST's ``downscaled_fullres``)
-    with its scale in px per level-0 image px, used instead of reading the image. ``None`` when the image is rotated, sheared, stretched or shifted against the
-    spots (scanpy's convention has no offset or rotation).
+    with its scale in px per level-0 image px, used instead of reading the image. ``None`` when the image is
+    rotated, sheared, stretched or shifted against the spots (scanpy's convention has no offset or rotation).
     """
     scale = 1.0
     if transformation is not None:
