@@ -317,3 +317,16 @@ def test_spatialdata_plot_on_store_read_back(tmp_path):
     assert ax.get_images() and len(ax.collections[0].get_facecolors()) == tb.n_obs  # H&E, then one disc per spot
     values = np.asarray(tb[:, gene].layers["c2lst_pred"], dtype=float).ravel()
     np.testing.assert_allclose(sorted(colorbar.get_ylim()), [values.min(), values.max()], rtol=1e-4)  # the layer
+
+
+@pytest.mark.data
+def test_read_hest_from_the_command_line(hest_root, capsys):
+    from c2lst.cli import main
+
+    root = hest_root[0]
+    out = root / "c2.zarr"
+    assert main(["read", "hest", str(root), "C2", "--out", str(out)]) == 0
+    assert f"{hest_root[3].n_obs} spots x" in capsys.readouterr().out
+    assert "spatial" in spatialdata.read_zarr(out).tables["table"].uns
+    assert main(["read", "hest", str(root), "--out", str(root / "x.zarr")]) == 2
+    assert "ROOT" in capsys.readouterr().err

@@ -169,6 +169,10 @@ def cmd_read(args: argparse.Namespace) -> int:
         if len(args.inputs) != 3:
             raise UserError("legacy-st needs three inputs: COUNTS.tsv.gz SPOTS_selection.tsv IMAGE.jpg.")
         sdata = io.read_legacy_st(*args.inputs, **({"library_id": args.library_id} if args.library_id else {}))
+    elif args.format == "hest":
+        if len(args.inputs) != 2:
+            raise UserError("hest needs two inputs: the HEST-1k ROOT (holding st/, wsis/, metadata/) and the SAMPLE_ID.")
+        sdata = io.read_hest(*args.inputs, **({"library_id": args.library_id} if args.library_id else {}))
     else:
         if len(args.inputs) != 1:
             raise UserError("visium needs one input: the Space Ranger output folder.")
@@ -461,12 +465,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command",
         metavar="{read,pretrain,adapt,generate,predict,predict-slide,evaluate,evaluate-synthetic,benchmark,demo}")
 
-    p = sub.add_parser("read", help="read raw data (legacy ST, Visium or an H&E slide alone) into a SpatialData zarr store")
-    p.add_argument("format", choices=["legacy-st", "visium", "slide"])
+    p = sub.add_parser("read", help="read raw data (legacy ST, Visium, HEST-1k or an H&E slide alone) into a SpatialData "
+                       "zarr store")
+    p.add_argument("format", choices=["legacy-st", "visium", "hest", "slide"])
     p.add_argument("inputs", nargs="+",
-                   help="legacy-st: COUNTS SPOTS IMAGE; visium: the Space Ranger folder; slide: the H&E IMAGE")
+                   help="legacy-st: COUNTS SPOTS IMAGE; visium: the Space Ranger folder; hest: the HEST-1k ROOT and "
+                        "SAMPLE_ID; slide: the H&E IMAGE")
     p.add_argument("--out", required=True, help="SpatialData zarr store to create")
-    p.add_argument("--library-id", help="section or slide name (legacy-st, slide; default from the file names)")
+    p.add_argument("--library-id", help="section or slide name (legacy-st, hest, slide; default from the file names)")
     p.add_argument("--mpp", type=float, help="slide: µm per full-resolution pixel (default from the file's metadata)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.set_defaults(func=cmd_read)
