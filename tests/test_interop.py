@@ -177,6 +177,13 @@ def test_spatialdata_io_visium_needs_an_explicit_image(tmp_path, her2st_files):
     lo = np.asarray(low.tables["table"].obsm["c2lst_patch"], dtype=float)
     # the same tissue through either image (the lowres one is 4x coarser, so only roughly equal)
     assert np.corrcoef(hi.reshape(len(hi), -1).mean(1), lo.reshape(len(lo), -1).mean(1))[0, 1] > 0.8
+    # pp works on the spatialdata-io object itself once the image is chosen (and the µm per spot unit given)
+    with pytest.raises(ValueError, match="from_spatialdata"):
+        c2lst.pp.extract_patches(raw, image_key="C2_hires_image")
+    c2lst.pp.extract_patches(raw, image_key="C2_hires_image", mpp=mpp, patch_um=100, patch_px=32)
+    direct = np.asarray(raw.tables["table"].obsm["c2lst_patch"], dtype=float)
+    order = raw.tables["table"].obs_names.str.removesuffix("-1").get_indexer(table.obs_names.str.removesuffix("-1"))
+    np.testing.assert_allclose(direct[order], hi, atol=1.0)
     # read_visium picks the hires image by itself and gives the same section
     via = c2lst.io.read_visium(tmp_path / "outs", library_id="C2", spot_diameter_um=100, pitch_um=200)
     np.testing.assert_allclose(via.tables["table"].obsm["spatial"], table.obsm["spatial"])

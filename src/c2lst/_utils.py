@@ -63,6 +63,29 @@ def resolve_shapes(sdata: SpatialData, table: AnnData | None = None, shapes_key:
     return _pick("shapes", list(sdata.shapes.keys()), shapes_key, "shapes_key")
 
 
+def element_affine(sdata: SpatialData, source: Any, target: Any, *, what: str) -> np.ndarray:
+    """3x3 affine ``(x, y)`` from ``source``'s intrinsic coordinates to ``target``'s (e.g. spot circles to image pixels).
+
+    Composed through a coordinate system both elements share (the first one, in ``source``'s order: with
+    spatialdata-io's Visium the spots and the hires image share ``<id>`` and ``<id>_downscaled_hires``, which agree),
+    else through spatialdata's graph of coordinate systems. ``what`` names the two elements in the error.
+    """
+    from spatialdata.transformations import get_transformation, get_transformation_between_coordinate_systems
+
+    def affine(t: Any) -> np.ndarray:
+        return np.asarray(t.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=np.float64)
+
+    of_source, of_target = get_transformation(source, get_all=True), get_transformation(target, get_all=True)
+    shared = [cs for cs in of_source if cs in of_target]
+    if shared:
+        return np.linalg.inv(affine(of_target[shared[0]])) @ affine(of_source[shared[0]])
+    try:
+        return affine(get_transformation_between_coordinate_systems(sdata, source, target))
+    except Exception as e:  # noqa: BLE001  (spatialdata raises several types when no path exists)
+        raise ValueError(f"no transformation links {what} ({e}); put both in a common coordinate system "
+                         "(spatialdata.transformations.set_transformation).") from None
+
+
 def table_region_attrs(table: AnnData) -> tuple[str, str, str | list[str]]:
     """``(region_key, instance_key, region)`` of a spatialdata table, with a clear error when missing."""
     attrs = table.uns.get("spatialdata_attrs")

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .._logging import info
-from .._utils import table_region_attrs
+from .._utils import element_affine, table_region_attrs
 from ._build import build_sdata, check_counts, check_library_id, median_nn_spacing, spatial_uns
 
 if TYPE_CHECKING:
@@ -37,21 +37,6 @@ def _centres(shapes: Any) -> tuple[np.ndarray, np.ndarray, str]:
         raise ValueError("the spot shapes are neither circles (with a 'radius' column) nor polygons; c2lst needs spots.")
     centroid = geom.centroid
     return (np.c_[centroid.x.to_numpy(), centroid.y.to_numpy()], np.sqrt(geom.area.to_numpy() / np.pi), "bins")
-
-
-def _image_to_spots(shapes: Any, image: Any, shapes_key: str, image_key: str) -> np.ndarray:
-    """3x3 affine (x, y) from image pixels to the spots' intrinsic units, through a coordinate system both share."""
-    from spatialdata.transformations import get_transformation
-
-    def affine(t: Any) -> np.ndarray:
-        return np.asarray(t.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=np.float64)
-
-    of_shapes, of_image = get_transformation(shapes, get_all=True), get_transformation(image, get_all=True)
-    shared = [cs for cs in of_shapes if cs in of_image]
-    if not shared:
-        raise ValueError(f"shapes {shapes_key!r} (coordinate systems {list(of_shapes)}) and image {image_key!r} "
-                         f"({list(of_image)}) share no coordinate system; choose an image registered to the spots.")
-    return np.linalg.inv(affine(of_shapes[shared[0]])) @ affine(of_image[shared[0]])
 
 
 def from_spatialdata(
@@ -135,7 +120,7 @@ def from_spatialdata(
         raise ValueError(f"{int((where < 0).sum())} rows of table {table_key!r} point to spots absent from shapes "
                          f"{shapes_key!r}; check obs[{instance_key!r}].")
     xy, radius, kind = _centres(shapes.iloc[where])
-    inv = _image_to_spots(shapes, sdata.images[image_key], shapes_key, image_key)
+    inv = element_affine(sdata, sdata.images[image_key], shapes, what=f"image {image_key!r} and shapes {shapes_key!r}")
     if np.allclose([inv[0, 1], inv[1, 0], inv[0, 2], inv[1, 2]], 0, atol=1e-9):
         image_transformation = Scale([inv[1, 1], inv[0, 0]], axes=("y", "x"))
     else:
