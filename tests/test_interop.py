@@ -77,8 +77,8 @@ def hest_root(tmp_path, her2st_files):
         tif.write(crop[::2, ::2], tile=(256, 256), photometric="rgb", subfiletype=1)
     (tmp_path / "metadata" / "C2.json").write_text(json.dumps({
         "pixel_size_um_estimated": mpp, "pixel_size_um_embedded": None, "spot_diameter": 100.0,
-        "inter_spot_dist": 200.0, "st_technology": "Spatial Transcriptomics", "fullres_height": WINDOW,
-        "fullres_width": WINDOW, "spots_under_tissue": int(adata.n_obs), "organ": "Breast"}))
+        "inter_spot_dist": 200.0, "st_technology": "Spatial Transcriptomics", "fullres_px_height": WINDOW,
+        "fullres_px_width": WINDOW, "spots_under_tissue": int(adata.n_obs), "organ": "Breast"}))
     return tmp_path, paths, (x0, y0), adata
 
 
