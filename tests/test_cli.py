@@ -88,6 +88,14 @@ def test_evaluate_needs_held_out_spots(tmp_path, tiny_files, capsys):
     assert "no held-out spot" in capsys.readouterr().err
 
 
+def test_adapt_panel_options_reach_gene_panel(tmp_path, tiny_files, capsys):
+    store = _store(tmp_path, tiny_files)
+    args = ["--quiet", "adapt", str(store), "--fraction", "0.6", "--adapter", str(tmp_path / "a"), "--panel-size", "5"]
+    assert main([*args, "--include", "GENE3", "--panel-flavor", "seurat"]) == 2  # refused before any training
+    assert "did you mean ['gene3']" in capsys.readouterr().err
+    assert build_parser().parse_args(args[1:] + ["--include", "gene3", "gene7"]).include == ["gene3", "gene7"]
+
+
 def test_evaluate_reads_the_split_recorded_by_predict(tmp_path, tiny_files, capsys):
     """A store predicted in Python (as `c2lst demo` writes it) has no obs['c2lst_train']: evaluate uses the split."""
     import spatialdata

@@ -207,7 +207,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     if "lognorm" not in table.layers:
         pp.normalize(sdata, train_mask=mask, table_key=name)
     if "c2lst_panel" not in table.uns:
-        pp.gene_panel(sdata, n_top=min(args.panel_size, table.n_vars), train_mask=mask, table_key=name)
+        pp.gene_panel(sdata, n_top=min(args.panel_size, table.n_vars), train_mask=mask, table_key=name,
+                      flavor=args.panel_flavor, include=args.include)
     local = tl.adapt(sdata, central, train_mask=mask, steps=args.steps, decoder_steps=args.decoder_steps,
                      table_key=name, seed=args.seed, overwrite=args.overwrite)
     local.save(args.adapter, overwrite=args.overwrite)
@@ -500,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder-steps", type=int,
                    help="local decoder fine-tuning steps (0: keep the central decoder; default min(200, steps))")
     p.add_argument("--panel-size", type=int, default=256, help="genes in the panel (default 256)")
+    p.add_argument("--panel-flavor", default="variance", choices=["variance", "seurat", "cell_ranger", "seurat_v3"],
+                   help="how panel genes are ranked on the training spots (scanpy's highly_variable_genes flavors)")
+    p.add_argument("--include", nargs="+", metavar="GENE", help="genes forced into the panel, e.g. --include ERBB2")
     p.set_defaults(func=cmd_adapt)
 
     p = sub.add_parser("generate", help="generate synthetic patches conditioned on expression")
