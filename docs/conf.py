@@ -1,6 +1,7 @@
 """Sphinx configuration (scverse template style: myst-nb + sphinx-book-theme + autosummary + numpydoc)."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -74,10 +75,22 @@ exclude_patterns = ["_build", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
 master_doc = "index"
 
-# myst / myst-nb: render the notebooks as stored, never execute them at build time
+# myst / myst-nb: the tutorials are stored without outputs and executed here, at the test suite's tiny settings
+# (C2LST_TUTORIAL_TINY=1, which each notebook's first cell reads and says), about 2 minutes on 2 CPU cores; the
+# outputs are cached (jupyter-cache, in _build) so a rebuild re-runs only changed notebooks.
+os.environ.setdefault("C2LST_TUTORIAL_TINY", "1")
+os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # figures as outputs (not Agg from a test run)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
+for _var, _path in (("C2LST_DATA_DIR", ROOT.parent / "shared" / "data" / "her2st"),
+                    ("C2LST_HISTOLOGY_DIR", ROOT.parent / "shared" / "data" / "histology")):
+    if _path.is_dir():  # the development data, when present next to the checkout (else the tutorials' fallbacks)
+        os.environ.setdefault(_var, str(_path))
 myst_enable_extensions = ["colon_fence", "deflist", "dollarmath", "amsmath", "html_image"]
 myst_heading_anchors = 3
-nb_execution_mode = "off"
+nb_execution_mode = "cache"
+nb_execution_cache_path = str(HERE / "_build" / ".jupyter_cache")
+nb_execution_timeout = 900
+nb_execution_raise_on_error = True
 nb_merge_streams = True
 
 # autodoc / autosummary / numpydoc
@@ -93,8 +106,9 @@ add_module_names = False
 
 html_theme = "sphinx_book_theme"
 html_title = "c2lst"
-html_theme_options = {"repository_url": "https://github.com/c2lst/c2lst", "use_repository_button": False,
-                      "show_toc_level": 2}
+REPOSITORY = "https://github.com/c2lst/c2lst"  # also [project.urls] in pyproject.toml
+html_theme_options = {"repository_url": REPOSITORY, "use_repository_button": True, "use_issues_button": True,
+                      "repository_branch": "main", "path_to_docs": "docs", "show_toc_level": 2}
 html_static_path: list[str] = []
 pygments_style = "default"
 suppress_warnings = ["mystnb.unknown_mime_type"]

@@ -88,6 +88,29 @@ def test_evaluate_needs_held_out_spots(tmp_path, tiny_files, capsys):
     assert "no held-out spot" in capsys.readouterr().err
 
 
+def test_adapt_panel_options_reach_gene_panel(tmp_path, tiny_files, capsys):
+    store = _store(tmp_path, tiny_files)
+    args = ["--quiet", "adapt", str(store), "--fraction", "0.6", "--adapter", str(tmp_path / "a"), "--panel-size", "5"]
+    assert main([*args, "--include", "GENE3", "--panel-flavor", "seurat"]) == 2  # refused before any training
+    assert "did you mean ['gene3']" in capsys.readouterr().err
+    assert build_parser().parse_args(args[1:] + ["--include", "gene3", "gene7"]).include == ["gene3", "gene7"]
+
+
+def test_evaluate_reads_the_split_recorded_by_predict(tmp_path, tiny_files, capsys):
+    """A store predicted in Python (as `c2lst demo` writes it) has no obs['c2lst_train']: evaluate uses the split."""
+    import spatialdata
+
+    sdata = c2lst.io.read_legacy_st(*tiny_files)
+    c2lst.pp.extract_patches(sdata, patch_px=16)
+    mask = np.arange(sdata.tables["table"].n_obs) % 3 != 0
+    c2lst.tl.predict(sdata, train_mask=mask, synthetic=None, n_top=8, seed=0)
+    sdata.write(tmp_path / "p.zarr")
+    capsys.readouterr()
+    assert main(["--quiet", "evaluate", str(tmp_path / "p.zarr")]) == 0
+    assert f"{int((~mask).sum())} held-out spots, 8 genes" in capsys.readouterr().out
+    assert spatialdata.read_zarr(tmp_path / "p.zarr").tables["table"].uns["c2lst_eval"]["params"]
+
+
 @pytest.mark.slow
 def test_pipeline_from_the_command_line(tmp_path, tiny_files, capsys):
     import spatialdata

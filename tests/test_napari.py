@@ -29,6 +29,7 @@ from spatialdata.models import Image2DModel, ShapesModel, TableModel  # noqa: E4
 from spatialdata.transformations import Identity, Scale  # noqa: E402
 
 import c2lst  # noqa: E402
+from c2lst.pl._napari_reader import get_reader  # noqa: E402
 from c2lst.pl._napari_widget import ExpressionWidget  # noqa: E402
 
 pytestmark = [pytest.mark.gui]
@@ -123,3 +124,70 @@ def test_npe2_manifest_exposes_the_widget():
     pm.discover()
     assert widget in list(pm.iter_widgets())  # napari lists it under Plugins
     assert import_python_name(command.python_name) is ExpressionWidget
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory):
+    """The demo section with patches, lognorm and a prediction, written to ``demo.zarr`` as `c2lst demo` does."""
+    sdata = c2lst.datasets.demo()
+    c2lst.pp.extract_patches(sdata, patch_px=16)
+    mask = np.arange(sdata.tables["table"].n_obs) % 2 == 0
+    c2lst.pp.normalize(sdata, train_mask=mask)
+    c2lst.tl.predict(sdata, train_mask=mask, synthetic=None, n_top=16, seed=0)
+    store = tmp_path_factory.mktemp("napari") / "demo.zarr"
+    sdata.write(store)
+    return store, mask
+
+
+def _viridis_pixels(shot: np.ndarray) -> int:
+    """Pixels of the viridis greens/yellows, which H&E (pink/purple: green lowest) never shows."""
+    rgb = shot[..., :3].astype(int)
+    return int(((rgb[..., 1] > rgb[..., 0] + 40) & (rgb[..., 1] > 100)).sum())
+
+
+def test_napari_opens_a_store_with_the_c2lst_reader(demo_store):
+    """`napari demo.zarr`: npe2 offers the c2lst reader, which shows the H&E, the predicted gene and the split."""
+    npe2 = pytest.importorskip("npe2")
+    store, mask = demo_store
+    pm = npe2.PluginManager.instance()
+    pm.discover()
+    assert "c2lst" in [r.plugin_name for r in pm.iter_compatible_readers([str(store)])]
+    assert get_reader(str(store.parent)) is None  # not a store: not ours
+    viewer = napari.Viewer(show=True)
+    try:
+        viewer.open(str(store), plugin="c2lst")
+        names = [layer.name for layer in viewer.layers]
+        assert names[0] == "C2_image" and names[1].endswith("(c2lst_pred)") and names[2] == "held-out spots"
+        assert len(viewer.layers["held-out spots"].data) == int((~mask).sum())
+        viewer.window.resize(900, 700)
+        viewer.reset_view()
+        shot = viewer.screenshot(canvas_only=True, flash=False)
+        assert _viridis_pixels(shot) > 500  # the spots are drawn in their colormap over the H&E
+        assert (np.abs(shot[..., :3].astype(int) - [120, 80, 160]).sum(-1) < 120).sum() > 500  # the H&E is drawn
+        viewer.layers[names[1]].visible = False
+        assert _viridis_pixels(viewer.screenshot(canvas_only=True, flash=False)) < 50
+    finally:
+        viewer.close()
+
+
+def test_widget_from_the_menu_loads_a_store_and_the_sample(demo_store):
+    store, _ = demo_store
+    viewer = napari.Viewer(show=False)
+    try:
+        widget = ExpressionWidget(viewer)  # as from Plugins > c2lst: an empty viewer
+        assert "open a store written by c2lst" in widget.status.text()
+        assert not widget.open_store(store.parent)  # a folder that is not a c2lst store: said, nothing added
+        assert "not a store written by c2lst" in widget.status.text() and len(viewer.layers) == 0
+        assert widget.open_store(store)
+        table = widget.spots()["table"]
+        assert widget.gene.count() == table.n_vars and widget.layer.currentText() == "c2lst_pred"
+        gene = str(table.var_names[table.var["c2lst_pred_panel"].to_numpy(bool)][1])
+        widget.gene.setCurrentText(gene)
+        widget.layer.setCurrentText("error")
+        assert widget.show_selection().name == f"{gene} (error)"
+        viewer.layers.clear()
+        viewer.open_sample("c2lst", "demo")  # File > Open Sample > c2lst
+        assert [layer.name for layer in viewer.layers] == ["C2_image", "ERBB2 (lognorm)"]
+        assert widget.spots() is not None and widget.gene.currentText() == "ERBB2"
+    finally:
+        viewer.close()

@@ -107,3 +107,67 @@ def test_resolve_table_skips_generated_tables():
     sdata.tables["other"] = _adata(n=3)
     with pytest.raises(ValueError, match="table_key"):
         resolve_table(sdata)
+
+
+def _demo_table():
+    return c2lst.datasets.demo().tables["table"]
+
+
+def test_gene_panel_seurat_flavor_is_scanpy_on_training_spots_only():
+    import scanpy as sc
+
+    t = _demo_table()
+    mask = np.random.default_rng(0).random(t.n_obs) < 0.5
+    panel = c2lst.pp.gene_panel(t, n_top=50, train_mask=mask, flavor="seurat", min_spots=0.0)
+    assert len(panel) == 50 and panel.params["flavor"] == "seurat"
+    # the same ranking as scanpy's own on the training spots' lognorm (at the panel's target sum)
+    ref = t[mask].copy()
+    sc.pp.normalize_total(ref, target_sum=panel.target_sum)
+    sc.pp.log1p(ref)
+    sc.pp.highly_variable_genes(ref, flavor="seurat", n_top_genes=50)
+    assert set(panel.genes) == set(ref.var_names[ref.var["highly_variable"]])
+    assert panel.genes != c2lst.pp.gene_panel(t, n_top=50, train_mask=mask, key_added="v", min_spots=0.0).genes
+    # held-out spots cannot move it
+    other = t.copy()
+    x = other.X.toarray()
+    x[~mask] = np.random.default_rng(1).poisson(3.0, size=x[~mask].shape)
+    other.X = sp.csr_matrix(x)
+    assert c2lst.pp.gene_panel(other, n_top=50, train_mask=mask, flavor="seurat", min_spots=0.0, key_added="o") == panel
+
+
+def test_gene_panel_include_forces_genes_of_interest():
+    sdata = c2lst.datasets.demo()
+    t = sdata.tables["table"]
+    mask = np.arange(t.n_obs) % 2 == 0
+    plain = c2lst.pp.gene_panel(t, n_top=20, train_mask=mask, key_added="plain")
+    assert "ERBB2" not in plain.genes  # not among the 20 most variable: why it must be forced
+    forced = c2lst.pp.gene_panel(t, n_top=20, train_mask=mask, include=["ERBB2", "GRB7"], key_added="forced")
+    assert forced.genes[:2] == ("ERBB2", "GRB7") and len(forced) == 20
+    assert forced.genes[2:] == plain.genes[:18]  # then the best-ranked others, in order
+    assert t.var.loc["ERBB2", "forced"] and forced.params["include"] == ["ERBB2", "GRB7"]
+    back = GenePanel.from_table(t, "forced")
+    assert back == forced
+    c2lst.pp.extract_patches(sdata, patch_px=16)
+    c2lst.tl.predict(sdata, train_mask=mask, panel=forced, encoder="handcrafted", synthetic=None, seed=0)
+    assert t.var.loc["ERBB2", "c2lst_pred_panel"] and np.isfinite(t[:, "ERBB2"].layers["c2lst_pred"]).all()
+
+
+def test_gene_panel_bad_include_and_flavor():
+    t = _demo_table()
+    with pytest.raises(ValueError, match=r"'erbb2': did you mean \['ERBB2'\]"):
+        c2lst.pp.gene_panel(t, n_top=10, include=["erbb2"])
+    with pytest.raises(ValueError, match=r"'ERBB22': did you mean \[.*'ERBB2'"):
+        c2lst.pp.gene_panel(t, n_top=10, include="ERBB22")
+    with pytest.raises(ValueError, match="raise `n_top`"):
+        c2lst.pp.gene_panel(t, n_top=1, include=["ERBB2", "GRB7"])
+    with pytest.raises(ValueError, match="unknown flavor 'hvg'"):
+        c2lst.pp.gene_panel(t, n_top=10, flavor="hvg")
+    assert "c2lst_panel" not in t.uns
+
+
+def test_gene_panel_seurat_v3_on_counts():
+    pytest.importorskip("skmisc", reason="flavor='seurat_v3' needs scikit-misc")
+    t = _demo_table()
+    mask = np.arange(t.n_obs) % 2 == 0
+    panel = c2lst.pp.gene_panel(t, n_top=30, train_mask=mask, flavor="seurat_v3", include=["ERBB2"])
+    assert panel.genes[0] == "ERBB2" and len(panel) == 30

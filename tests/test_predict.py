@@ -43,7 +43,8 @@ def test_predict_writes_only_its_keys(sdata):
     elements = {k: list(getattr(sdata, k)) for k in ("images", "shapes", "tables")}
     c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=10, seed=0)
     pred = table.layers["c2lst_pred"]
-    assert pred.shape == table.shape and pred.dtype == np.float32 and np.isfinite(pred).all()
+    panel = table.var["c2lst_pred_panel"].to_numpy()
+    assert pred.shape == table.shape and pred.dtype == np.float32 and np.isfinite(pred[:, panel]).all()
     params = table.uns["c2lst_pred"]["params"]
     assert len(params["panel_genes"]) == 10 and params["encoder"] == "handcrafted" and params["head"] == "ridge"
     assert params["train_spots"] == list(table.obs_names[mask]) and params["seed"] == 0
@@ -53,12 +54,12 @@ def test_predict_writes_only_its_keys(sdata):
     assert set(table.layers) == set(before.layers) | {"c2lst_pred"}
     assert set(table.uns) == set(before.uns) | {"c2lst_pred"}
     assert list(table.var.columns) == [*before.var.columns, "c2lst_pred_panel"]
-    pd.testing.assert_frame_equal(table.obs, before.obs)
+    pd.testing.assert_frame_equal(table.obs.drop(columns="c2lst_pred_split"), before.obs)
+    assert table.obs["c2lst_pred_split"].tolist() == ["train" if m else "held_out" for m in mask]
     assert (table.X != before.X).nnz == 0
     assert np.array_equal(table.obsm["c2lst_patch"], before.obsm["c2lst_patch"])
-    # outside the panel: the training-spot mean (a constant column)
-    outside = ~table.var["c2lst_pred_panel"].to_numpy()
-    assert np.allclose(pred[:, outside], pred[0, outside])
+    # outside the panel: nothing predicted (NaN), never a constant
+    assert np.isnan(pred[:, ~panel]).all()
 
 
 def test_predict_same_seed_same_predictions_cnn(sdata):
@@ -68,8 +69,8 @@ def test_predict_same_seed_same_predictions_cnn(sdata):
     c2lst.tl.predict(sdata, seed=3, key_added="again", **kw)
     c2lst.tl.predict(sdata, seed=4, key_added="other", **kw)
     layers = _table(sdata).layers
-    assert np.allclose(layers["c2lst_pred"], layers["again"])
-    assert not np.allclose(layers["c2lst_pred"], layers["other"])
+    assert np.allclose(layers["c2lst_pred"], layers["again"], equal_nan=True)
+    assert not np.allclose(layers["c2lst_pred"], layers["other"], equal_nan=True)
 
 
 @pytest.mark.parametrize("encoder", ["handcrafted", "cnn"])
@@ -93,9 +94,9 @@ def test_no_leakage_from_test_spots(sdata, encoder):
     t2.obsm["c2lst_patch"] = patches
     c2lst.tl.predict(other, **kw)
     assert t2.uns["c2lst_pred"]["params"]["panel"] == params["panel"]
-    assert np.allclose(t2.layers["c2lst_pred"][mask], first[mask])
+    assert np.allclose(t2.layers["c2lst_pred"][mask], first[mask], equal_nan=True)
     # and the perturbation was real: held-out predictions moved
-    assert not np.allclose(t2.layers["c2lst_pred"][~mask], first[~mask])
+    assert not np.allclose(t2.layers["c2lst_pred"][~mask], first[~mask], equal_nan=True)
 
 
 def test_predict_copy_overwrite_and_return_model(sdata):
@@ -127,7 +128,7 @@ def test_predict_uses_stored_panel_and_synthetic_table(sdata):
     sdata.tables["c2lst_synthetic"] = syn
     c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", key_added="with_syn")
     assert table.uns["with_syn"]["params"]["n_synthetic"] == int(mask.sum())
-    assert not np.allclose(table.layers["with_syn"], table.layers["c2lst_pred"])
+    assert not np.allclose(table.layers["with_syn"], table.layers["c2lst_pred"], equal_nan=True)
     # a synthetic table on another panel is refused
     sdata.tables["c2lst_synthetic"] = AnnData(X=expr[:, ::-1], var=pd.DataFrame(index=list(panel.genes)[::-1]),
                                              obsm={"c2lst_patch": patches})
@@ -151,7 +152,7 @@ def test_predict_synthetic_weight_align_and_cv(sdata):
     kw = {"train_mask": mask, "encoder": "handcrafted"}
     c2lst.tl.predict(sdata, key_added="w0", synthetic_weight=0.0, **kw)
     c2lst.tl.predict(sdata, key_added="real", synthetic=None, **kw)
-    assert np.allclose(table.layers["w0"], table.layers["real"], atol=1e-5)  # weight 0 = the real pairs alone
+    assert np.allclose(table.layers["w0"], table.layers["real"], atol=1e-5, equal_nan=True)  # weight 0 = the real pairs alone
     c2lst.tl.predict(sdata, key_added="al", synthetic_align="moments", synthetic_weight=0.5, **kw)
     fit = table.uns["al"]["params"]["predictor"]["fit"]
     assert fit["extra_align"] == "moments" and fit["extra_weight"] == 0.5
@@ -167,16 +168,16 @@ def test_predict_synthetic_weight_align_and_cv(sdata):
     params = table.uns["bk"]["params"]
     assert params["batch_key"] == "section" and params["predictor"]["group_norm"] is True
     assert params["predictor"]["fit"]["n_groups"] == 2 and params["predictor"]["fit"]["extra_align"] == "groups"
-    assert not np.allclose(table.layers["bk"], table.layers["al"])
+    assert not np.allclose(table.layers["bk"], table.layers["al"], equal_nan=True)
     c2lst.tl.predict(sdata, key_added="bk2", batch_key="section", **kw)
     np.testing.assert_array_equal(table.layers["bk"], table.layers["bk2"])  # same seed, same predictions
     c2lst.tl.predict(sdata, key_added="aug", batch_key="section", n_augment=2, **kw)  # stacked with the synthetic rows
     params = table.uns["aug"]["params"]
     assert params["n_augment"] == 2 and params["augment_weight"] == 1.0 and params["n_synthetic"] == len(rows)
     assert params["predictor"]["fit"]["n_augmented"] == 2 * len(rows)
-    assert not np.allclose(table.layers["aug"], table.layers["bk"])
+    assert not np.allclose(table.layers["aug"], table.layers["bk"], equal_nan=True)
     c2lst.tl.predict(sdata, key_added="aug0", batch_key="section", n_augment=2, augment_weight=0.0, **kw)
-    assert np.allclose(table.layers["aug0"], table.layers["bk"], atol=1e-5)  # weight 0: the copies count for nothing
+    assert np.allclose(table.layers["aug0"], table.layers["bk"], atol=1e-5, equal_nan=True)  # weight 0: the copies count for nothing
     with pytest.raises(ValueError, match="augmented rows"):
         c2lst.tl.predict(sdata, key_added="bad", n_augment=1, synthetic_weight="cv", groupby="section", **kw)
     with pytest.raises(ValueError, match="batch_key"):
@@ -265,10 +266,10 @@ def test_predict_checkpoint_encoder_and_mlp_head_through_tl(sdata, tmp_path):
     c2lst.tl.predict(sdata, **kw)
     c2lst.tl.predict(sdata, key_added="again", **kw)
     pred = np.asarray(table.layers["c2lst_pred"])
-    assert np.isfinite(pred).all() and np.array_equal(pred, np.asarray(table.layers["again"]))
     params = table.uns["c2lst_pred"]["params"]
-    assert params["encoder"] == str(tmp_path / "resnet.safetensors") and params["head"] == "mlp"
     cols = table.var_names.get_indexer(params["panel_genes"])
+    assert np.isfinite(pred[:, cols]).all() and np.array_equal(pred, np.asarray(table.layers["again"]), equal_nan=True)
+    assert params["encoder"] == str(tmp_path / "resnet.safetensors") and params["head"] == "mlp"
     assert pred[:, cols].std(axis=0).min() > 0  # the mlp predicts something spot-specific on every panel gene
 
 
@@ -422,6 +423,12 @@ def test_predict_slide_maps_genes_on_a_grid(sdata):
     assert list(grid.var_names) == model.genes and grid.n_obs == len(sdata.shapes["c2lst_slide_spots"]) > 4
     assert np.isfinite(grid.X).all() and grid.obsm["c2lst_patch"].shape[1:] == (3, PX, PX)
     assert np.allclose(grid.X, model.predict(grid.obsm["c2lst_patch"]))
+    import matplotlib
+    import scanpy as sc
+
+    matplotlib.use("Agg")
+    sc.pl.spatial(grid, color=model.genes[0], show=False)  # scanpy's record of the slide: its defaults work
+    assert grid.uns["spatial"]["c2lst_slide"]["scalefactors"]["tissue_hires_scalef"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="overwrite"):
         c2lst.tl.predict_slide(sdata, model, min_tissue=0.0)
 

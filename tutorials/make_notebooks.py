@@ -243,7 +243,8 @@ with public or in-house slides (no expression needed) can pretrain one; labs the
 if they wish, share only their small adapters.
 
 This tutorial pretrains a (deliberately small) central model on the public histology tiles in
-`shared/data/histology`, adapts it to the demo section and saves the adapter."""),
+`shared/data/histology` (or, where that folder is absent, on tiles of the demo section's own H&E: enough to
+show the steps, not a model to use), adapts it to the demo section and saves the adapter."""),
     new_code_cell(setup(("import tempfile", "from pathlib import Path")) + """
 HISTOLOGY = Path(os.environ.get("C2LST_HISTOLOGY_DIR", "../../shared/data/histology"))
 CONFIG = "tiny" if TINY else "cpu"
@@ -265,6 +266,12 @@ for folder, mpp in SOURCES.items():
         read = c2lst.io.read_histology(HISTOLOGY / folder, mpp=mpp, max_tiles=64 if TINY else None, seed=0)
         print(f"{folder}: {len(read.tiles)} tiles")
         parts.append(read.tiles)
+if not parts:  # no shared/data/histology here (e.g. a docs build): tiles of the demo section's own H&E instead
+    demo_he = Path(c2lst.datasets.__file__).parent / "data" / "demo" / "C2_HE.jpg"
+    demo_mpp = c2lst.datasets.demo().tables["table"].uns["c2lst"]["spatial"]["mpp"]
+    read = c2lst.io.read_histology(demo_he, mpp=demo_mpp, max_tiles=64 if TINY else None, seed=0)
+    print(f"demo section H&E (no histology folder at {HISTOLOGY}): {len(read.tiles)} tiles")
+    parts.append(read.tiles)
 tiles = np.concatenate(parts)
 tiles.shape"""),
     new_code_cell("""\

@@ -82,6 +82,29 @@ def resolve_shapes(sdata: SpatialData, table: AnnData | None = None, shapes_key:
     return _pick("shapes", list(sdata.shapes.keys()), shapes_key, "shapes_key")
 
 
+def element_affine(sdata: SpatialData, source: Any, target: Any, *, what: str) -> np.ndarray:
+    """3x3 affine ``(x, y)`` from ``source``'s intrinsic coordinates to ``target``'s (e.g. spot circles to image pixels).
+
+    Composed through a coordinate system both elements share (the first one, in ``source``'s order: with
+    spatialdata-io's Visium the spots and the hires image share ``<id>`` and ``<id>_downscaled_hires``, which agree),
+    else through spatialdata's graph of coordinate systems. ``what`` names the two elements in the error.
+    """
+    from spatialdata.transformations import get_transformation, get_transformation_between_coordinate_systems
+
+    def affine(t: Any) -> np.ndarray:
+        return np.asarray(t.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=np.float64)
+
+    of_source, of_target = get_transformation(source, get_all=True), get_transformation(target, get_all=True)
+    shared = [cs for cs in of_source if cs in of_target]
+    if shared:
+        return np.linalg.inv(affine(of_target[shared[0]])) @ affine(of_source[shared[0]])
+    try:
+        return affine(get_transformation_between_coordinate_systems(sdata, source, target))
+    except Exception as e:  # noqa: BLE001  (spatialdata raises several types when no path exists)
+        raise ValueError(f"no transformation links {what} ({e}); put both in a common coordinate system "
+                         "(spatialdata.transformations.set_transformation).") from None
+
+
 def table_region_attrs(table: AnnData) -> tuple[str, str, str | list[str]]:
     """``(region_key, instance_key, region)`` of a spatialdata table, with a clear error when missing."""
     attrs = table.uns.get("spatialdata_attrs")
@@ -137,6 +160,26 @@ def as_mask(mask: Any, n: int, *, name: str = "train_mask") -> np.ndarray:
     return out
 
 
+def as_names(values: Any) -> list[str]:
+    """Return names stored in ``.uns`` (a list, or an object/``<U``/``StringDType`` array read back) as ``str``."""
+    return [str(v) for v in np.asarray(values, dtype=object).ravel()] if values is not None else []
+
+
+def recorded_train_mask(table: AnnData, key: str) -> np.ndarray | None:
+    """Training spots of the step that wrote ``key`` (e.g. ``tl.predict``'s layer), or ``None`` when not recorded.
+
+    Read from ``obs[f"{key}_split"]`` (``"train"``/``"held_out"``), else from ``uns[key]["params"]["train_spots"]``.
+    """
+    split = f"{key}_split"
+    if split in table.obs:
+        return np.asarray(table.obs[split].astype(str) == "train")
+    entry = table.uns.get(key)
+    params = entry.get("params", {}) if isinstance(entry, Mapping) else {}
+    if "train_spots" not in params:
+        return None
+    return np.asarray(table.obs_names.isin(as_names(params["train_spots"])))
+
+
 def check_optimizer_args(batch_size: Any, lr: Any) -> None:
     """Raise ``ValueError`` unless ``batch_size`` is a positive integer and ``lr`` is positive."""
     if not isinstance(batch_size, int | np.integer) or batch_size < 1:
@@ -166,4 +209,5 @@ def spot_mpp(table: AnnData) -> float:
         return float(table.uns[SPATIAL_UNS]["spatial"]["mpp"])
     except KeyError:
         raise ValueError("microns per pixel unknown: the table has no .uns['c2lst']['spatial']['mpp']. Read the "
-                         "data with c2lst.io, or pass `mpp=` explicitly.") from None
+                         "data with c2lst.io (a SpatialData from spatialdata-io: convert it with "
+                         "c2lst.io.from_spatialdata(sdata, image_key=...)), or pass `mpp=` explicitly.") from None

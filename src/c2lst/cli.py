@@ -182,6 +182,10 @@ def cmd_read(args: argparse.Namespace) -> int:
         if len(args.inputs) != 3:
             raise UserError("legacy-st needs three inputs: COUNTS.tsv.gz SPOTS_selection.tsv IMAGE.jpg.")
         sdata = io.read_legacy_st(*args.inputs, **({"library_id": args.library_id} if args.library_id else {}))
+    elif args.format == "hest":
+        if len(args.inputs) != 2:
+            raise UserError("hest needs two inputs: the HEST-1k ROOT (holding st/, wsis/, metadata/) and the SAMPLE_ID.")
+        sdata = io.read_hest(*args.inputs, **({"library_id": args.library_id} if args.library_id else {}))
     else:
         if len(args.inputs) != 1:
             raise UserError("visium needs one input: the Space Ranger output folder.")
@@ -219,7 +223,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     if "lognorm" not in table.layers:
         pp.normalize(sdata, train_mask=mask, table_key=name)
     if "c2lst_panel" not in table.uns:
-        pp.gene_panel(sdata, n_top=min(args.panel_size, table.n_vars), train_mask=mask, table_key=name)
+        pp.gene_panel(sdata, n_top=min(args.panel_size, table.n_vars), train_mask=mask, table_key=name,
+                      flavor=args.panel_flavor, include=args.include)
     local = tl.adapt(sdata, central, train_mask=mask, steps=args.steps, decoder_steps=args.decoder_steps,
                      table_key=name, seed=args.seed, overwrite=args.overwrite)
     local.save(args.adapter, overwrite=args.overwrite)
@@ -296,6 +301,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     check_outputs(args, [args.sdata])
     sdata, source, table, name, mask = open_spots(args, default_all=False)
+    if mask is None and "c2lst_pred_split" in table.obs:  # the split tl.predict recorded (c2lst predict, demo)
+        mask = (table.obs["c2lst_pred_split"].astype(str) == "train").to_numpy()
     if mask is None or mask.all():
         raise UserError("no held-out spot: evaluate needs a training split (--train-key COLUMN or --fraction F, "
                         "the same as for predict).")
@@ -483,12 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command",
         metavar="{read,pretrain,adapt,generate,predict,predict-slide,evaluate,evaluate-synthetic,benchmark,demo}")
 
-    p = sub.add_parser("read", help="read raw data (legacy ST, Visium or an H&E slide alone) into a SpatialData zarr store")
-    p.add_argument("format", choices=["legacy-st", "visium", "slide"])
+    p = sub.add_parser("read", help="read raw data (legacy ST, Visium, HEST-1k or an H&E slide alone) into a SpatialData "
+                       "zarr store")
+    p.add_argument("format", choices=["legacy-st", "visium", "hest", "slide"])
     p.add_argument("inputs", nargs="+",
-                   help="legacy-st: COUNTS SPOTS IMAGE; visium: the Space Ranger folder; slide: the H&E IMAGE")
+                   help="legacy-st: COUNTS SPOTS IMAGE; visium: the Space Ranger folder; hest: the HEST-1k ROOT and "
+                        "SAMPLE_ID; slide: the H&E IMAGE")
     p.add_argument("--out", required=True, help="SpatialData zarr store to create")
-    p.add_argument("--library-id", help="section or slide name (legacy-st, slide; default from the file names)")
+    p.add_argument("--library-id", help="section or slide name (legacy-st, hest, slide; default from the file names)")
     p.add_argument("--mpp", type=float, help="slide: µm per full-resolution pixel (default from the file's metadata)")
     p.add_argument("--force-mpp", action="store_true", help="use --mpp even where the file's metadata disagrees")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
@@ -518,6 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder-steps", type=int,
                    help="local decoder fine-tuning steps (0: keep the central decoder; default min(200, steps))")
     p.add_argument("--panel-size", type=int, default=256, help="genes in the panel (default 256)")
+    p.add_argument("--panel-flavor", default="variance", choices=["variance", "seurat", "cell_ranger", "seurat_v3"],
+                   help="how panel genes are ranked on the training spots (scanpy's highly_variable_genes flavors)")
+    p.add_argument("--include", nargs="+", metavar="GENE", help="genes forced into the panel, e.g. --include ERBB2")
     p.set_defaults(func=cmd_adapt)
 
     p = sub.add_parser("generate", help="generate synthetic patches conditioned on expression")

@@ -82,7 +82,7 @@ def from_anndata(
     ``shapes["<library_id>_spots"]`` (circles in full-resolution pixels) and ``tables["table"]``
     (``X`` raw counts, ``obs_names`` barcodes, ``obs["array_col"]``, ``obs["array_row"]`` (from
     ``adata.obs`` or, when absent, grid indices derived from the coordinates), ``obs["region"]``,
-    ``obs["spot_id"]``, ``obs["library_id"]``, ``uns["c2lst"]["spatial"]``).
+    ``obs["spot_id"]``, ``obs["library_id"]``, ``uns["c2lst"]["spatial"]``, scanpy's ``uns["spatial"][library_id]``).
 
     Raises
     ------

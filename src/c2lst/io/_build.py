@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .. import _logging as logg
 from .._utils import SPATIAL_UNS
-from ._image import image_element
+from ._image import image_element, overview, shrink
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from spatialdata.transformations import BaseTransformation
 
 TABLE_KEY = "table"
+HIRES_PX = 2000  # long side of the H&E copy in uns["spatial"][library_id]["images"]["hires"] (scanpy's convention)
 REGION_KEY = "region"
 INSTANCE_KEY = "spot_id"
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -64,6 +66,35 @@ def spatial_uns(mpp: float, mpp_source: str, spot_diameter_um: float, pitch_um: 
             "pitch_um": float(pitch_um)}
 
 
+def scanpy_spatial(image: Any, transformation: BaseTransformation | None, radius: float, *,
+                   hires: tuple[np.ndarray, float] | None = None, max_side: int = HIRES_PX) -> dict[str, Any] | None:
+    """Build scanpy/squidpy's Visium record ``uns["spatial"][library_id]``.
+
+    The spots' ``obsm["spatial"]`` are in the ``"global"`` units of the circles.
+    ``images["hires"]`` is the image element reduced to at most ``max_side`` px; ``scalefactors`` holds
+    ``tissue_hires_scalef`` (hires px per ``obsm["spatial"]`` unit) and ``spot_diameter_fullres`` (spot diameter
+    in ``obsm["spatial"]`` units). ``hires`` is an overview already at hand (e.g. HEST's ``downscaled_fullres``)
+    with its scale in px per level-0 image px, used instead of reading the image. ``None`` when the image is
+    rotated, sheared, stretched or shifted against the spots (scanpy's convention has no offset or rotation).
+    """
+    scale = 1.0
+    if transformation is not None:
+        a = np.asarray(transformation.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=float)
+        scale = float(a[0, 0])
+        plain = np.isclose(a[1, 1], scale, rtol=1e-3) and np.allclose([a[0, 1], a[1, 0]], 0, atol=1e-9)
+        if not (scale > 0 and plain and np.allclose(a[:2, 2], 0, atol=1e-3)):
+            logg.info("    the image is not a plain rescaling of the spot coordinates: no uns['spatial'] for scanpy")
+            return None
+    if hires is None:
+        small, factor = overview(image, max_side=max_side)
+    else:
+        small, reduced = shrink(hires[0], max_side=max_side)
+        factor = hires[1] * reduced
+    return {"images": {"hires": small},
+            "scalefactors": {"tissue_hires_scalef": float(factor / scale), "spot_diameter_fullres": float(2 * radius)},
+            "metadata": {"source": "c2lst"}}
+
+
 def _check_inside(obs_names: pd.Index, xy_image: np.ndarray, height: int, width: int, *, what: str) -> None:
     outside = ~((xy_image[:, 0] >= 0) & (xy_image[:, 0] < width) & (xy_image[:, 1] >= 0) & (xy_image[:, 1] < height))
     if outside.any():
@@ -86,12 +117,14 @@ def build_sdata(
     image_transformation: BaseTransformation | None,
     spatial: dict[str, Any],
     outside_hint: str,
+    hires: tuple[np.ndarray, float] | None = None,
 ) -> SpatialData:
     """Build the reader output of docs/design.md.
 
     ``xy`` are spot centres in the circles' coordinate system (identity to ``"global"``);
     ``image`` is level 0 of the image, optionally followed by precomputed 2x-halved levels;
-    ``image_transformation`` maps image pixels to ``"global"`` (``None`` = identity).
+    ``image_transformation`` maps image pixels to ``"global"`` (``None`` = identity);
+    ``hires`` is an optional ready overview of the image for ``uns["spatial"]`` (see :func:`scanpy_spatial`).
     """
     import anndata as ad
     from spatialdata import SpatialData
@@ -128,10 +161,14 @@ def build_sdata(
     var.index = pd.Index([str(g) for g in var.index])
     table = ad.AnnData(X=counts, obs=obs, var=var, obsm={"spatial": np.asarray(xy, dtype=np.float64)})
     table.uns[SPATIAL_UNS] = {"spatial": spatial}
+    element = image_element(image, transformation=image_transformation)
+    record = scanpy_spatial(element, image_transformation, radius, hires=hires)
+    if record is not None:
+        table.uns["spatial"] = {library_id: record}
     table = TableModel.parse(table, region=shapes_key, region_key=REGION_KEY, instance_key=INSTANCE_KEY)
 
     return SpatialData(
-        images={image_key: image_element(image, transformation=image_transformation)},
+        images={image_key: element},
         shapes={shapes_key: circles},
         tables={TABLE_KEY: table},
     )

@@ -243,6 +243,47 @@ def pyramid_factors(shape: tuple[int, ...]) -> list[int] | None:
     return factors
 
 
+def pyramid_levels(image: object) -> list[object]:
+    """Levels (``xarray.DataArray``, dims ``c, y, x``) of a single- or multiscale image element, finest first."""
+    from xarray import DataArray
+
+    if isinstance(image, DataArray):
+        return [image]
+    return [image[name].ds["image"] for name in sorted(image.keys(), key=lambda s: int(s.replace("scale", "")))]
+
+
+def overview(image: object, *, max_side: int) -> tuple[np.ndarray, float]:
+    """Return a ``(h, w, 3)`` uint8 copy of an image element at most ``max_side`` px on its long side, and its scale.
+
+    Read from the coarsest pyramid level that is still at least ``max_side`` px (so a large slide is never
+    decoded whole at level 0 when a pyramid exists), then reduced with a box filter. The scale is the
+    overview's width over the level-0 width.
+    """
+    levels = pyramid_levels(image)
+    w0 = levels[0].sizes["x"]
+    chosen = levels[0]
+    for level in levels[1:]:
+        if max(level.sizes["y"], level.sizes["x"]) >= max_side:
+            chosen = level
+    small, factor = shrink(np.asarray(chosen.transpose("y", "x", "c").data[..., :3]), max_side=max_side)
+    return small, factor * chosen.sizes["x"] / w0
+
+
+def shrink(hwc: np.ndarray, *, max_side: int) -> tuple[np.ndarray, float]:
+    """Reduce a ``(h, w, 3)`` uint8 image to at most ``max_side`` px on its long side (box filter).
+
+    Returns the image and its scale (new width over old width; 1 when it was small enough).
+    """
+    from PIL import Image
+
+    long_side = max(hwc.shape[:2])
+    if long_side > max_side:
+        size = (max(1, round(hwc.shape[1] * max_side / long_side)), max(1, round(hwc.shape[0] * max_side / long_side)))
+        small = np.asarray(Image.fromarray(np.ascontiguousarray(hwc)).resize(size, Image.Resampling.BOX))
+        return np.ascontiguousarray(small, dtype=np.uint8), size[0] / hwc.shape[1]
+    return np.ascontiguousarray(hwc, dtype=np.uint8), 1.0
+
+
 def image_element(levels: list[da.Array], *, transformation: BaseTransformation | None = None) -> DataArray | DataTree:
     """``Image2DModel`` element in the ``"global"`` coordinate system (a pyramid for large images).
 

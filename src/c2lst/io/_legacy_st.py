@@ -164,7 +164,8 @@ def read_legacy_st(
     - ``tables["table"]``: raw counts in ``X`` (float32 CSR), ``obs_names`` ``"{x}x{y}"``,
       ``obs["array_col"]``, ``obs["array_row"]``, ``obs["region"]``, ``obs["spot_id"]``,
       ``obs["library_id"]``; ``uns["c2lst"]["spatial"]`` with ``mpp``, ``mpp_source``,
-      ``spot_diameter_um``, ``pitch_um``.
+      ``spot_diameter_um``, ``pitch_um``; scanpy's ``uns["spatial"][library_id]`` (a 2,000 px copy of the image and
+      its scalefactors, so ``sc.pl.spatial`` and ``sq.pl.spatial_scatter`` work with their defaults).
 
     Raises
     ------

@@ -4,11 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
 from .._logging import info
-from ._build import build_sdata, check_counts, check_library_id, median_nn_spacing, spatial_uns
+from ._build import check_library_id
+from ._spatialdata import from_spatialdata
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -36,7 +34,9 @@ def read_visium(
     Uses :func:`spatialdata_io.visium` (``pip install c2lst[visium]``), then keeps one image (the
     full-resolution one when ``fullres_image_file`` is given, else the hires one, with its transformation
     to full-resolution pixels), the spot circles and the table, renamed and annotated as for the other
-    readers. Microns per full-resolution pixel come from ``spot_diameter_fullres`` (``spot_diameter_um``).
+    readers (through :func:`c2lst.io.from_spatialdata`). Microns per full-resolution pixel come from
+    ``spot_diameter_fullres`` (``spot_diameter_um``). To choose the image yourself, call
+    ``c2lst.io.from_spatialdata(spatialdata_io.visium(path), image_key=...)``.
 
     Parameters
     ----------
@@ -56,7 +56,7 @@ def read_visium(
     ``SpatialData`` with ``images["<library_id>_image"]``, ``shapes["<library_id>_spots"]`` (circles in
     full-resolution pixels) and ``tables["table"]`` (raw counts in ``X``, barcodes as ``obs_names``,
     ``obs["array_col"]``, ``obs["array_row"]``, ``obs["region"]``, ``obs["spot_id"]``,
-    ``obs["library_id"]``, ``uns["c2lst"]["spatial"]``).
+    ``obs["library_id"]``, ``uns["c2lst"]["spatial"]``, scanpy's ``uns["spatial"][library_id]``).
 
     Raises
     ------
@@ -70,40 +70,16 @@ def read_visium(
     except ImportError as e:
         raise ImportError("reading Visium needs spatialdata-io: `pip install c2lst[visium]` "
                           "(or `pip install spatialdata-io`).") from e
-    from spatialdata.transformations import get_transformation
-    from xarray import DataTree
-
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"{str(path)!r} is not a folder; pass the Space Ranger output folder of one Visium section.")
     library_id = check_library_id(library_id if library_id is not None else path.name)
     start = info(f"reading Visium section {library_id}")
     raw = visium(path, dataset_id=library_id, **kwargs)
-    table = raw.tables["table"]
-    _, image = _pick_image(raw, library_id)
-    level0 = next(iter(image["scale0"].values())) if isinstance(image, DataTree) else image
-    cyx = level0.data
-    if cyx.shape[0] not in (3, 4) or cyx.dtype != np.uint8:
-        raise ValueError(f"the Visium image has {cyx.shape[0]} channels of dtype {cyx.dtype}; c2lst needs 8-bit RGB.")
-    circles = raw.shapes[library_id]
-    diameter_px = 2 * float(np.median(circles["radius"]))
-    mpp = spot_diameter_um / diameter_px
-    xy = np.asarray(table.obsm["spatial"], dtype=np.float64)
-    source = (f"Visium scalefactors: spot_diameter_fullres {diameter_px:.2f} px = {spot_diameter_um:g} µm spot "
-              f"(median nearest-neighbour spacing {median_nn_spacing(xy) * mpp:.1f} µm)")
-    sdata = build_sdata(
-        library_id=library_id,
-        counts=check_counts(table.X, what="Visium counts"),
-        obs_names=pd.Index(table.obs_names),
-        var=table.var,
-        array_col=table.obs["array_col"].to_numpy(),
-        array_row=table.obs["array_row"].to_numpy(),
-        xy=xy,
-        radius=diameter_px / 2,
-        image=[cyx[:3]],
-        image_transformation=get_transformation(image, library_id),
-        spatial=spatial_uns(mpp, source, spot_diameter_um, pitch_um),
-        outside_hint="some Visium spots fall outside the image; check `fullres_image_file`.",
-    )
-    info(f"read {library_id}: {table.n_obs} spots x {table.n_vars} genes, {mpp:.4f} µm/px", time=start)
+    image_key, _ = _pick_image(raw, library_id)
+    sdata = from_spatialdata(raw, image_key=image_key, shapes_key=library_id, table_key="table", library_id=library_id,
+                             spot_diameter_um=spot_diameter_um, pitch_um=pitch_um)
+    table = sdata.tables["table"]
+    info(f"read {library_id}: {table.n_obs} spots x {table.n_vars} genes, "
+         f"{table.uns['c2lst']['spatial']['mpp']:.4f} µm/px", time=start)
     return sdata

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from .._utils import as_mask
+from .._utils import as_mask, recorded_train_mask
 from ..metrics import pearson_per_gene
 
 if TYPE_CHECKING:
@@ -47,19 +47,6 @@ def gene_values(table: AnnData, gene: str, layer: str) -> np.ndarray:
         raise ValueError(f"layer {layer!r} has no value for gene {gene!r} (outside the predicted gene panel?); "
                          "choose a panel gene (table.var['c2lst_panel']).")
     return vals
-
-
-def recorded_train_mask(table: AnnData, layer: str) -> np.ndarray | None:
-    """Return the training spots recorded by the step that wrote ``layer`` (``uns[layer]['params']``), if any."""
-    params = table.uns.get(layer, {}).get("params", {}) if isinstance(table.uns.get(layer), dict) else {}
-    for key in ("train_mask", "train_spots", "train_obs_names"):
-        if key not in params:
-            continue
-        value = np.asarray(params[key])
-        if value.dtype == bool or value.dtype.kind in "iu":
-            return as_mask(value, table.n_obs)
-        return np.asarray(table.obs_names.isin(value.astype(str)))
-    return None
 
 
 def heldout_mask(table: AnnData, layer: str, train_mask: Any = None) -> np.ndarray:

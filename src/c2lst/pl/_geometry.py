@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._utils import resolve_image, resolve_shapes, spot_table, table_region_attrs
+from ..io._image import pyramid_levels
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -46,13 +47,6 @@ class SectionLayout:
     extent: tuple[float, float, float, float] | None
 
 
-def pyramid_levels(image: object) -> list[object]:
-    """Levels (``xarray.DataArray``, dims ``c, y, x``) of a single- or multiscale image element, finest first."""
-    from xarray import DataArray
-
-    if isinstance(image, DataArray):
-        return [image]
-    return [image[name].ds["image"] for name in sorted(image.keys(), key=lambda s: int(s.replace("scale", "")))]
 
 
 def _to_hwc_uint8(level: object) -> np.ndarray:

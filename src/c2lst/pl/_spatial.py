@@ -15,6 +15,8 @@ from ._expression import DIVERGING, ERROR, contrast_limits, gene_values, heldout
 from ._geometry import section_layout
 from ._show import figure_doc, finish
 
+LABELS = {"lognorm": "measured", "X": "measured (X)", "c2lst_pred": "predicted", ERROR: "predicted − measured"}
+
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
@@ -39,7 +41,10 @@ def spatial_genes(
 ) -> Figure:
     """Measured and predicted expression of genes, side by side over the H&E image.
 
-    One row per gene, one column per layer. Each spot is drawn as its true-size circle on the coarsest
+    One row per gene, one column per layer, titled "measured" (``lognorm``) and "predicted" (``c2lst_pred``).
+    The measured and predicted maps of a gene share one colour scale (1st-99th percentile of both), held-out
+    spots are outlined in black, and a scale bar in µm is drawn when the reader recorded the spot size
+    (``uns['c2lst']['spatial']``). Each spot is drawn as its true-size circle on the coarsest
     pyramid level of the image that is still at least 1000 px across, placed with the spatialdata
     transformations between the circles and the image. Predicted panels carry the gene's Pearson r
     between that layer and the first (measured) layer, over held-out spots when a training mask is known
@@ -82,6 +87,11 @@ def spatial_genes(
     table, rows = layout.table, layout.rows
     values = {(g, lay): gene_values(table, g, lay)[rows] for g in genes for lay in layers}
     evaluated = {lay: heldout_mask(table, lay, train_mask)[rows] for lay in layers[1:]}
+    # spots to outline: held out from the predictor of the first predicted layer (none when all spots trained it)
+    held_out = next((m for m in evaluated.values() if not m.all()), np.zeros(len(rows), dtype=bool))
+    limits = {g: contrast_limits(np.concatenate([values[(g, lay)] for lay in layers if lay != ERROR]), "")
+              for g in genes if any(lay != ERROR for lay in layers)}
+    um_per_unit = _microns_per_unit(table, layout.radius)
 
     fig, axes = plt.subplots(len(genes), len(layers), figsize=(panel_size * len(layers) * 1.15, panel_size * len(genes)),
                              squeeze=False, layout="constrained")
@@ -98,19 +108,45 @@ def spatial_genes(
             circles = PatchCollection([Circle((x, y), r) for (x, y), r in zip(layout.xy[finite], layout.radius[finite], strict=True)],
                                       cmap=DIVERGING if layer == ERROR else cmap, alpha=alpha, linewidths=0)
             circles.set_array(vals[finite])
-            circles.set_clim(*contrast_limits(vals, layer))
+            circles.set_clim(*(contrast_limits(vals, layer) if layer == ERROR else limits[gene]))
             ax.add_collection(circles)
-            fig.colorbar(circles, ax=ax, shrink=0.7, label=layer)
+            if held_out.any():
+                ax.add_collection(PatchCollection(
+                    [Circle((x, y), r) for (x, y), r in zip(layout.xy[held_out], layout.radius[held_out], strict=True)],
+                    facecolor="none", edgecolor="black", linewidths=0.6))
+            fig.colorbar(circles, ax=ax, shrink=0.7, label=LABELS.get(layer, layer))
+            if um_per_unit is not None:
+                _scale_bar(ax, um_per_unit, x0, x1, y0, y1)
             ax.set_xlim(x0, x1)
             ax.set_ylim(y1, y0)
             ax.set_aspect("equal")
             ax.set_xticks([])
             ax.set_yticks([])
-            title = f"{gene} · {layer}"
+            title = f"{gene} · {LABELS.get(layer, layer)}"
             if j > 0 and layer != ERROR:
                 mask = evaluated[layer]
                 r = pearson(values[(gene, layers[0])][mask], vals[mask])
                 where = "held-out" if not mask.all() else "all"
                 title += f"\nr = {r:.2f} ({where}, n = {int(mask.sum())})"
             ax.set_title(title, fontsize=10)
+    if held_out.any():
+        fig.suptitle("black outline: held-out spots (not used to train the predictor)", fontsize=9)
     return finish(fig, show=show, save=save)
+
+
+def _microns_per_unit(table: AnnData, radius: np.ndarray) -> float | None:
+    """Microns per plot unit, from the spot diameter the reader recorded and the drawn spot radius (else ``None``)."""
+    diameter = table.uns.get("c2lst", {}).get("spatial", {}).get("spot_diameter_um")
+    r = float(np.nanmedian(radius)) if len(radius) else float("nan")
+    return float(diameter) / (2 * r) if diameter and np.isfinite(r) and r > 0 else None
+
+
+def _scale_bar(ax: Any, um_per_unit: float, x0: float, x1: float, y0: float, y1: float) -> None:
+    """Draw a bar of a round length (about a fifth of the panel) in the lower left corner, labelled in µm or mm."""
+    target = (x1 - x0) * um_per_unit / 5
+    length = max(v for v in (10, 20, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000) if v <= max(target, 10))
+    width = length / um_per_unit
+    left, base = x0 + 0.04 * (x1 - x0), y1 - 0.05 * (y1 - y0)
+    ax.plot([left, left + width], [base, base], color="black", linewidth=3, solid_capstyle="butt")
+    ax.text(left + width / 2, base - 0.015 * (y1 - y0), f"{length / 1000:g} mm" if length >= 1000 else f"{length} µm",
+            ha="center", va="bottom", fontsize=8)

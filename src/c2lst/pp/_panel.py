@@ -216,6 +216,60 @@ def variance_panel(train: np.ndarray, genes: Sequence[str], target_sum: float, *
     return panel, order
 
 
+FLAVORS = ("variance", "seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper")
+
+
+def check_include(include: Any, var_names: Any, n_top: int) -> list[str]:
+    """Validate the genes forced into a panel: known, unique, at most ``n_top``; near matches named when unknown."""
+    import difflib
+
+    genes = [include] if isinstance(include, str) else [str(g) for g in (include or [])]
+    names = [str(g) for g in var_names]
+    known = set(names)
+    unknown = [g for g in genes if g not in known]
+    if unknown:
+        by_upper = {n.upper(): n for n in names}
+        hints = {g: ([by_upper[g.upper()]] if g.upper() in by_upper else difflib.get_close_matches(g, names, n=3))
+                 for g in unknown}
+        text = "; ".join(f"{g!r}: did you mean {h}?" if h else f"{g!r}: no similar name" for g, h in hints.items())
+        raise ValueError(f"`include` names {len(unknown)} genes that are not in the table's var_names ({text}). Pass "
+                         "names exactly as in var_names.")
+    if len(set(genes)) != len(genes):
+        raise ValueError(f"`include` lists a gene twice: {genes}; pass each gene once.")
+    if len(genes) > n_top:
+        raise ValueError(f"`include` forces {len(genes)} genes into a panel of n_top={n_top}; raise `n_top`.")
+    return genes
+
+
+def _ranked(train: np.ndarray, train_counts: Any, genes: Sequence[str], flavor: str, candidates: np.ndarray,
+            n_top: int) -> np.ndarray:
+    """Column indices of the ``candidates`` genes, most variable first, by ``flavor`` (training spots only)."""
+    if flavor == "variance":
+        score = train.var(axis=0)
+    else:
+        import anndata as ad
+        import pandas as pd
+        import scanpy as sc
+
+        cols = np.flatnonzero(candidates)
+        scratch = ad.AnnData(X=train[:, cols], var=pd.DataFrame(index=[str(genes[c]) for c in cols]))
+        scratch.uns["log1p"] = {"base": None}  # lognorm is log1p of normalised counts
+        v3 = flavor.startswith("seurat_v3")
+        if v3:
+            scratch.layers["counts"] = train_counts[:, cols]
+        try:
+            sc.pp.highly_variable_genes(scratch, flavor=flavor, n_top_genes=min(n_top, len(cols)),
+                                        layer="counts" if v3 else None)
+        except ImportError as e:
+            raise ImportError(f"flavor={flavor!r} needs scikit-misc (`pip install scikit-misc`), or use "
+                              "flavor='seurat' or 'variance'.") from e
+        score = np.full(train.shape[1], -np.inf)
+        col = "variances_norm" if v3 else "dispersions_norm"
+        score[cols] = np.nan_to_num(scratch.var[col].to_numpy(np.float64), nan=-np.inf)
+    score = np.where(candidates, score, -np.inf)
+    return np.argsort(-score, kind="stable")
+
+
 def gene_panel(
     data: SpatialData | AnnData,
     *,
@@ -223,15 +277,20 @@ def gene_panel(
     train_mask: Any = None,
     min_spots: float = 0.1,
     layer_counts: str | None = None,
+    flavor: str = "variance",
+    include: Sequence[str] | None = None,
     table_key: str | None = None,
     key_added: str = "c2lst_panel",
     overwrite: bool = False,
 ) -> GenePanel:
     """Choose a panel of highly variable genes from the training spots only.
 
-    Genes detected in at least ``min_spots`` of the training spots are ranked by the variance of their
-    log-normalised expression over the training spots; the top ``n_top`` (in decreasing variance) form the
-    panel. The normalisation target sum and the per-gene mean/std are also computed on training spots.
+    Genes detected in at least ``min_spots`` of the training spots are ranked on the training spots only:
+    by the variance of their log-normalised expression (``flavor="variance"``) or by
+    :func:`scanpy.pp.highly_variable_genes` (``"seurat"``, ``"cell_ranger"``: normalised dispersion of the
+    lognorm; ``"seurat_v3"``: standardised variance of the raw counts, needs ``scikit-misc``). The genes in
+    ``include`` come first (e.g. ``ERBB2`` on a HER2+ section), then the best-ranked others up to ``n_top``.
+    The normalisation target sum and the per-gene mean/std are also computed on training spots.
 
     Parameters
     ----------
@@ -242,7 +301,14 @@ def gene_panel(
     train_mask
         Boolean mask of the training spots (not integers: use ``mask.astype(bool)``). ``None`` uses every spot.
     min_spots
-        Minimum fraction of training spots in which a gene must be detected.
+        Minimum fraction of training spots in which a gene must be detected (not applied to ``include``).
+    flavor
+        How genes are ranked: ``"variance"`` (the default), or a flavor of
+        :func:`scanpy.pp.highly_variable_genes`: ``"seurat"``, ``"cell_ranger"``, ``"seurat_v3"``,
+        ``"seurat_v3_paper"``.
+    include
+        Genes of interest forced into the panel, whatever their rank (at most ``n_top``); names must be in
+        ``var_names`` exactly (the error lists near matches).
     layer_counts
         Layer holding raw counts. ``None`` uses ``X``.
     table_key
@@ -257,7 +323,14 @@ def gene_panel(
     The :class:`GenePanel`. Also writes to the table:
 
     - ``.var[key_added]``: bool, gene in the panel.
-    - ``.uns[key_added]``: :meth:`GenePanel.to_dict` (genes in order, statistics, params).
+    - ``.uns[key_added]``: :meth:`GenePanel.to_dict` (genes in order, statistics, params with ``flavor``
+      and ``include``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``flavor``, a gene of ``include`` not in ``var_names`` (near matches are listed), or
+        fewer than ``n_top`` genes passing ``min_spots``.
     """
     start = logg.info("choosing the gene panel on training spots")
     _, table, _ = resolve_table(data, table_key)
@@ -268,12 +341,35 @@ def gene_panel(
         raise ValueError(f"`min_spots` is a fraction in [0, 1), got {min_spots}.")
     if not table.var_names.is_unique:
         raise ValueError("gene names are not unique; call table.var_names_make_unique() first.")
+    if flavor not in FLAVORS:
+        raise ValueError(f"unknown flavor {flavor!r}; choose one of {list(FLAVORS)}.")
+    include = check_include(include, table.var_names, n_top)
     mask = as_mask(train_mask, table.n_obs)
     counts = raw_counts(table, layer=layer_counts)
     lib = library_sizes(counts)[mask]
     target_sum = median_library_size(lib)
-    train = lognorm(counts[np.flatnonzero(mask)], lib, target_sum)
-    panel, _ = variance_panel(train, table.var_names, target_sum, n_top=n_top, min_spots=min_spots)
+    rows = np.flatnonzero(mask)
+    train = lognorm(counts[rows], lib, target_sum)
+    if flavor == "variance" and not include:
+        panel, _ = variance_panel(train, table.var_names, target_sum, n_top=n_top, min_spots=min_spots)
+    else:
+        forced = table.var_names.get_indexer(include)
+        candidates = (train > 0).mean(axis=0) >= min_spots
+        candidates[forced] = False
+        n_free = n_top - len(forced)
+        if int(candidates.sum()) < n_free:
+            raise ValueError(f"only {int(candidates.sum())} genes besides `include` are detected in >= {min_spots:.0%} "
+                             f"of the training spots, fewer than the {n_free} needed; lower `n_top` or `min_spots`.")
+        order = np.r_[forced, _ranked(train, counts[rows], table.var_names, flavor, candidates, n_free)[:n_free]]
+        order = order.astype(np.int64)
+        panel = GenePanel(
+            genes=tuple(np.asarray(table.var_names)[order]),
+            mean=train[:, order].mean(axis=0),
+            std=np.maximum(train[:, order].std(axis=0), _STD_FLOOR),
+            target_sum=target_sum,
+            params={"n_top": int(n_top), "flavor": flavor, "min_spots": float(min_spots), "n_train": len(train),
+                    "include": list(include)},
+        )
     table.var[key_added] = table.var_names.isin(panel.genes)
     table.uns[key_added] = panel.to_dict()
     logg.info(f"    added .var[{key_added!r}] and .uns[{key_added!r}] ({len(panel)} genes)", time=start)

@@ -11,7 +11,15 @@ from scipy import ndimage
 
 from .._logging import info
 from .._settings import settings
-from .._utils import check_key, resolve_image, resolve_shapes, resolve_table, spot_mpp, table_region_attrs
+from .._utils import (
+    check_key,
+    element_affine,
+    resolve_image,
+    resolve_shapes,
+    resolve_table,
+    spot_mpp,
+    table_region_attrs,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -67,14 +75,8 @@ def _spot_rows(sdata: SpatialData, table: AnnData, shapes_key: str) -> np.ndarra
 
 def _shapes_to_image(sdata: SpatialData, shapes_key: str, image_key: str) -> np.ndarray:
     """3x3 affine from the circles' intrinsic ``(x, y)`` to level-0 image pixels ``(x, y)``."""
-    from spatialdata.transformations import get_transformation_between_coordinate_systems
-
-    try:
-        t = get_transformation_between_coordinate_systems(sdata, sdata.shapes[shapes_key], sdata.images[image_key])
-    except Exception as e:  # no path between the two elements in the coordinate-system graph
-        raise ValueError(f"no transformation links shapes {shapes_key!r} and image {image_key!r} ({e}); put both in a "
-                         "common coordinate system (spatialdata.transformations.set_transformation).") from None
-    return np.asarray(t.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=np.float64)
+    return element_affine(sdata, sdata.shapes[shapes_key], sdata.images[image_key],
+                          what=f"shapes {shapes_key!r} and image {image_key!r}")
 
 
 def _validate(patch_um: float, patch_px: int, pad_value: int, batch_size: int, mpp: float | None) -> None:

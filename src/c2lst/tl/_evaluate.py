@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _logging as logg
-from .._utils import _pick, as_mask, check_key, resolve_table, spot_positions
+from .._utils import _pick, as_mask, as_names, check_key, recorded_train_mask, resolve_table, spot_positions
 from ..metrics import (
     handcrafted_features,
     mae_per_gene,
@@ -41,12 +41,11 @@ def _panel_of(table: AnnData, layer: str) -> GenePanel:
 
 
 def _train_mask(table: AnnData, layer: str, train_mask: Any) -> np.ndarray:
-    stored = table.uns.get(layer, {}).get("params", {}).get("train_spots")
-    fitted = None if stored is None else table.obs_names.isin(list(stored))
+    fitted = recorded_train_mask(table, layer)
     if train_mask is None:
         if fitted is None:
-            raise ValueError(f"which spots were used for training is unknown (no .uns[{layer!r}]['params']"
-                             "['train_spots']); pass `train_mask=`.")
+            raise ValueError(f"which spots were used for training is unknown (no .obs['{layer}_split'] nor "
+                             f".uns[{layer!r}]['params']['train_spots']); pass `train_mask=`.")
         return fitted
     mask = as_mask(train_mask, table.n_obs)
     if fitted is not None and (fitted & ~mask).any():
@@ -303,7 +302,7 @@ def evaluate_synthetic(
     if train_mask is not None:
         mask = as_mask(train_mask, table.n_obs)
     elif stored is not None:
-        mask = table.obs_names.isin(list(stored))
+        mask = table.obs_names.isin(as_names(stored))
     else:
         mask = np.ones(table.n_obs, dtype=bool)
     if not mask.any():

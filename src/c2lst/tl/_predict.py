@@ -11,13 +11,13 @@ from .. import _logging as logg
 from .._utils import as_mask, check_key, is_synthetic, resolve_table
 from ..core.predictor import ENCODERS, SYNTHETIC_ALIGN, SYNTHETIC_WEIGHT, Predictor, check_extra_options
 from ..pp import GenePanel, gene_panel
-from ..pp._counts import library_sizes, lognorm, raw_counts
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
 PANEL_KEY = "c2lst_panel"
+SPLIT_TRAIN, SPLIT_HELD_OUT = "train", "held_out"  # categories of obs[f"{key_added}_split"]
 
 
 def resolve_central(central: Any) -> Any:
@@ -112,11 +112,11 @@ def synthetic_groups(table: AnnData, rows: np.ndarray, groupby: str | None, sour
     return {"groups": labels[rows], "extra_groups": labels[where]}
 
 
-def _fill_outside_panel(table: AnnData, mask: np.ndarray, panel: GenePanel) -> np.ndarray:
-    counts = raw_counts(table)
-    lib = library_sizes(counts)
-    rows = np.flatnonzero(mask)
-    return lognorm(counts[rows], lib[rows], panel.target_sum).mean(axis=0)
+def record_split(table: AnnData, mask: np.ndarray, key: str) -> None:
+    """Write ``obs[key]``: categorical ``"train"`` / ``"held_out"`` (the spots that fitted a model, and the others)."""
+    import pandas as pd
+
+    table.obs[key] = pd.Categorical(np.where(mask, SPLIT_TRAIN, SPLIT_HELD_OUT), categories=[SPLIT_TRAIN, SPLIT_HELD_OUT])
 
 
 def predict(
@@ -232,9 +232,13 @@ def predict(
     ``None`` (or the copy when ``copy=True``; the predictor, or ``(copy, predictor)``, when
     ``return_model=True``). Writes to the table:
 
-    - ``.layers[key_added]``: float32 spots x genes; predicted lognorm for the panel genes and, outside the
-      panel, the training spots' mean lognorm (the constant no-information prediction).
+    - ``.layers[key_added]``: float32 spots x genes; predicted lognorm for the panel genes and ``NaN`` for
+      every gene outside the panel (nothing was predicted for them: no flat map in viewers, and squidpy/scanpy
+      statistics skip them once restricted to the panel, e.g. ``sq.gr.spatial_autocorr(..., genes=panel)``).
     - ``.var[f"{key_added}_panel"]``: bool, the gene is predicted from histology.
+    - ``.obs[f"{key_added}_split"]``: categorical ``"train"`` / ``"held_out"``, the spots that fitted the
+      predictor (``train_mask``) and the others; :func:`c2lst.tl.evaluate`, the plots and the command line
+      read the split from here.
     - ``.uns[key_added]["params"]``: panel genes and dict, training spot names, encoder, head, seed,
       synthetic table and rows used (with their weight and alignment), augmented copies (``n_augment``, with their
       weight), ``groupby`` and ``batch_key``, predictor
@@ -292,11 +296,11 @@ def predict(
               augment_weight=augment_weight, **fit_kw)
     pred = model.predict(patches, groups=batches)
 
-    layer = np.repeat(_fill_outside_panel(table, mask, the_panel)[None, :], table.n_obs, axis=0)
-    cols = table.var_names.get_indexer(list(the_panel.genes))
-    layer[:, cols] = pred
-    table.layers[key_added] = layer.astype(np.float32)
+    layer = np.full((table.n_obs, table.n_vars), np.nan, dtype=np.float32)  # no prediction outside the panel
+    layer[:, table.var_names.get_indexer(list(the_panel.genes))] = pred
+    table.layers[key_added] = layer
     table.var[f"{key_added}_panel"] = table.var_names.isin(the_panel.genes)
+    record_split(table, mask, f"{key_added}_split")
     table.uns[key_added] = {"params": _drop_none({
         "panel_genes": list(the_panel.genes), "panel": the_panel.to_dict(), "panel_source": panel_source,
         "train_spots": [str(s) for s in table.obs_names[rows]], "encoder": str(encoder), "head": head, "seed": int(seed),

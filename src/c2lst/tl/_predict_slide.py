@@ -10,6 +10,7 @@ import pandas as pd
 from .. import _logging as logg
 from .._utils import SPATIAL_UNS, check_key, resolve_image
 from ..core.predictor import Predictor
+from ..io._build import scanpy_spatial
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -146,7 +147,8 @@ def predict_slide(
       transformations).
     - ``.tables[key_added]``: ``X`` = predicted log-normalised expression (pseudo-spots x panel genes),
       ``obs`` grid position (``array_col``, ``array_row``), ``region``/``spot_id``/``library_id``,
-      ``obsm["spatial"]`` (centres in image pixels), ``obsm["c2lst_patch"]``, ``uns["c2lst"]["spatial"]`` and
+      ``obsm["spatial"]`` (centres in image pixels), ``obsm["c2lst_patch"]``, ``uns["c2lst"]["spatial"]``, scanpy's
+      ``uns["spatial"][key_added]`` (a 2,000 px copy of the image: ``sc.pl.spatial`` works on the table) and
       ``uns[key_added]["params"]``.
     """
     import anndata as ad
@@ -199,6 +201,9 @@ def predict_slide(
                        var=pd.DataFrame(index=pd.Index(model.genes)), obsm={"spatial": xy})
     table.uns[SPATIAL_UNS] = {"spatial": {"mpp": mpp, "mpp_source": "predict_slide grid", "spot_diameter_um": spot_um,
                                           "pitch_um": grid_um, "lattice": lattice}}
+    record = scanpy_spatial(sdata.images[image_key], None, radius)  # circles share the image's pixel coordinates
+    if record is not None:
+        table.uns["spatial"] = {key_added: record}
     table = TableModel.parse(table, region=shapes_key, region_key="region", instance_key="spot_id")
     if shapes_key in sdata.shapes:
         del sdata.shapes[shapes_key]
