@@ -19,12 +19,12 @@ import pytest
 from PIL import Image
 
 import c2lst
-from c2lst._files import MARKER, atomic_dir, check_output
 from c2lst.cli import main
 from c2lst.core import get_config
 from c2lst.core.models import CentralModel
 from c2lst.core.networks import build_autoencoder, build_unet
 from c2lst.core.predictor import Predictor
+from c2lst.files import MARKER, atomic_dir, check_output
 
 TINY = get_config("tiny")
 
@@ -154,7 +154,7 @@ def test_interrupted_central_save_keeps_the_old_model(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("exchange", [True, False])  # renameat2(RENAME_EXCHANGE), else two renames
 def test_atomic_dir_swaps_only_a_complete_folder(tmp_path, monkeypatch, exchange):
-    import c2lst._files as files
+    import c2lst.files as files
 
     if not exchange:
         monkeypatch.setattr(files, "_renameat2", lambda: None)

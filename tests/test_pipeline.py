@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import c2lst
-from c2lst.tl._pipeline import RunResult, split_spots
+from c2lst.pp._split import split_mask as split_spots
+from c2lst.tl._pipeline import RunResult
 
 
 def test_split_spots_per_section_and_seeded():

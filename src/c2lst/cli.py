@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._files import atomic_dir, check_output, write_atomic, write_marker
+from .files import atomic_dir, check_output, write_atomic, write_marker
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -101,7 +101,7 @@ def replace_element(sdata: SpatialData, store: Path, name: str) -> None:
 
 def spot_table_of(sdata: SpatialData, table_key: str | None) -> tuple[AnnData, str]:
     """Return the spot table (not a synthetic one) and its name."""
-    from .pl._geometry import spot_table
+    from .get import spot_table
 
     _, table, name = spot_table(sdata, table_key)
     return table, name
@@ -123,16 +123,13 @@ def train_mask_of(table: AnnData, args: argparse.Namespace, *, default_all: bool
     Without either option the stored ``obs['c2lst_train']`` is used if present, else all spots
     (``default_all``) or ``None``.
     """
-    from .tl._pipeline import split_spots
+    from .pp import split_spots
 
     key = args.train_key or TRAIN_KEY
     if getattr(args, "fraction", None) is not None:
-        libs = table.obs["library_id"].astype(str).to_numpy() if "library_id" in table.obs else np.zeros(table.n_obs, str)
-        mask = split_spots(libs, args.fraction, args.seed)
         if key in table.obs and not args.overwrite:
             raise UserError(f"obs[{key!r}] already holds a split; pass --overwrite or --train-key NEW_COLUMN.")
-        table.obs[key] = mask
-        return mask
+        return split_spots(table, args.fraction, seed=args.seed, key_added=key, overwrite=True)
     if key in table.obs:
         col = table.obs[key]
         if col.dtype != bool:
@@ -152,7 +149,7 @@ def model_dir(path: str, what: str, maker: str) -> Path:
 
 def load_central(spec: str) -> Any:
     """``default`` -> the shipped central model; else a saved central model directory."""
-    from .core.models import CentralModel
+    from . import CentralModel
     from .datasets import central_default
 
     if spec == "default":
@@ -235,8 +232,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Generate synthetic patches with an adapted local model."""
-    from . import tl
-    from .core.models import LocalModel
+    from . import LocalModel, tl
 
     check_outputs(args, [args.sdata, args.adapter, args.central])
     source = Path(args.sdata)
@@ -276,9 +272,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_predict_slide(args: argparse.Namespace) -> int:
     """Map expression onto an H&E image without spots: a grid of pseudo-spots scored by a saved predictor."""
-    from . import tl
+    from . import Predictor, tl
     from .core.checkpoint import read_json
-    from .core.predictor import Predictor
 
     check_outputs(args, [args.sdata, args.model, args.central])
     source = Path(args.sdata)
@@ -358,24 +353,6 @@ def synthetic_summary(m: dict[str, float]) -> str:
         lines.append(f"memorisation: nearest training patch {m['nn_ratio']:.2f}x as far as for held-out spots "
                      "(< 1: closer than unseen real patches)")
     return "\n".join(lines)
-
-
-def cmd_benchmark(args: argparse.Namespace) -> int:
-    """Run the data-limited benchmark (:func:`c2lst.benchmark.run_benchmark`) and plot it."""
-    from . import pl
-    from .benchmark import run_benchmark
-
-    central = None if args.central == "default" else args.central
-    results = run_benchmark(args.sections, root=args.root, fractions=args.fractions, seeds=args.seeds,
-                            conditions=args.conditions, quick=args.quick, out_dir=args.out, central=central,
-                            encoder=args.encoder, adapt_steps=args.adapt_steps, decoder_steps=args.decoder_steps,
-                            strength=args.strength, local_steps=args.local_steps,
-                            synthetic_weight=args.synthetic_weight, synthetic_align=args.synthetic_align,
-                            group_norm=args.group_norm, test_sections=args.test_sections)
-    figure = Path(args.out) / "benchmark.png"
-    pl.benchmark(results, show=False, save=figure)
-    print(f"{len(results)} runs; results.csv, summary.md and {figure.name} in {args.out}/")
-    return 0
 
 
 def save_patch_grid(patches: np.ndarray, path: Path, *, n: int = 32, seed: int = 0) -> Path:
@@ -475,7 +452,8 @@ def _add_common(p: argparse.ArgumentParser, *, store: bool = True, split: bool =
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``c2lst`` argument parser."""
-    from . import __version__
+    from . import __version__, benchmark
+    from .core.recipe import RECIPE
 
     parser = argparse.ArgumentParser(
         prog="c2lst", description="C2L-ST: central-to-local adaptive diffusion for data-limited spatial transcriptomics.",
@@ -526,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="adaptation steps (default from the central model's config)")
     p.add_argument("--decoder-steps", type=int,
                    help="local decoder fine-tuning steps (0: keep the central decoder; default min(200, steps))")
-    p.add_argument("--panel-size", type=int, default=256, help="genes in the panel (default 256)")
+    p.add_argument("--panel-size", type=int, default=RECIPE.panel_size, help="genes in the panel (default %(default)s)")
     p.add_argument("--panel-flavor", default="variance", choices=["variance", "seurat", "cell_ranger", "seurat_v3"],
                    help="how panel genes are ranked on the training spots (scanpy's highly_variable_genes flavors)")
     p.add_argument("--include", nargs="+", metavar="GENE", help="genes forced into the panel, e.g. --include ERBB2")
@@ -540,8 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-per-profile", type=int, default=1, help="patches per profile (default 1)")
     p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
     p.add_argument("--guidance-scale", type=float, default=2.0, help="classifier-free guidance (default 2)")
-    p.add_argument("--strength", type=float, default=1.0,
-                   help="share of the denoising path; < 1 starts each patch from its source spot's patch (default 1)")
+    p.add_argument("--strength", type=float,
+                   help="share of the denoising path; < 1 starts each patch from its source spot's patch (default "
+                        f"{RECIPE.strength}, the recipe's)")
     p.add_argument("--key-added", default="c2lst_synthetic", help="name of the synthetic table")
     p.set_defaults(func=cmd_generate)
 
@@ -551,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", default="handcrafted", choices=["handcrafted", "central", "cnn"],
                    help="patch encoder (default %(default)s)")
     p.add_argument("--central", default="default", help="central model for --encoder central")
-    _add_synthetic_rows(p)
+    benchmark.add_synthetic_row_arguments(p)
     p.add_argument("--n-augment", type=int, default=0,
                    help="flip/rot90/stain-jitter copies of each training patch added to the fit (default %(default)s)")
     p.add_argument("--augment-weight", type=float, default=1.0,
@@ -596,34 +575,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.set_defaults(func=cmd_evaluate_synthetic)
 
-    from .benchmark._run import ADAPT_STEPS as BENCH_ADAPT_STEPS
-    from .benchmark._run import CONDITIONS, SECTIONS
-    from .benchmark._run import STRENGTH as BENCH_STRENGTH
-
     p = sub.add_parser("benchmark", help="the data-limited benchmark on her2st (leave one section out)")
-    p.add_argument("--sections", nargs="+", default=list(SECTIONS), help="her2st sections (default: %(default)s)")
-    p.add_argument("--root", help="her2st folder (default ../shared/data/her2st or $C2LST_DATA_DIR)")
-    p.add_argument("--fractions", nargs="+", type=float, default=[0.1, 0.25, 0.5, 1.0], help="paired fractions")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds")
-    p.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS), help="conditions")
-    p.add_argument("--test-sections", nargs="+", help="only the folds holding out these sections")
-    p.add_argument("--encoder", default="handcrafted", choices=["handcrafted", "central", "cnn"],
-                   help="predictor features of the non-floor conditions (default %(default)s)")
-    p.add_argument("--adapt-steps", type=int, default=BENCH_ADAPT_STEPS,
-                   help="adaptation steps of the diffusion conditions (default %(default)s, the measured setting)")
-    p.add_argument("--decoder-steps", type=int, default=200,
-                   help="local decoder fine-tuning steps of the diffusion conditions (0: pretrained decoder; default %(default)s)")
-    p.add_argument("--strength", type=float, default=BENCH_STRENGTH,
-                   help="share of the denoising path per synthetic tile; < 1 starts from the source spot's patch "
-                        "(default %(default)s, the measured setting)")
-    _add_synthetic_rows(p)
-    p.add_argument("--group-norm", action="store_true",
-                   help="non-floor predictors standardise each section's features on its own patches")
-    p.add_argument("--local-steps", type=int, default=2000, help="pretraining steps of the local-only baseline")
-    p.add_argument("--central", default="default", help="central model directory or 'default'")
-    p.add_argument("--quick", action="store_true", help="smoke test: two sections, one fold, tiny model")
-    p.add_argument("--out", default="benchmarks/results", help="output folder (default %(default)s)")
-    p.set_defaults(func=cmd_benchmark)
+    benchmark.add_run_arguments(p)
+    p.set_defaults(func=benchmark.run_command)
+
+    p = sub.add_parser("benchmark-report", help="write benchmarks/README.md from the committed benchmark tables")
+    benchmark.add_report_arguments(p)
+    p.set_defaults(func=benchmark.report_command)
 
     p = sub.add_parser("demo", help="run the whole recipe on the bundled demo section and save figures")
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
@@ -632,33 +590,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=cmd_demo)
     return parser
-
-
-def _add_synthetic_rows(p: argparse.ArgumentParser) -> None:
-    from .core.predictor import SYNTHETIC_ALIGN, SYNTHETIC_WEIGHT
-
-    p.add_argument("--synthetic-weight", type=_weight, default=SYNTHETIC_WEIGHT,
-                   help="ridge weight of synthetic rows, a number or 'cv' (chosen by leave-one-group-out on the "
-                        "training spots; default %(default)s)")
-    p.add_argument("--synthetic-align", type=_align, choices=["moments", None], default=SYNTHETIC_ALIGN,
-                   metavar="{moments,none}",
-                   help="'moments': standardise synthetic rows' features on their own moments; 'none': on the "
-                        "training spots' (default %(default)s)")
-
-
-def _align(value: str) -> str | None:
-    """``--synthetic-align``: ``"none"`` is ``None``."""
-    return None if value == "none" else value
-
-
-def _weight(value: str) -> float | str:
-    """``--synthetic-weight``: ``"cv"`` or a number."""
-    if value == "cv":
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a number or 'cv', not {value!r}") from None
 
 
 def one_line(err: BaseException) -> str:
@@ -676,7 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USER_ERROR
-    from ._settings import settings
+    from . import settings
 
     before = (settings.progress_bar, settings.verbosity)
     if args.quiet:

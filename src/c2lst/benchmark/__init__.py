@@ -5,18 +5,7 @@ Every condition runs the recipe users run (:mod:`c2lst.tl` with :data:`c2lst.cor
 """
 from __future__ import annotations
 
-from ._cli import (
-           add_report_arguments,
-           add_run_arguments,
-           add_synthetic_row_arguments,
-           main,
-           report_command,
-           run_command,
-)
-from ._conditions import diffusion_pairs, fold_sdata
-from ._report import summarize
-from ._results import write_results_page
-from ._run import CONDITIONS, SECTIONS, run_benchmark
+import lazy_loader as _lazy
 
-__all__ = ["CONDITIONS", "SECTIONS", "add_report_arguments", "add_run_arguments", "add_synthetic_row_arguments",
-           "diffusion_pairs", "fold_sdata", "main", "report_command", "run_benchmark", "run_command", "summarize", "write_results_page"]
+# lazy: the command line builds its parser from _cli without loading torch or the benchmark's runner
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

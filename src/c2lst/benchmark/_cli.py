@@ -39,7 +39,7 @@ def add_synthetic_row_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of :func:`c2lst.benchmark.run_benchmark` to ``p``; defaults are the recipe's."""
-    from ._run import CONDITIONS, SECTIONS
+    from ._data import CONDITIONS, SECTIONS
 
     p.add_argument("--sections", nargs="+", default=list(SECTIONS), help="her2st sections (default: %(default)s)")
     p.add_argument("--root", help="her2st folder (default ../shared/data/her2st or $C2LST_DATA_DIR)")

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+CONDITIONS = ("handcrafted", "real", "augment", "c2l", "c2l_augment", "local_only", "mixup", "spatial_mixup")
+SECTIONS = ("C2", "C3", "C4", "C5", "C6")
+
 PATCH_UM, PATCH_PX = 100.0, 64
 
 

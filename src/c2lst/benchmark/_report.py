@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._files import MARKER, write_atomic, write_marker
+from ..files import MARKER, write_atomic, write_marker
 from ..metrics._benchmark import benchmark_summary
 
 SYNTHETIC_COLUMNS = ("frechet", "kid", "precision", "recall", "density", "coverage", "diversity_ratio", "out_of_range",

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._files import write_atomic
+from ..files import write_atomic
 from ..metrics._benchmark import benchmark_summary, paired_difference
 
 ORDER = ("handcrafted", "real", "augment", "mixup", "spatial_mixup", "c2l", "local_only", "c2l_augment")

@@ -13,16 +13,14 @@ import numpy as np
 import pandas as pd
 
 from .. import _logging as logg
-from .._files import check_output
 from ..core.predictor import Predictor, check_extra_options
 from ..core.recipe import RECIPE, RecipeConfig, spatial_mixup
+from ..files import check_output
 from ..metrics import handcrafted_features, pearson_per_gene, synthetic_report
 from ._conditions import CachedFeatures, diffusion_pairs, fold_sdata, synthetic_table
-from ._data import PATCH_PX, load_sections
+from ._data import CONDITIONS, PATCH_PX, SECTIONS, load_sections
 from ._fold import make_fold, n_paired
 
-CONDITIONS = ("handcrafted", "real", "augment", "c2l", "c2l_augment", "local_only", "mixup", "spatial_mixup")
-SECTIONS = ("C2", "C3", "C4", "C5", "C6")
 DIFFUSION = ("c2l", "c2l_augment", "local_only")
 # the generator whose tiles each diffusion condition uses (c2l_augment reuses the c2l tiles of its fold)
 _GENERATOR = {"c2l": "c2l", "c2l_augment": "c2l", "local_only": "local_only"}

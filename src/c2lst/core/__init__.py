@@ -1,7 +1,7 @@
 """Torch/diffusers core. Never imports anndata or spatialdata."""
 from __future__ import annotations
 
-from .configs import CONFIGS, DiffusionConfig, get_config
-from .models import CentralModel, LocalModel
+import lazy_loader as _lazy
 
-__all__ = ["CONFIGS", "CentralModel", "DiffusionConfig", "LocalModel", "get_config"]
+# lazy: a light submodule (configs, recipe) loads without torch and diffusers
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

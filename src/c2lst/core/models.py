@@ -14,7 +14,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
-from .._files import atomic_dir, check_output, write_json
+from ..files import atomic_dir, check_output, write_json
 from .autoencoder import TileAutoencoder
 from .checkpoint import (
     load_module,

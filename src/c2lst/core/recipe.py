@@ -10,8 +10,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .predictor import SYNTHETIC_ALIGN, SYNTHETIC_WEIGHT
-from .seeding import derive_seed
+# Defaults of the public functions for synthetic rows (tl.predict, tl.run, the benchmark, the CLI), measured on
+# her2st (benchmarks/README.md): aligned rows at weight 0.25 gained at every paired fraction < 1, raw rows at
+# weight 1 lost at f = 0.25 and 0.5. Predictor.fit itself stays neutral (weight 1, no alignment) for other extra rows.
+SYNTHETIC_WEIGHT, SYNTHETIC_ALIGN = 0.25, "moments"
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,8 @@ def spatial_mixup(expr: np.ndarray, xy: np.ndarray, groups: np.ndarray | None = 
     low, high = check_mix_range(mix_range)
     from scipy.spatial import cKDTree
 
+    from .seeding import derive_seed  # torch: loaded on use, so the command line starts fast
+
     rng = np.random.default_rng(derive_seed(seed, "mixup"))
     src_all, partner_all = [], []
     for g in np.unique(groups):
@@ -159,4 +163,6 @@ def spatial_mixup(expr: np.ndarray, xy: np.ndarray, groups: np.ndarray | None = 
 
 def synthesis_seeds(seed: int, n: int) -> np.ndarray:
     """Seed of each of ``n`` synthetic tiles: tile ``i`` is sampled from ``derive_seed(seed, "synthetic", i)``."""
+    from .seeding import derive_seed
+
     return np.array([derive_seed(seed, "synthetic", i) for i in range(n)], dtype=np.int64)

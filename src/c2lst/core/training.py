@@ -37,7 +37,7 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .._files import remove_temporaries
+from ..files import remove_temporaries
 from .autoencoder import TileAutoencoder, autoencoder_loss
 from .checkpoint import (
     atomic_dir,

@@ -2,10 +2,12 @@
 from ._normalize import normalize
 from ._panel import GenePanel, gene_panel
 from ._patches import extract_patches
+from ._split import split_spots
 
 __all__ = [
     "GenePanel",
     "extract_patches",
     "gene_panel",
     "normalize",
+    "split_spots",
 ]

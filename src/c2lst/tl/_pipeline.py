@@ -11,6 +11,7 @@ from .. import _logging as logg
 from .. import pp
 from .._utils import as_mask, spot_table
 from ..core.recipe import RECIPE
+from ..pp._split import split_mask
 from ._adapt import adapt
 from ._evaluate import evaluate
 from ._generate import generate
@@ -61,22 +62,6 @@ class RunResult:
             f"{self.evaluation['gene'].nunique()} genes")
         return (f"RunResult({int(self.train_mask.sum())}/{self.train_mask.size} training spots, "
                 f"{len(self.panel)} panel genes, {ev})")
-
-
-def split_spots(library_id: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Seeded random training mask: ``fraction`` of the spots of each section (at least one, at most all but one)."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"`fraction` must be in (0, 1], got {fraction}.")
-    rng = np.random.default_rng(seed)
-    mask = np.zeros(len(library_id), dtype=bool)
-    for lib in np.unique(library_id):
-        idx = np.flatnonzero(library_id == lib)
-        if len(idx) < 2 and fraction < 1:
-            raise ValueError(f"section {str(lib)!r} has {len(idx)} spot: it cannot give both a training and a held-out "
-                             "spot. Pass a `train_mask`, `fraction=1` (no evaluation), or leave the section out.")
-        k = len(idx) if fraction == 1 else min(max(1, round(fraction * len(idx))), len(idx) - 1)
-        mask[rng.choice(idx, size=k, replace=False)] = True
-    return mask
 
 
 def _central(central: CentralModel | str | Path | None) -> CentralModel:
@@ -193,7 +178,7 @@ def run(
         raise ValueError("pass either `train_mask` or `fraction`, not both.")
     if train_mask is None:
         libs = table.obs["library_id"].astype(str).to_numpy() if "library_id" in table.obs else np.zeros(table.n_obs, str)
-        train = split_spots(libs, 0.5 if fraction is None else fraction, seed)
+        train = split_mask(libs, 0.5 if fraction is None else fraction, seed)
     else:
         train = as_mask(train_mask, table.n_obs)
     model = _central(central)

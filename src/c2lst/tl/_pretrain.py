@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import _logging as logg
-from .._files import MARKER, check_output, write_marker
 from .._settings import settings
 from .._utils import check_optimizer_args, spot_mpp
 from ..core.checkpoint import read_json
@@ -24,6 +23,7 @@ from ..core.training import (
     remove_checkpoints,
     tiles_fingerprint,
 )
+from ..files import MARKER, check_output, write_marker
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData

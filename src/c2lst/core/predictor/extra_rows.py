@@ -6,13 +6,10 @@ from typing import Any
 import numpy as np
 
 from ...metrics import check_patches
+from ..recipe import SYNTHETIC_ALIGN, SYNTHETIC_WEIGHT  # noqa: F401  (re-exported by the package)
 
 EXTRA_WEIGHTS = (0.0, 0.25, 0.5, 1.0)  # candidates of extra_weight="cv"
 EXTRA_ALIGN = ("moments",)
-# Defaults of the public functions for synthetic rows (tl.predict, tl.run, the benchmark, the CLI), measured on
-# her2st (benchmarks/README.md): aligned rows at weight 0.25 gained at every paired fraction < 1, raw rows at
-# weight 1 lost at f = 0.25 and 0.5. Predictor.fit itself stays neutral (weight 1, no alignment) for other extra rows.
-SYNTHETIC_WEIGHT, SYNTHETIC_ALIGN = 0.25, "moments"
 _X_STD_FLOOR, _Y_STD_FLOOR = 1e-6, 1e-3  # smallest feature / target sd used for standardising
 MIN_GROUP_ROWS = 5  # group_norm: the fewest patches a group's own feature moments are taken from
 # group_norm: each group's feature sd is shrunk toward the training spots' pooled within-group sd, as if that sd had

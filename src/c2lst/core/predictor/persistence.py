@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from safetensors.numpy import save_file as save_numpy
 
-from ..._files import atomic_dir, check_output
+from ...files import atomic_dir, check_output
 from ..checkpoint import load_tensors, manifest_entry, read_json, sha256_file
 from .encoders import FeatureModel, PatchCNN, ResNetEncoder
 from .heads import MLPHead
