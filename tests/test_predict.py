@@ -58,8 +58,21 @@ def test_predict_writes_only_its_keys(sdata):
     assert table.obs["c2lst_pred_split"].tolist() == ["train" if m else "held_out" for m in mask]
     assert (table.X != before.X).nnz == 0
     assert np.array_equal(table.obsm["c2lst_patch"], before.obsm["c2lst_patch"])
-    # outside the panel: nothing predicted (NaN), never a constant
-    assert np.isnan(pred[:, ~panel]).all()
+    # outside the panel: imputed from the predicted panel (ridge fitted on training spots), never a constant fill
+    assert np.isfinite(pred).all() and params["outside_panel"] == "impute"
+    from c2lst.pp._counts import library_sizes, lognorm, raw_counts
+
+    lib = library_sizes(raw_counts(table))
+    measured = lognorm(raw_counts(table)[mask], lib[mask], c2lst.pp.GenePanel.from_dict(params["panel"]).target_sum)
+    varies = ~panel & (measured.std(axis=0) > 0)
+    assert varies.any() and (np.ptp(pred[:, varies], axis=0) > 0).all()
+    assert np.allclose(np.ptp(pred[:, ~panel & ~varies], axis=0), 0)  # no training variance: its training mean
+    c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=10, seed=0,
+                     outside_panel="nan", key_added="panel_only")
+    only = table.layers["panel_only"]
+    assert np.isnan(only[:, ~panel]).all() and np.array_equal(only[:, panel], pred[:, panel])
+    with pytest.raises(ValueError, match="outside_panel"):
+        c2lst.tl.predict(sdata, train_mask=mask, synthetic=None, outside_panel="zero", key_added="bad")
 
 
 def test_predict_same_seed_same_predictions_cnn(sdata):

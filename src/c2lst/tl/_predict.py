@@ -9,8 +9,16 @@ import numpy as np
 
 from .. import _logging as logg
 from .._utils import as_mask, check_key, is_synthetic, resolve_table
-from ..core.predictor import ENCODERS, SYNTHETIC_ALIGN, SYNTHETIC_WEIGHT, Predictor, check_extra_options
+from ..core.predictor import (
+    ENCODERS,
+    RIDGE_ALPHAS,
+    SYNTHETIC_ALIGN,
+    SYNTHETIC_WEIGHT,
+    Predictor,
+    check_extra_options,
+)
 from ..pp import GenePanel, gene_panel
+from ..pp._counts import library_sizes, lognorm, raw_counts
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -18,6 +26,7 @@ if TYPE_CHECKING:
 
 PANEL_KEY = "c2lst_panel"
 SPLIT_TRAIN, SPLIT_HELD_OUT = "train", "held_out"  # categories of obs[f"{key_added}_split"]
+OUTSIDE_PANEL = ("impute", "nan")  # what tl.predict writes for genes outside the panel
 
 
 def resolve_central(central: Any) -> Any:
@@ -119,6 +128,24 @@ def record_split(table: AnnData, mask: np.ndarray, key: str) -> None:
     table.obs[key] = pd.Categorical(np.where(mask, SPLIT_TRAIN, SPLIT_HELD_OUT), categories=[SPLIT_TRAIN, SPLIT_HELD_OUT])
 
 
+def impute_genes(table: AnnData, panel: GenePanel, rows: np.ndarray, genes: np.ndarray,
+                 predicted: np.ndarray) -> np.ndarray:
+    """Expression of the columns ``genes`` from the predicted panel: ridge fitted on the training spots ``rows``.
+
+    The map goes from the measured panel expression (standardised on the panel's training statistics) to the
+    other genes' log-normalised expression, with one penalty chosen by efficient leave-one-out CV over all
+    genes; it is applied to ``predicted`` (the panel predicted from histology). Only training spots are used.
+    """
+    from sklearn.linear_model import RidgeCV
+
+    lib = library_sizes(raw_counts(table))
+    names = list(table.var_names[genes])
+    target = lognorm(raw_counts(table, genes=names)[rows], lib[rows], panel.target_sum)
+    measured = panel.standardize(panel.expression(table)[rows])
+    model = RidgeCV(alphas=RIDGE_ALPHAS).fit(measured, target)
+    return model.predict(panel.standardize(predicted)).astype(np.float32)
+
+
 def predict(
     sdata: SpatialData | AnnData,
     *,
@@ -138,6 +165,7 @@ def predict(
     groupby: str | None = None,
     batch_key: str | None = None,
     seed: int = 0,
+    outside_panel: str = "impute",
     key_added: str = "c2lst_pred",
     return_model: bool = False,
     overwrite: bool = False,
@@ -222,6 +250,12 @@ def predict(
         Also return the fitted :class:`c2lst.core.predictor.Predictor` (save it with ``Predictor.save``).
     overwrite
         Replace an existing ``.layers[key_added]``.
+    outside_panel
+        Genes outside the panel: ``"impute"`` maps the predicted panel to them with a ridge regression fitted on
+        the training spots' measured expression (panel genes -> every other gene, one penalty chosen by
+        leave-one-out CV; a gene without variance over the training spots gets its constant training mean), so
+        every gene has a map in scanpy, squidpy and napari; ``"nan"`` leaves them ``NaN`` (nothing predicted).
+        :func:`c2lst.tl.evaluate` scores the panel genes either way.
     copy
         Work on a copy of ``sdata`` and return it.
     **predictor_kwargs
@@ -232,9 +266,9 @@ def predict(
     ``None`` (or the copy when ``copy=True``; the predictor, or ``(copy, predictor)``, when
     ``return_model=True``). Writes to the table:
 
-    - ``.layers[key_added]``: float32 spots x genes; predicted lognorm for the panel genes and ``NaN`` for
-      every gene outside the panel (nothing was predicted for them: no flat map in viewers, and squidpy/scanpy
-      statistics skip them once restricted to the panel, e.g. ``sq.gr.spatial_autocorr(..., genes=panel)``).
+    - ``.layers[key_added]``: float32 spots x genes; predicted lognorm for the panel genes, and for every other
+      gene what ``outside_panel`` says: imputed from the predicted panel (default), or ``NaN``. Never a constant
+      fill: a gene that varies over the training spots varies in its map.
     - ``.var[f"{key_added}_panel"]``: bool, the gene is predicted from histology.
     - ``.obs[f"{key_added}_split"]``: categorical ``"train"`` / ``"held_out"``, the spots that fitted the
       predictor (``train_mask``) and the others; :func:`c2lst.tl.evaluate`, the plots and the command line
@@ -252,6 +286,8 @@ def predict(
         table_key = spots[0] if len(spots) == 1 else None
     sd, table, tkey = resolve_table(sdata, table_key)
     check_key(table.layers, key_added, where=".layers", overwrite=overwrite)
+    if outside_panel not in OUTSIDE_PANEL:
+        raise ValueError(f"`outside_panel` must be one of {OUTSIDE_PANEL}, got {outside_panel!r}.")
     mask = as_mask(train_mask, table.n_obs)
     if int(mask.sum()) < 3:
         raise ValueError(f"only {int(mask.sum())} training spots; a predictor needs at least 3. Select more spots in "
@@ -296,8 +332,12 @@ def predict(
               augment_weight=augment_weight, **fit_kw)
     pred = model.predict(patches, groups=batches)
 
-    layer = np.full((table.n_obs, table.n_vars), np.nan, dtype=np.float32)  # no prediction outside the panel
-    layer[:, table.var_names.get_indexer(list(the_panel.genes))] = pred
+    layer = np.full((table.n_obs, table.n_vars), np.nan, dtype=np.float32)
+    in_panel = table.var_names.get_indexer(list(the_panel.genes))
+    layer[:, in_panel] = pred
+    if outside_panel == "impute" and len(the_panel) < table.n_vars:
+        others = np.setdiff1d(np.arange(table.n_vars), in_panel)
+        layer[:, others] = impute_genes(table, the_panel, rows, others, pred)
     table.layers[key_added] = layer
     table.var[f"{key_added}_panel"] = table.var_names.isin(the_panel.genes)
     record_split(table, mask, f"{key_added}_split")
@@ -307,7 +347,7 @@ def predict(
         "synthetic": synthetic if n_syn else None, "n_synthetic": int(n_syn), "patch_key": patch_key,
         "synthetic_weight": synthetic_weight if n_syn else None, "synthetic_align": synthetic_align if n_syn else None,
         "n_augment": int(n_augment), "augment_weight": float(augment_weight) if n_augment else None,
-        "groupby": groupby, "batch_key": batch_key,
+        "groupby": groupby, "batch_key": batch_key, "outside_panel": outside_panel,
         "table_key": tkey, "predictor": {k: v for k, v in model.params.items() if k != "genes"},
     })}
     logg.info(f"    added .layers[{key_added!r}] ({len(the_panel)} panel genes), .var['{key_added}_panel'] and "
