@@ -360,7 +360,8 @@ def run_benchmark(
                                 n_augment=n_aug, augment_weight=augment_weight,
                                 batch_key="library_id" if norm else None,
                                 groupby="library_id" if synthetic and isinstance(weight, str) and not norm else None,
-                                seed=seed, overwrite=True, return_model=True, **({"epochs": 2 if quick else 30}
+                                seed=seed, outside_panel="nan",  # scored on the panel: no imputation
+                                overwrite=True, return_model=True, **({"epochs": 2 if quick else 30}
                                                                                  if enc == "cnn" else {}))
                     if cond != "mixup":
                         with meter.stage("evaluate"):

@@ -143,7 +143,7 @@ def impute_genes(table: AnnData, panel: GenePanel, rows: np.ndarray, genes: np.n
     target = lognorm(raw_counts(table, genes=names)[rows], lib[rows], panel.target_sum)
     measured = panel.standardize(panel.expression(table)[rows])
     model = RidgeCV(alphas=RIDGE_ALPHAS).fit(measured, target)
-    return model.predict(panel.standardize(predicted)).astype(np.float32)
+    return model.predict(panel.standardize(predicted)).reshape(len(predicted), -1).astype(np.float32)
 
 
 def predict(
