@@ -122,6 +122,17 @@ def _fidelity(df: pd.DataFrame, cols: Sequence[str]) -> list[str]:
             *_table(["tiles", "rows", *cols], body), ""]
 
 
+def _another_patient(df: pd.DataFrame) -> list[str]:
+    """Mean r over the held-out sections per case and fraction, for each ``group_norm`` variant."""
+    variants = list(dict.fromkeys(df["group_norm"]))
+    rows = []
+    for (case, frac), d in df.groupby(["case", "fraction"], sort=False):
+        wide = d.pivot(index="test", columns="group_norm", values="mean_pearson")
+        wins = [f"{int((wide[v] > wide[variants[0]]).sum())} / {len(wide)}" for v in variants[1:]]
+        rows.append([case, f"{frac:g}", *(f"{wide[v].mean():.4f}" for v in variants), *wins])
+    return _table(["held-out section", "f", *variants, *(f"{v} > {variants[0]}" for v in variants[1:])], rows) + [""]
+
+
 def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str | Path | None = None) -> Path:
     """Write the benchmark results page from the committed tables of ``measured``.
 
@@ -176,7 +187,8 @@ def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str
                 ("The local-only ablation (no central pretraining)", "local_only_scores.csv", _weighing),
                 ("Synthetic tiles against a real-vs-real floor at the same size, f = 0.25",
                  "tile_fidelity_floor_025.csv", lambda d: _fidelity(d, FLOOR)),
-                ("Synthetic tile fidelity, f = 0.25", "tile_fidelity_025.csv", lambda d: _fidelity(d, FIDELITY)))
+                ("Synthetic tile fidelity, f = 0.25", "tile_fidelity_025.csv", lambda d: _fidelity(d, FIDELITY)),
+                ("group_norm on another patient (simulated), seed 0", "another_patient.csv", _another_patient))
     for title, name, render in sections:
         if (folder / name).is_file():
             lines += [f"## {title}", "", *_source(name, meta), *render(pd.read_csv(folder / name))]
