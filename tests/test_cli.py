@@ -196,7 +196,7 @@ def test_benchmark_quick(tmp_path, shared_data, capsys):
     out = tmp_path / "bench"
     assert main(["--quiet", "benchmark", "--quick", "--root", str(shared_data / "her2st"), "--conditions",
                  "handcrafted", "real", "--encoder", "cnn", "--out", str(out)]) == 0
-    assert (out / "results.csv").exists() and (out / "benchmark.png").stat().st_size > 0
+    assert (out / "results.csv").exists() and (out / "pcc_vs_fraction.png").stat().st_size > 0
     assert "runs; results.csv" in capsys.readouterr().out
 
 
@@ -259,3 +259,12 @@ def test_benchmark_options_match_the_module_defaults():
     from c2lst.benchmark import main as module_main  # python -m c2lst.benchmark is the same command line
 
     assert module_main(["--synthetic-weight", "half"]) == 2 and module_main(["--help"]) == 0
+
+
+def test_benchmark_report_writes_the_committed_results_page(tmp_path, capsys):
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    page = tmp_path / "README.md"
+    assert main(["benchmark-report", str(root / "measured"), "--out", str(page)]) == 0
+    assert page.read_text() == (root / "README.md").read_text()  # the committed page is the command's output
+    assert main(["benchmark-report", str(tmp_path / "nothing")]) != 0
+    assert "loso_per_section.csv" in capsys.readouterr().err
