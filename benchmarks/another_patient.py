@@ -25,7 +25,7 @@ import pandas as pd
 from skimage.color import hed2rgb, rgb2hed
 
 import c2lst
-from c2lst.core import predictor
+from c2lst.core.predictor import extra_rows  # where group_norm reads GROUP_STD_PRIOR
 
 PATCH = "c2lst_patch"
 
@@ -119,7 +119,7 @@ def main() -> None:
                 mask = train_mask(adata, test, f, args.seed)
                 for prior in [None, *map(int, args.priors.split(","))]:
                     if prior is not None:
-                        predictor.GROUP_STD_PRIOR = prior
+                        extra_rows.GROUP_STD_PRIOR = prior
                     start = time.perf_counter()
                     r = score(adata, mask, test, None if prior is None else "library_id", args.n_top, args.seed)
                     rows.append({"test": test, "case": case, "n_spots": held.n_obs, "umi_per_spot": round(umi, 1),

@@ -66,6 +66,10 @@ def test_reconstruct_and_ceiling_in_evaluate_synthetic(tiny_sdata, central):
     assert res["mae_ceiling"] > 0
     params = tiny_sdata.tables["c2lst_synthetic"].uns["with_ceiling"]["params"]
     assert params["ceiling_of"] == "held_out"
+    # a second synthetic table beside the first: the spot table is still found without table_key
+    c2lst.tl.generate(tiny_sdata, local, source="spots", steps=2, seed=1, key_added="second")
+    again = c2lst.tl.evaluate_synthetic(tiny_sdata, synthetic="second", train_mask=mask)
+    assert again["n_real"] == mask.sum()
     with pytest.raises(ValueError, match="LocalModel or CentralModel"):
         c2lst.tl.evaluate_synthetic(tiny_sdata, train_mask=mask, table_key="table", model="adapter",
                                     key_added="bad")

@@ -1,5 +1,5 @@
 """c2lst (type stub: the names ``__init__.py`` loads lazily)."""
-from . import benchmark, datasets, io, metrics, pl, pp, tl
+from . import benchmark, core, datasets, files, get, io, metrics, pl, pp, tl
 from ._settings import settings
 from .core.models import CentralModel, LocalModel
 from .core.predictor import Predictor
@@ -11,7 +11,10 @@ __all__ = [
     "Predictor",
     "__version__",
     "benchmark",
+    "core",
     "datasets",
+    "files",
+    "get",
     "io",
     "metrics",
     "pl",

@@ -1,8 +1,8 @@
-"""Shared validation and element resolution for the ``pp``/``tl`` layers.
+"""Shared validation and element resolution for ``io``, ``pp``, ``tl``, ``pl`` and the command line.
 
 One place for: accepting ``SpatialData`` or ``AnnData``, picking the table / image / shapes element
-(squidpy ``gr/_build.py`` style), boolean training masks, and the "never overwrite unless asked" rule.
-Only ``pp``/``tl`` (and ``io`` readers) touch SpatialData slots; ``core``/``metrics`` never import this.
+(squidpy ``gr/_build.py`` style), the spot table and the recorded training split (public as :mod:`c2lst.get`),
+boolean training masks, and the "never overwrite unless asked" rule. ``core``/``metrics`` never import this.
 """
 from __future__ import annotations
 

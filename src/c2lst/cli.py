@@ -219,9 +219,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         pp.extract_patches(sdata, patch_px=central.tile_px, table_key=name)
     if "lognorm" not in table.layers:
         pp.normalize(sdata, train_mask=mask, table_key=name)
-    if "c2lst_panel" not in table.uns:
+    if "c2lst_panel" not in table.uns or args.overwrite:  # a stored panel is reused unless replaced
         pp.gene_panel(sdata, n_top=min(args.panel_size, table.n_vars), train_mask=mask, table_key=name,
-                      flavor=args.panel_flavor, include=args.include)
+                      flavor=args.panel_flavor, include=args.include, overwrite=args.overwrite)
     local = tl.adapt(sdata, central, train_mask=mask, steps=args.steps, decoder_steps=args.decoder_steps,
                      table_key=name, seed=args.seed, overwrite=args.overwrite)
     local.save(args.adapter, overwrite=args.overwrite)
@@ -296,8 +296,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     check_outputs(args, [args.sdata])
     sdata, source, table, name, mask = open_spots(args, default_all=False)
-    if mask is None and "c2lst_pred_split" in table.obs:  # the split tl.predict recorded (c2lst predict, demo)
-        mask = (table.obs["c2lst_pred_split"].astype(str) == "train").to_numpy()
+    if mask is None:  # the split tl.predict recorded (c2lst predict, demo)
+        from .get import recorded_train_mask
+
+        mask = recorded_train_mask(table, "c2lst_pred")
     if mask is None or mask.all():
         raise UserError("no held-out spot: evaluate needs a training split (--train-key COLUMN or --fraction F, "
                         "the same as for predict).")
@@ -454,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the ``c2lst`` argument parser."""
     from . import __version__, benchmark
     from .core.recipe import RECIPE
+    from .pp import PANEL_FLAVORS
 
     parser = argparse.ArgumentParser(
         prog="c2lst", description="C2L-ST: central-to-local adaptive diffusion for data-limited spatial transcriptomics.",
@@ -466,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     sub = parser.add_subparsers(
         dest="command",
-        metavar="{read,pretrain,adapt,generate,predict,predict-slide,evaluate,evaluate-synthetic,benchmark,demo}")
+        metavar="{read,pretrain,adapt,generate,predict,predict-slide,evaluate,evaluate-synthetic,benchmark,benchmark-report,demo}")
 
     p = sub.add_parser("read", help="read raw data (legacy ST, Visium, HEST-1k or an H&E slide alone) into a SpatialData "
                        "zarr store")
@@ -505,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder-steps", type=int,
                    help="local decoder fine-tuning steps (0: keep the central decoder; default min(200, steps))")
     p.add_argument("--panel-size", type=int, default=RECIPE.panel_size, help="genes in the panel (default %(default)s)")
-    p.add_argument("--panel-flavor", default="variance", choices=["variance", "seurat", "cell_ranger", "seurat_v3"],
+    p.add_argument("--panel-flavor", default="variance", choices=list(PANEL_FLAVORS),
                    help="how panel genes are ranked on the training spots (scanpy's highly_variable_genes flavors)")
     p.add_argument("--include", nargs="+", metavar="GENE", help="genes forced into the panel, e.g. --include ERBB2")
     p.set_defaults(func=cmd_adapt)

@@ -41,8 +41,12 @@ def apply_umask(path: str | Path) -> None:
 
 def write_marker(folder: str | Path, kind: str) -> None:
     """Write the marker saying that c2lst wrote ``folder`` (``kind``: store, central, adapter, predictor, ...)."""
-    from . import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        __version__ = version("c2lst")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        __version__ = "unknown"
     Path(folder, MARKER).write_text(json.dumps({"written_by": "c2lst", "kind": kind, "version": __version__}) + "\n")
 
 
@@ -110,7 +114,7 @@ def check_output(target: str | Path, *, overwrite: bool, inputs: Iterable[str | 
         relation = "is" if target.resolve() == clash.resolve() else (
             "contains" if target.resolve() in clash.resolve().parents else "lies inside")
         raise ValueError(f"{what} {target} {relation} the input {clash} of this call: c2lst never writes over its "
-                         f"inputs. Choose another {what} outside the inputs.")
+                         f"inputs. Choose another {what} outside the inputs{hint}.")
     if not target.exists() and not target.is_symlink():
         return target
     if not target.is_dir():

@@ -133,12 +133,27 @@ def _another_patient(df: pd.DataFrame) -> list[str]:
     return _table(["held-out section", "f", *variants, *(f"{v} > {variants[0]}" for v in variants[1:])], rows) + [""]
 
 
+def _rerun(df: pd.DataFrame, committed: pd.DataFrame | None) -> list[str]:
+    """Compare the rows re-created by ``c2lst benchmark`` with the committed ones (same fold, fraction and seed)."""
+    old = {"real": "real", "c2l": "align_0.25"}  # the committed columns of these conditions (one standardisation)
+    rows = []
+    for _, r in df.iterrows():
+        ref = None
+        if committed is not None and old.get(r["condition"]) in committed:
+            hit = committed[(committed["test"] == r["test_section"]) & (committed["fraction"] == r["fraction"])
+                            & (committed["seed"] == r["seed"])]
+            ref = float(hit[old[r["condition"]]].iloc[0]) if len(hit) else None
+        rows.append([r["condition"], r["test_section"], f"{r['fraction']:g}", int(r["seed"]), f"{r['pcc']:.6f}",
+                     "" if ref is None else f"{ref:.6f}", "" if ref is None else f"{r['pcc'] - ref:+.1e}"])
+    return _table(["condition", "held out", "f", "seed", "re-run r", "committed r", "difference"], rows) + [""]
+
+
 def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str | Path | None = None) -> Path:
     """Write the benchmark results page from the committed tables of ``measured``.
 
     Reads ``loso_per_section.csv`` (the leave-one-section-out rows of every condition), ``stack_scores.csv``,
     ``synthetic_rows_scores.csv``, ``local_only_scores.csv``, ``tile_fidelity_floor_025.csv``,
-    ``tile_fidelity_025.csv`` (each optional but the first) and ``other_measurements.json`` (the commands behind
+    ``tile_fidelity_025.csv``, ``another_patient.csv``, ``rerun_through_tl.csv`` (each optional but the first) and ``other_measurements.json`` (the commands behind
     each table and the tables of the other benchmark scripts), and renders every summary from the rows: no
     number on the page is typed by hand.
 
@@ -188,7 +203,10 @@ def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str
                 ("Synthetic tiles against a real-vs-real floor at the same size, f = 0.25",
                  "tile_fidelity_floor_025.csv", lambda d: _fidelity(d, FLOOR)),
                 ("Synthetic tile fidelity, f = 0.25", "tile_fidelity_025.csv", lambda d: _fidelity(d, FIDELITY)),
-                ("group_norm on another patient (simulated), seed 0", "another_patient.csv", _another_patient))
+                ("group_norm on another patient (simulated), seed 0", "another_patient.csv", _another_patient),
+                ("The committed rows re-created through c2lst.tl", "rerun_through_tl.csv",
+                 lambda d: _rerun(d, pd.read_csv(folder / "synthetic_rows_scores.csv")
+                                  if (folder / "synthetic_rows_scores.csv").is_file() else None)))
     for title, name, render in sections:
         if (folder / name).is_file():
             lines += [f"## {title}", "", *_source(name, meta), *render(pd.read_csv(folder / name))]

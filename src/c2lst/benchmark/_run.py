@@ -25,7 +25,6 @@ DIFFUSION = ("c2l", "c2l_augment", "local_only")
 # the generator whose tiles each diffusion condition uses (c2l_augment reuses the c2l tiles of its fold)
 _GENERATOR = {"c2l": "c2l", "c2l_augment": "c2l", "local_only": "local_only"}
 # the generation setting every measured c2l / local_only table of benchmarks/README.md used (the recipe's)
-ADAPT_STEPS, STRENGTH = RECIPE.adapt_steps, RECIPE.strength
 
 
 class StageMeter:
@@ -261,8 +260,7 @@ def run_benchmark(
     if len(sections) < 2:
         raise ValueError("leave-one-section-out needs at least two sections.")
     out = Path(out_dir)
-    if not ((out / "results.csv").is_file() and (out / "meta.json").is_file()):  # an earlier run's outputs: kept
-        check_output(out, overwrite=True, what="`out_dir`", allow_existing=True)  # never a folder of user files
+    check_output(out, overwrite=True, what="`out_dir`", allow_existing=True)  # never a folder of user files
     if quick:
         sections, fractions, seeds = tuple(sections[:2]), (0.5,), (0,)
         test_sections = test_sections or (sections[0],)

@@ -16,8 +16,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..files import atomic_dir, write_json  # noqa: F401 (re-exported: the one atomic writer)
-
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
 

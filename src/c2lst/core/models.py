@@ -199,8 +199,10 @@ class CentralModel:
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write ``autoencoder/``, ``unet/`` (``save_pretrained``), ``scheduler/`` and ``c2lst_central.json``.
 
-        Subfolders are written to a temporary directory and renamed into place; the manifest (config,
-        scaling factor, summary, weights sha256, per-file sha256) is written last.
+        The whole folder is written next to ``path`` and swapped in at once (:func:`c2lst.files.atomic_dir`), so an
+        interrupted save leaves the old model loadable; the manifest holds the config, scaling factor, summary and
+        the sha256 of the weights and of every file. ``overwrite=True`` replaces only a folder c2lst wrote
+        (:func:`c2lst.files.check_output`); saving the same weights again is a no-op.
 
         Returns
         -------

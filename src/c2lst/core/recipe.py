@@ -6,6 +6,7 @@ benchmark measures the recipe users run.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -141,10 +142,11 @@ def spatial_mixup(expr: np.ndarray, xy: np.ndarray, groups: np.ndarray | None = 
     from .seeding import derive_seed  # torch: loaded on use, so the command line starts fast
 
     rng = np.random.default_rng(derive_seed(seed, "mixup"))
-    src_all, partner_all = [], []
+    src_all, partner_all, alone = [], [], []
     for g in np.unique(groups):
         rows = np.flatnonzero(groups == g)
         if len(rows) < 2:
+            alone.append(str(g))
             continue
         k = min(n_neighbors, len(rows) - 1)
         _, nn = cKDTree(xy[rows]).query(xy[rows], k=k + 1)
@@ -155,6 +157,10 @@ def spatial_mixup(expr: np.ndarray, xy: np.ndarray, groups: np.ndarray | None = 
     if not src_all:
         raise ValueError("mixup needs at least two training spots in one section; train on more spots or use "
                          "source='spots'.")
+    if alone:
+        warnings.warn(f"{len(alone)} section(s) with one training spot ({alone[:3]}) give no mixup profile: a partner "
+                      "comes from the same section. Pair more of their spots or use source='spots'.", UserWarning,
+                      stacklevel=3)
     src, partner = np.concatenate(src_all), np.concatenate(partner_all)
     w = rng.uniform(low, high, len(src))
     mixed = (w[:, None] * expr[src] + (1 - w[:, None]) * expr[partner]).astype(np.float32)

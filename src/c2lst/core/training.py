@@ -37,17 +37,15 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..files import remove_temporaries
+from ..files import atomic_dir, remove_temporaries, write_json
 from .autoencoder import TileAutoencoder, autoencoder_loss
 from .checkpoint import (
-    atomic_dir,
     flatten_optimizer,
     load_tensors,
     manifest_entry,
     read_json,
     save_tensors,
     unflatten_optimizer,
-    write_json,
 )
 from .configs import DiffusionConfig
 from .images import augment, to_model

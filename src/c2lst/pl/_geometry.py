@@ -47,8 +47,6 @@ class SectionLayout:
     extent: tuple[float, float, float, float] | None
 
 
-
-
 def _to_hwc_uint8(level: object) -> np.ndarray:
     arr = np.asarray(level.transpose("y", "x", "c").data)
     if arr.shape[-1] == 1:

@@ -1,10 +1,11 @@
 """Preprocessing: spot patches, expression normalisation and the gene panel."""
 from ._normalize import normalize
-from ._panel import GenePanel, gene_panel
+from ._panel import PANEL_FLAVORS, GenePanel, gene_panel
 from ._patches import extract_patches
 from ._split import split_spots
 
 __all__ = [
+    "PANEL_FLAVORS",
     "GenePanel",
     "extract_patches",
     "gene_panel",

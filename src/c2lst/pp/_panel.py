@@ -216,7 +216,7 @@ def variance_panel(train: np.ndarray, genes: Sequence[str], target_sum: float, *
     return panel, order
 
 
-FLAVORS = ("variance", "seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper")
+PANEL_FLAVORS = ("variance", "seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper")
 
 
 def check_include(include: Any, var_names: Any, n_top: int) -> list[str]:
@@ -267,7 +267,12 @@ def _ranked(train: np.ndarray, train_counts: Any, genes: Sequence[str], flavor: 
         col = "variances_norm" if v3 else "dispersions_norm"
         score[cols] = np.nan_to_num(scratch.var[col].to_numpy(np.float64), nan=-np.inf)
     score = np.where(candidates, score, -np.inf)
-    return np.argsort(-score, kind="stable")
+    order = np.argsort(-score, kind="stable")
+    order = order[np.isfinite(score[order])]  # never a non-candidate (a forced or undetected gene)
+    if len(order) < n_top:
+        raise ValueError(f"only {len(order)} candidate genes have a {flavor!r} score (constant genes have none), fewer "
+                         f"than the {n_top} needed; lower `n_top` or use flavor='variance'.")
+    return order
 
 
 def gene_panel(
@@ -341,8 +346,8 @@ def gene_panel(
         raise ValueError(f"`min_spots` is a fraction in [0, 1), got {min_spots}.")
     if not table.var_names.is_unique:
         raise ValueError("gene names are not unique; call table.var_names_make_unique() first.")
-    if flavor not in FLAVORS:
-        raise ValueError(f"unknown flavor {flavor!r}; choose one of {list(FLAVORS)}.")
+    if flavor not in PANEL_FLAVORS:
+        raise ValueError(f"unknown flavor {flavor!r}; choose one of {list(PANEL_FLAVORS)}.")
     include = check_include(include, table.var_names, n_top)
     mask = as_mask(train_mask, table.n_obs)
     counts = raw_counts(table, layer=layer_counts)

@@ -7,7 +7,16 @@ import numpy as np
 import pandas as pd
 
 from .. import _logging as logg
-from .._utils import _pick, as_mask, as_names, check_key, recorded_train_mask, resolve_table, spot_positions
+from .._utils import (
+    _pick,
+    as_mask,
+    as_names,
+    check_key,
+    recorded_train_mask,
+    resolve_table,
+    spot_positions,
+    spot_table,
+)
 from ..metrics import (
     handcrafted_features,
     mae_per_gene,
@@ -284,11 +293,8 @@ def evaluate_synthetic(
                          "c2lst.tl.generate first or pass an existing `synthetic`.")
     syn = sdata.tables[synthetic]
     check_key(syn.uns, key_added, where=f"tables[{synthetic!r}].uns", overwrite=overwrite)
-    if table_key is None:
-        others = [k for k in sdata.tables if k != synthetic]
-        if len(others) != 1:
-            raise ValueError(f"several candidate real tables {others}; choose one with `table_key=`.")
-        table_key = others[0]
+    if table_key is None:  # the spot table, never a synthetic one (several generate runs may sit side by side)
+        table_key = spot_table(sdata)[2]
     table = sdata.tables[_pick("table", list(sdata.tables.keys()), table_key, "table_key")]
     for name, t in ((table_key, table), (synthetic, syn)):
         if patch_key not in t.obsm:

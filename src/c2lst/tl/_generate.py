@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
-
 def _source_table(sdata: SpatialData, local: LocalModel, table_key: str | None) -> AnnData:
     """Pick the section table: ``table_key``, else the one adapted on, else the only non-synthetic one."""
     if table_key is None:
@@ -224,7 +223,8 @@ def generate(
     adata.obsm["c2lst_patch"] = patches
     adata.uns[key_added] = {"params": {
         "source": source if isinstance(source, str) else type(source).__name__, "n_per_profile": int(n_per_profile),
-        "n_neighbors": int(n_neighbors), "mix_range": [float(v) for v in mix_range], "library_key": library_key or "",
+        "n_neighbors": int(n_neighbors), "mix_range": [float(v) for v in mix_range],
+        "library_key": library_key or ("library_id" if "library_id" in table.obs else ""),
         "sampler": sampler, "steps": int(steps),
         "guidance_scale": float(guidance_scale), "strength": float(strength), "seed": int(seed),
         "batch_size": int(batch_size),

@@ -137,11 +137,10 @@ def run(
         Denoising steps per synthetic patch.
     strength
         Share of the denoising path per synthetic patch (:func:`c2lst.tl.generate`); below 1 each patch starts
-        from its source spot's patch.
-
-    The defaults of ``panel_size``, ``adapt_steps``, ``n_synthetic``, ``generate_steps`` and ``strength`` (50,
-    300, 2, 20, 0.8), of the mixup and of the synthetic rows' weight and alignment are the recipe the her2st
-    benchmark measured (:data:`c2lst.core.recipe.RECIPE`; ``c2lst benchmark`` runs the same calls).
+        from its source spot's patch. The defaults of ``panel_size``, ``adapt_steps``, ``n_synthetic``,
+        ``generate_steps`` and ``strength`` (50, 300, 2, 20, 0.8), of the mixup and of the synthetic rows' weight
+        and alignment are the recipe the her2st benchmark measured (:data:`c2lst.core.recipe.RECIPE`;
+        ``c2lst benchmark`` runs the same calls).
     encoder
         Patch encoder of the predictor: ``"handcrafted"`` (default), ``"central"`` or ``"cnn"``
         (:func:`c2lst.tl.predict`, which also sets how the synthetic rows are weighed).

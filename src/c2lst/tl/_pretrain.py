@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 MIN_TILES = 16
 SMALL_MACHINE_CPUS = 4
 BLANK_STD = 2.0  # pixel standard deviation (0-255) below which a tile counts as blank
+BLANK_SAMPLE = 4096  # streamed tiles checked for blanks
 TISSUE_FRACTION = 0.5
 
 
@@ -96,16 +97,14 @@ def _tiles_from_sdata(sdata: SpatialData, config: DiffusionConfig, patch_key: st
 def _collect_tiles(images: Any, config: DiffusionConfig, patch_key: str) -> tuple[Any, str]:
     from spatialdata import SpatialData
 
+    streamed = False
     if isinstance(images, SpatialData):
         tiles, source = _tiles_from_sdata(images, config, patch_key)
-    elif hasattr(images, "tiles") and not isinstance(images.tiles, np.ndarray) and hasattr(images.tiles, "fingerprint"):
-        tiles, source = images.tiles, f"{type(images).__name__} (streamed)"  # read on demand, resized if needed
-        if len(tiles) < MIN_TILES:
-            raise ValueError(f"only {len(tiles)} tiles to pretrain on; at least {MIN_TILES} are needed (thousands "
-                             "for a useful model). Add histology images.")
-        return tiles, source
     elif hasattr(images, "tiles"):
-        tiles, source = as_tiles(np.asarray(images.tiles), name="images.tiles"), type(images).__name__
+        # a TileStream (read_histology(lazy=True)) is read on demand and resized in the training loop
+        streamed = not isinstance(images.tiles, np.ndarray) and hasattr(images.tiles, "fingerprint")
+        tiles = images.tiles if streamed else as_tiles(np.asarray(images.tiles), name="images.tiles")
+        source = type(images).__name__ + (" (streamed)" if streamed else "")
         mpp = getattr(images, "mpp", None)
         field_um, want_um = (mpp or 0) * tiles.shape[-1], config.tile_px * config.mpp
         if mpp is not None and abs(field_um - want_um) > 0.1 * want_um:
@@ -116,11 +115,15 @@ def _collect_tiles(images: Any, config: DiffusionConfig, patch_key: str) -> tupl
     else:
         raise ValueError(f"`images` must be HistologyTiles (c2lst.io.read_histology), a SpatialData object or a uint8 "
                          f"array (n, 3, H, W); got {type(images).__name__}.")
-    _warn_blank(tiles, source)
+    if streamed:  # a seeded sample stands for the stream (its tiles are never all in memory)
+        sample = np.sort(np.random.default_rng(0).choice(len(tiles), min(len(tiles), BLANK_SAMPLE), replace=False))
+        _warn_blank(tiles[sample], source, of=len(tiles))
+    else:
+        _warn_blank(tiles, source)
     if len(tiles) < MIN_TILES:
         raise ValueError(f"only {len(tiles)} tiles to pretrain on; at least {MIN_TILES} are needed (thousands for a "
                          "useful model). Add histology images.")
-    return resize_tiles(as_tiles(tiles), config.tile_px), source
+    return (tiles if streamed else resize_tiles(as_tiles(tiles), config.tile_px)), source
 
 
 def _prepare_out(out: Path, *, resume: bool, overwrite: bool, config: DiffusionConfig,
@@ -160,13 +163,17 @@ def _claim_out(out: Path, *, overwrite: bool) -> None:
         write_marker(out, "central")
 
 
-def _warn_blank(tiles: np.ndarray, source: str) -> None:
-    """Warn when tiles are blank or near-constant (background, empty scans): they teach the model nothing."""
+def _warn_blank(tiles: np.ndarray, source: str, *, of: int | None = None) -> None:
+    """Warn when tiles are blank or near-constant (background, empty scans): they teach the model nothing.
+
+    ``of``: the size of the whole set when ``tiles`` is a sample of it.
+    """
     flat = tiles.reshape(len(tiles), -1)
     std = np.concatenate([flat[i:i + 1024].astype(np.float32).std(axis=1) for i in range(0, len(flat), 1024)])
     n_blank = int((std < BLANK_STD).sum())
     if n_blank:
-        warnings.warn(f"{n_blank} of {len(tiles)} tiles from {source} are blank or near-constant (pixel std below "
+        counted = f"{len(tiles)} tiles" if of is None else f"a sample of {len(tiles)} of its {of} tiles"
+        warnings.warn(f"{n_blank} of {counted} from {source} are blank or near-constant (pixel std below "
                       f"{BLANK_STD:g} of 255): check the images, or drop such tiles (e.g. read_histology's "
                       "`min_tissue`) before pretraining.", UserWarning, stacklevel=3)
 
