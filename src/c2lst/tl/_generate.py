@@ -181,6 +181,7 @@ def generate(
     check_key(sdata.tables, key_added, where="sdata.tables", overwrite=overwrite)
     start = logg.info(f"generating synthetic patches ({sampler}, {steps} steps, guidance {guidance_scale:g})")
     panel = GenePanel.from_dict(local.panel)
+    sections_of = ""  # the obs column mixup partners share (recorded)
     if isinstance(source, str):
         if source not in ("spots", "mixup"):
             raise ValueError(f"`source` must be 'spots', 'mixup', an array or a DataFrame; got {source!r}.")
@@ -196,6 +197,7 @@ def generate(
             if xy is None:
                 raise ValueError("mixup needs spot positions: table.obsm['spatial'], spot circles annotated by the "
                                  "table, or obs['array_row'/'array_col'].")
+            sections_of = library_key or ("library_id" if "library_id" in table.obs else "")
             profiles, src, partner, w = spatial_mixup(expr, xy[rows], _sections(table, rows, library_key),
                                                       n_per_profile=n_per_profile, n_neighbors=n_neighbors,
                                                       mix_range=mix_range, seed=seed)
@@ -224,7 +226,7 @@ def generate(
     adata.uns[key_added] = {"params": {
         "source": source if isinstance(source, str) else type(source).__name__, "n_per_profile": int(n_per_profile),
         "n_neighbors": int(n_neighbors), "mix_range": [float(v) for v in mix_range],
-        "library_key": library_key or ("library_id" if "library_id" in table.obs else ""),
+        "library_key": sections_of,
         "sampler": sampler, "steps": int(steps),
         "guidance_scale": float(guidance_scale), "strength": float(strength), "seed": int(seed),
         "batch_size": int(batch_size),
