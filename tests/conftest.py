@@ -37,6 +37,17 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def no_progress_bar():
+    """No tqdm bars in this test (restored after it)."""
+    import c2lst
+
+    before = c2lst.settings.progress_bar
+    c2lst.settings.progress_bar = False
+    yield
+    c2lst.settings.progress_bar = before
+
+
 def shared_path(*parts: str) -> Path:
     """A path under ``../shared/data``; skips the test when it is absent."""
     path = SHARED_DATA.joinpath(*parts)

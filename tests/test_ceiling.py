@@ -7,13 +7,7 @@ import pytest
 import c2lst
 from c2lst.metrics import fidelity_floor, handcrafted_features, reconstruction_ceiling
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    before = c2lst.settings.progress_bar
-    c2lst.settings.progress_bar = False
-    yield
-    c2lst.settings.progress_bar = before
+pytestmark = pytest.mark.usefixtures("no_progress_bar")
 
 
 @pytest.fixture(scope="module")

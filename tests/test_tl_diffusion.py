@@ -12,13 +12,7 @@ from c2lst.core import CentralModel
 from c2lst.core.models import LocalModel
 from c2lst.pp import GenePanel
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    before = c2lst.settings.progress_bar
-    c2lst.settings.progress_bar = False
-    yield
-    c2lst.settings.progress_bar = before
+pytestmark = pytest.mark.usefixtures("no_progress_bar")
 
 
 @pytest.fixture
