@@ -128,21 +128,20 @@ def record_split(table: AnnData, mask: np.ndarray, key: str) -> None:
     table.obs[key] = pd.Categorical(np.where(mask, SPLIT_TRAIN, SPLIT_HELD_OUT), categories=[SPLIT_TRAIN, SPLIT_HELD_OUT])
 
 
-def impute_genes(table: AnnData, panel: GenePanel, rows: np.ndarray, genes: np.ndarray,
+def impute_genes(table: AnnData, panel: GenePanel, rows: np.ndarray, genes: np.ndarray, measured: np.ndarray,
                  predicted: np.ndarray) -> np.ndarray:
     """Expression of the columns ``genes`` from the predicted panel: ridge fitted on the training spots ``rows``.
 
-    The map goes from the measured panel expression (standardised on the panel's training statistics) to the
-    other genes' log-normalised expression, with one penalty chosen by efficient leave-one-out CV over all
-    genes; it is applied to ``predicted`` (the panel predicted from histology). Only training spots are used.
+    The map goes from ``measured`` (the training spots' panel expression, standardised on the panel's training
+    statistics) to the other genes' log-normalised expression, with one penalty chosen by efficient leave-one-out
+    CV over all genes; it is applied to ``predicted`` (the panel predicted from histology).
     """
     from sklearn.linear_model import RidgeCV
 
     lib = library_sizes(raw_counts(table))
     names = list(table.var_names[genes])
     target = lognorm(raw_counts(table, genes=names)[rows], lib[rows], panel.target_sum)
-    measured = panel.standardize(panel.expression(table)[rows])
-    model = RidgeCV(alphas=RIDGE_ALPHAS).fit(measured, target)
+    model = RidgeCV(alphas=RIDGE_ALPHAS).fit(panel.standardize(measured), target)
     return model.predict(panel.standardize(predicted)).reshape(len(predicted), -1).astype(np.float32)
 
 
@@ -337,7 +336,7 @@ def predict(
     layer[:, in_panel] = pred
     if outside_panel == "impute" and len(the_panel) < table.n_vars:
         others = np.setdiff1d(np.arange(table.n_vars), in_panel)
-        layer[:, others] = impute_genes(table, the_panel, rows, others, pred)
+        layer[:, others] = impute_genes(table, the_panel, rows, others, expr[rows], pred)
     table.layers[key_added] = layer
     table.var[f"{key_added}_panel"] = table.var_names.isin(the_panel.genes)
     record_split(table, mask, f"{key_added}_split")
