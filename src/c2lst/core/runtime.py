@@ -8,7 +8,28 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, DistributedType
 
-MIXED_PRECISION = ("no", "bf16", "fp16")
+MIXED_PRECISION = ("no", "bf16", "fp16", "auto")
+_CPU_BF16_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+
+
+def native_bf16() -> bool:
+    """Whether bf16 autocast runs on native bf16 units here.
+
+    A CUDA device that supports bf16, or a CPU with AVX512-BF16 or AMX (probed through torch, never assumed:
+    machines of the same kind differ). Without them bf16 matmuls are emulated and many times slower than fp32.
+    """
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in _CPU_BF16_PROBES)
+
+
+def resolve_mixed_precision(mixed_precision: str) -> str:
+    """Validate ``mixed_precision``; ``"auto"`` becomes ``"bf16"`` where :func:`native_bf16`, else ``"no"``."""
+    if mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"`mixed_precision` must be one of {MIXED_PRECISION}, got {mixed_precision!r}.")
+    if mixed_precision == "auto":
+        return "bf16" if native_bf16() else "no"
+    return mixed_precision
 
 
 @contextmanager
@@ -33,8 +54,7 @@ def make_accelerator(mixed_precision: str) -> Accelerator:
     ``accelerate`` keeps one process-wide state; a single-process run asking for another precision than
     an earlier run of the same process resets it instead of failing.
     """
-    if mixed_precision not in MIXED_PRECISION:
-        raise ValueError(f"`mixed_precision` must be one of {MIXED_PRECISION}, got {mixed_precision!r}.")
+    mixed_precision = resolve_mixed_precision(mixed_precision)
     cuda = torch.cuda.is_available()
     if mixed_precision == "fp16" and not cuda:
         raise ValueError("fp16 mixed precision needs a CUDA device; use mixed_precision='bf16' on the CPU.")

@@ -164,6 +164,21 @@ def fidelity_report(real: np.ndarray, synthetic: np.ndarray, *, clip: float = 5.
     }
 
 
+def _halves(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    order = rng.permutation(n)
+    half = n // 2
+    return order[:half], order[half:2 * half]
+
+
+def floor_halves(n: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the two halves A (reference) and B that :func:`fidelity_floor` draws from ``n`` real rows.
+
+    Reconstruct (or otherwise derive) only the rows of B to score them against A exactly as the floor scores
+    B itself: no reconstruction then sits next to its own original in the reference.
+    """
+    return _halves(int(n), np.random.default_rng(seed))
+
+
 def fidelity_floor(real: np.ndarray, synthetic: np.ndarray, *, clip: float = 5.0, k: int = 5,
                    seed: int = 0) -> dict[str, float]:
     """Score two disjoint halves of the real set against each other (the floor), and the synthetic set at their size.
@@ -188,9 +203,9 @@ def fidelity_floor(real: np.ndarray, synthetic: np.ndarray, *, clip: float = 5.0
     a = _features(real, "real", 2 * (k + 1))
     s = _features(synthetic, "synthetic", k + 1)
     rng = np.random.default_rng(seed)
-    half = len(a) // 2
-    order = rng.permutation(len(a))
-    ref, other = a[order[:half]], a[order[half:2 * half]]
+    ref_rows, other_rows = _halves(len(a), rng)
+    ref, other = a[ref_rows], a[other_rows]
+    half = len(ref_rows)
     drawn = s[rng.choice(len(s), min(half, len(s)), replace=False)]
     out: dict[str, float] = {}
     for suffix, b in (("floor", other), ("vs_half", drawn)):
