@@ -84,9 +84,9 @@ def train_mask(adata: ad.AnnData, test: str, fraction: float, seed: int) -> np.n
     return mask
 
 
-def score(adata: ad.AnnData, mask: np.ndarray, test: str, batch_key: str | None, n_top: int, seed: int) -> float:
+def score(adata: ad.AnnData, mask: np.ndarray, test: str, batch_key: str | None, n_top_genes: int, seed: int) -> float:
     c2lst.tl.predict(adata, train_mask=mask, synthetic=None, encoder="handcrafted", batch_key=batch_key,
-                     n_top=n_top, seed=seed, key_added="pred", overwrite=True)
+                     n_top_genes=n_top_genes, seed=seed, key_added="pred", overwrite=True)
     c2lst.tl.evaluate(adata, layer="pred", train_mask=mask, key_added="ev", overwrite=True)
     return float(adata.uns["ev"]["summary"][test]["mean_pearson"])
 
@@ -99,7 +99,7 @@ def main() -> None:
     ap.add_argument("--fractions", default="1,0.25")
     ap.add_argument("--umi", type=float, default=650.0, help="mean UMI per spot of the other patient")
     ap.add_argument("--stain", type=float, default=0.3, help="H and E scaled by up to 1 +- this")
-    ap.add_argument("--n-top", type=int, default=50)
+    ap.add_argument("--n-top-genes", "--n-top", dest="n_top_genes", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--priors", default="100,0", help="GROUP_STD_PRIOR values to score group_norm with")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "measured/another_patient.csv")
@@ -121,7 +121,7 @@ def main() -> None:
                     if prior is not None:
                         extra_rows.GROUP_STD_PRIOR = prior
                     start = time.perf_counter()
-                    r = score(adata, mask, test, None if prior is None else "library_id", args.n_top, args.seed)
+                    r = score(adata, mask, test, None if prior is None else "library_id", args.n_top_genes, args.seed)
                     rows.append({"test": test, "case": case, "n_spots": held.n_obs, "umi_per_spot": round(umi, 1),
                                  "fraction": f, "group_norm": "off" if prior is None else f"prior {prior}",
                                  "mean_pearson": r, "seconds": round(time.perf_counter() - start, 1)})

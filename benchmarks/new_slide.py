@@ -37,10 +37,10 @@ def main() -> None:
     train = c2lst.datasets.her2st(a.train, root=root)
     c2lst.pp.extract_patches(train)
     c2lst.pp.normalize(train)
-    panel = c2lst.pp.gene_panel(train, n_top=256)
+    panel = c2lst.pp.gene_panel(train, n_top_genes=256)
     table = train.tables["table"]
     top = [panel.genes[i] for i in np.argsort(-panel.std, kind="stable")[:50]]  # as tl.evaluate's top_hvg
-    model = c2lst.tl.predict(train, synthetic=None, panel=panel, seed=0, return_model=True)
+    model = c2lst.tl.predict(train, synthetic=None, panel=panel, seed=0)
     t_fit = time.time() - t0
 
     new = c2lst.datasets.her2st(a.new, root=root)  # its spots are the ground truth only

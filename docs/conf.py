@@ -72,7 +72,7 @@ _subcommands = next(a for a in _parser._actions if a.dest == "command").choices
 )
 
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
-source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}  # .rst: autosummary's stubs
 master_doc = "index"
 
 # myst / myst-nb: the tutorials are stored without outputs and executed here, at the test suite's tiny settings

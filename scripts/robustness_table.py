@@ -235,20 +235,20 @@ def _integer_mask(d: Path) -> None:
     import c2lst
 
     sdata = section(d)
-    c2lst.pp.gene_panel(sdata, n_top=5, train_mask=mask(25).astype(int))
+    c2lst.pp.gene_panel(sdata, n_top_genes=5, train_mask=mask(25).astype(int))
 
 
 def _synthetic_typo(d: Path) -> None:
     import c2lst
 
-    c2lst.tl.predict(section(d, patches=True), train_mask=mask(25), synthetic="c2lst_synth", n_top=5)
+    c2lst.tl.predict(section(d, patches=True), train_mask=mask(25), synthetic="c2lst_synth", n_top_genes=5)
 
 
 def _layer_typo(d: Path) -> None:
     import c2lst
 
     sdata = section(d, patches=True)
-    c2lst.tl.predict(sdata, train_mask=mask(25), synthetic=None, n_top=5)
+    c2lst.tl.predict(sdata, train_mask=mask(25), synthetic=None, n_top_genes=5)
     c2lst.tl.evaluate(sdata, train_mask=mask(25), layer="c2lst_prediction")
 
 
@@ -291,7 +291,7 @@ def _flat_panel(d: Path) -> None:
 
     train = np.random.default_rng(0).random((6, 4))
     train[:, 2] = 1.0
-    variance_panel(train, ["g0", "g1", "g2", "g3"], 1e4, n_top=4, min_spots=0.1)
+    variance_panel(train, ["g0", "g1", "g2", "g3"], 1e4, n_top_genes=4, min_spots=0.1)
 
 
 def _corrupt_latest_checkpoint(d: Path) -> None:
@@ -392,7 +392,7 @@ CASES = [
     Case("silent", "`read_histology(tile, mpp=40)`, 96 px image without metadata", _upscaled_mpp, "Check `mpp`"),
     Case("silent", "`read_histology(tile, mpp=40)`, file says 0.97 µm/px", _mpp_vs_metadata, "force_mpp=True"),
     Case("silent", "pretraining on blank tiles", _blank_tiles, "min_tissue", warns=True),
-    Case("silent", "panel gene without variance on the training spots", _flat_panel, "smaller `n_top`", warns=True),
+    Case("silent", "panel gene without variance on the training spots", _flat_panel, "smaller `n_top_genes`", warns=True),
     Case("unclear", "resume with a corrupt latest checkpoint", _corrupt_latest_checkpoint, "resuming from an older one",
          warns=True),
     Case("unclear", "empty counts file", _table_file("empty"), "copy or download the file again"),

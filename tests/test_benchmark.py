@@ -32,7 +32,7 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     cache = tmp_path / "cache"
     _fake_sections(cache)
     out = tmp_path / "out"
-    df = run_benchmark(("S0", "S1"), quick=True, out_dir=out, cache_dir=cache, n_top=3)
+    df = run_benchmark(("S0", "S1"), quick=True, out_dir=out, cache_dir=cache, n_top_genes=3)
     assert set(df["condition"]) == set(CONDITIONS) and len(df) == len(CONDITIONS)
     assert df["test_section"].unique().tolist() == ["S0"] and df["fraction"].unique().tolist() == [0.5]
     assert np.isfinite(df["pcc"]).all() and (df["n_train"] == 12).all()
@@ -53,7 +53,7 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     assert set(syn["condition"]) == {"c2l", "local_only"} and {"frechet", "precision", "nn_ratio"} <= set(syn.columns)
     assert {"frechet_floor", "frechet_vs_half", "n_floor"} <= set(syn.columns)  # 12 paired spots: 6 per half
     text = (out / "summary.md").read_text()
-    assert "| handcrafted |" in text and "f=0.5" in text
+    assert "| handcrafted |" in text and "f=0.5" in text and "top-3 training HVGs" in text
     # the colour-driven genes are learnable: the floor beats chance on held-out spots
     assert df.set_index("condition").loc["handcrafted", "pcc"] > 0.5
 
@@ -61,7 +61,7 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
 def test_quick_benchmark_synthetic_weight_and_align(tmp_path):
     cache = tmp_path / "cache"
     _fake_sections(cache)
-    df = run_benchmark(("S0", "S1"), quick=True, out_dir=tmp_path / "out", cache_dir=cache, n_top=3,
+    df = run_benchmark(("S0", "S1"), quick=True, out_dir=tmp_path / "out", cache_dir=cache, n_top_genes=3,
                        conditions=("handcrafted", "c2l"), synthetic_weight=0.5, synthetic_align="moments")
     rows = df.set_index("condition")
     assert rows.loc["c2l", "extra_weight"] == 0.5 and np.isnan(rows.loc["handcrafted", "extra_weight"])
@@ -73,7 +73,7 @@ def test_quick_benchmark_group_norm(tmp_path):
 
     cache = tmp_path / "cache"
     _fake_sections(cache)
-    kw = {"quick": True, "cache_dir": cache, "n_top": 3, "conditions": ("handcrafted", "real", "augment", "spatial_mixup")}
+    kw = {"quick": True, "cache_dir": cache, "n_top_genes": 3, "conditions": ("handcrafted", "real", "augment", "spatial_mixup")}
     plain = run_benchmark(("S0", "S1"), out_dir=tmp_path / "plain", **kw).set_index("condition")["pcc"]
     normed = run_benchmark(("S0", "S1"), out_dir=tmp_path / "out", group_norm=True, **kw).set_index("condition")["pcc"]
     assert normed["handcrafted"] == plain["handcrafted"]  # the floor is never standardised per section
@@ -100,6 +100,17 @@ def test_benchmark_bad_input(tmp_path):
         run_benchmark(("S0", "S1"), fractions=(0.0,), out_dir=tmp_path)
     with pytest.raises(ValueError, match="not found"):
         run_benchmark(("S0", "S1"), root=tmp_path, out_dir=tmp_path, conditions=("handcrafted",))
+    with pytest.raises(ValueError, match="pass `n_top_genes` only"):  # n_top: the old name, warns alone
+        run_benchmark(("S0", "S1"), n_top=3, n_top_genes=3, out_dir=tmp_path)
+
+
+def test_summary_reads_tables_written_with_the_old_meta_key():
+    from c2lst.benchmark._report import markdown
+
+    rows = pd.DataFrame({"condition": ["real", "real"], "fraction": [0.5, 0.5], "seed": [0, 1],
+                         "test_section": ["S0", "S0"], "pcc": [0.3, 0.4], "t_fit_s": [1.0, 1.0]})
+    assert "top-7 training HVGs" in markdown(rows, pd.DataFrame(), {"n_top": 7})
+    assert "top-9 training HVGs" in markdown(rows, pd.DataFrame(), {"n_top_genes": 9})
 
 
 def test_benchmark_refuses_a_fraction_too_small_for_a_section(tmp_path):
@@ -107,7 +118,7 @@ def test_benchmark_refuses_a_fraction_too_small_for_a_section(tmp_path):
     _fake_sections(cache, n=24)
     _fake_sections(tmp_path / "small", n_sections=1, n=8)
     (tmp_path / "small" / "S0.npz").rename(cache / "S2.npz")
-    kw = {"fractions": (0.125,), "conditions": ("handcrafted",), "cache_dir": cache, "n_top": 3}
+    kw = {"fractions": (0.125,), "conditions": ("handcrafted",), "cache_dir": cache, "n_top_genes": 3}
     with pytest.raises(ValueError, match=r"section 'S2' has 8 spots: fraction 0.125 pairs 1 .* at least 0.25"):
         run_benchmark(("S0", "S2"), out_dir=tmp_path / "out", **kw)
     assert not (tmp_path / "out" / "results.csv").exists()  # refused before any fold ran
@@ -163,9 +174,9 @@ def test_benchmark_tiles_equal_tl_generate_bit_for_bit(tmp_path):
     c2lst.settings.progress_bar = False
     _fake_sections(tmp_path, n_sections=3)
     data = load_sections(("S0", "S1", "S2"), cache_dir=tmp_path)
-    fold = make_fold(data, "S1", 0.5, seed=2, n_top=5)
+    fold = make_fold(data, "S1", 0.5, seed=2, n_top_genes=5)
     central = c2lst.tl.pretrain(np.concatenate([s.patches for s in fold.train]), config="tiny", steps=4, seed=0)
-    recipe = replace(RECIPE, panel_size=5, adapt_steps=3, decoder_steps=2, generate_steps=2)
+    recipe = replace(RECIPE, n_top_genes=5, adapt_steps=3, decoder_steps=2, generate_steps=2)
     tiles, profiles, src, _ = diffusion_pairs(central, fold, recipe=recipe, adapt_batch_size=4, out_px=64)
     assert len(tiles) == len(profiles) == len(src) == 2 * len(fold.patches)
 
@@ -179,7 +190,7 @@ def test_benchmark_tiles_equal_tl_generate_bit_for_bit(tmp_path):
     table.obsm["c2lst_patch"] = np.concatenate([s.patches for s in train])
     sdata = SpatialData(tables={"table": table})
     mask = table.obs_names.isin([f"{s.name}-{i}" for s, p in zip(train, fold.picks, strict=True) for i in p])
-    panel = c2lst.pp.gene_panel(sdata, n_top=5, train_mask=mask)
+    panel = c2lst.pp.gene_panel(sdata, n_top_genes=5, train_mask=mask)
     assert panel == fold.panel
     local = c2lst.tl.adapt(sdata, central, panel=panel, train_mask=mask, steps=3, batch_size=4, decoder_steps=2,
                            seed=2)
@@ -213,7 +224,7 @@ def test_make_fold_fits_on_paired_training_spots_only(tmp_path):
 
     _fake_sections(tmp_path, n_sections=3)
     data = load_sections(("S0", "S1", "S2"), cache_dir=tmp_path)
-    fold = make_fold(data, "S1", 0.5, seed=3, n_top=5)
+    fold = make_fold(data, "S1", 0.5, seed=3, n_top_genes=5)
     assert [s.name for s in fold.train] == ["S0", "S2"] and fold.test.name == "S1"
     assert len(fold.patches) == len(fold.y) == len(fold.group) == 24 and set(fold.group) == {0, 1}
     # what is not paired (the test section, the unpaired training spots) can change without changing the fit
@@ -226,11 +237,11 @@ def test_make_fold_fits_on_paired_training_spots_only(tmp_path):
         else:
             counts[unpaired[0 if s.name == "S0" else 1]] *= 50
         changed.append(Section(s.name, s.patches, counts, counts.sum(1, dtype=np.float64), s.genes, s.xy))
-    other = make_fold(changed, "S1", 0.5, seed=3, n_top=5)
+    other = make_fold(changed, "S1", 0.5, seed=3, n_top_genes=5)
     assert other.panel.genes == fold.panel.genes and other.panel.target_sum == fold.panel.target_sum
     assert np.array_equal(other.y, fold.y) and np.array_equal(other.panel.mean, fold.panel.mean)
     assert not np.allclose(other.truth(), fold.truth())
-    assert np.array_equal(make_fold(data, "S1", 0.5, seed=3, n_top=5).picks[1], fold.picks[1])
+    assert np.array_equal(make_fold(data, "S1", 0.5, seed=3, n_top_genes=5).picks[1], fold.picks[1])
     with pytest.raises(ValueError, match="not among the sections"):
         make_fold(data, "S9", 0.5, seed=3)
 
@@ -244,10 +255,10 @@ def test_fold_panel_is_pp_gene_panel_on_the_paired_spots(tmp_path):
 
     _fake_sections(tmp_path, n_sections=3)
     data = load_sections(("S0", "S1", "S2"), cache_dir=tmp_path)
-    fold = make_fold(data, "S0", 0.5, seed=1, n_top=5)
+    fold = make_fold(data, "S0", 0.5, seed=1, n_top_genes=5)
     paired = ad.AnnData(np.concatenate([s.counts[p] for s, p in zip(fold.train, fold.picks, strict=True)]))
     paired.var_names = list(fold.test.genes)
-    panel = c2lst.pp.gene_panel(paired, n_top=5)
+    panel = c2lst.pp.gene_panel(paired, n_top_genes=5)
     assert panel == fold.panel and panel.params == fold.panel.params
     c2lst.pp.normalize(paired, target_sum=panel.target_sum)
     np.testing.assert_array_equal(panel.expression(paired), fold.y)

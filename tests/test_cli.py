@@ -37,6 +37,16 @@ def test_usage_errors_exit_2_without_traceback(capsys, tmp_path):
     assert "three inputs" in capsys.readouterr().err
 
 
+def test_option_names_follow_the_api():
+    parser = build_parser()
+    adapt = parser.parse_args(["adapt", "s.zarr", "--adapter", "a", "--n-top-genes", "7", "--library-key", "slide"])
+    assert adapt.n_top_genes == 7 and adapt.library_key == "slide"
+    assert parser.parse_args(["adapt", "s.zarr", "--adapter", "a", "--panel-size", "9"]).n_top_genes == 9  # old name
+    generate = parser.parse_args(["generate", "s.zarr", "--adapter", "a", "--n-neighs", "3"])
+    assert generate.n_neighs == 3 and generate.library_key == "library_id"
+    assert parser.parse_args(["evaluate", "s.zarr"]).library_key == "library_id"
+
+
 def test_module_entry_point_exit_code(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "c2lst", "evaluate", str(tmp_path / "none.zarr")],
                           capture_output=True, text=True, timeout=300)
@@ -90,7 +100,7 @@ def test_evaluate_needs_held_out_spots(tmp_path, tiny_files, capsys):
 
 def test_adapt_panel_options_reach_gene_panel(tmp_path, tiny_files, capsys):
     store = _store(tmp_path, tiny_files)
-    args = ["--quiet", "adapt", str(store), "--fraction", "0.6", "--adapter", str(tmp_path / "a"), "--panel-size", "5"]
+    args = ["--quiet", "adapt", str(store), "--fraction", "0.6", "--adapter", str(tmp_path / "a"), "--n-top-genes", "5"]
     assert main([*args, "--include", "GENE3", "--panel-flavor", "seurat"]) == 2  # refused before any training
     assert "did you mean ['gene3']" in capsys.readouterr().err
     assert build_parser().parse_args(args[1:] + ["--include", "gene3", "gene7"]).include == ["gene3", "gene7"]
@@ -103,7 +113,7 @@ def test_evaluate_reads_the_split_recorded_by_predict(tmp_path, tiny_files, caps
     sdata = c2lst.io.read_legacy_st(*tiny_files)
     c2lst.pp.extract_patches(sdata, patch_px=16)
     mask = np.arange(sdata.tables["table"].n_obs) % 3 != 0
-    c2lst.tl.predict(sdata, train_mask=mask, synthetic=None, n_top=8, seed=0)
+    c2lst.tl.predict(sdata, train_mask=mask, synthetic=None, n_top_genes=8, seed=0)
     sdata.write(tmp_path / "p.zarr")
     capsys.readouterr()
     assert main(["--quiet", "evaluate", str(tmp_path / "p.zarr")]) == 0
@@ -126,7 +136,7 @@ def test_pipeline_from_the_command_line(tmp_path, tiny_files, capsys):
                  "--tile-px", "32", "--out", str(refined)]) == 0
     assert CentralModel.load(refined).summary["init_weights_sha256"] == CentralModel.load(central).weights_sha256
     assert main(["--quiet", "adapt", str(store), "--fraction", "0.6", "--central", str(central), "--adapter",
-                 str(adapter), "--steps", "2", "--panel-size", "10"]) == 0
+                 str(adapter), "--steps", "2", "--n-top-genes", "10"]) == 0
     assert main(["--quiet", "generate", str(store), "--central", str(central), "--adapter", str(adapter),
                  "--steps", "2"]) == 0
     assert main(["--quiet", "predict", str(store), "--encoder", "handcrafted", "--n-augment", "1"]) == 0

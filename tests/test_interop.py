@@ -195,7 +195,7 @@ def _predicted_store(tmp_path):
     t = sd.tables["table"]
     mask = np.random.default_rng(0).random(t.n_obs) < 0.5
     c2lst.pp.normalize(sd, train_mask=mask)
-    c2lst.tl.predict(sd, train_mask=mask, synthetic=None, seed=0, n_top=32)
+    c2lst.tl.predict(sd, train_mask=mask, synthetic=None, seed=0, n_top_genes=32)
     sd.write(tmp_path / "s.zarr")
     back = spatialdata.read_zarr(tmp_path / "s.zarr")
     return back, mask

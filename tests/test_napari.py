@@ -133,7 +133,7 @@ def demo_store(tmp_path_factory):
     c2lst.pp.extract_patches(sdata, patch_px=16)
     mask = np.arange(sdata.tables["table"].n_obs) % 2 == 0
     c2lst.pp.normalize(sdata, train_mask=mask)
-    c2lst.tl.predict(sdata, train_mask=mask, synthetic=None, n_top=16, seed=0)
+    c2lst.tl.predict(sdata, train_mask=mask, synthetic=None, n_top_genes=16, seed=0)
     store = tmp_path_factory.mktemp("napari") / "demo.zarr"
     sdata.write(store)
     return store, mask

@@ -221,13 +221,13 @@ def test_saved_files_follow_the_umask(tmp_path):
 def test_integer_masks_are_refused_with_the_fix(tiny_sdata):
     table = tiny_sdata.tables["table"]
     mask = np.arange(table.n_obs) % 2 == 0
-    for call in (lambda m: c2lst.pp.gene_panel(tiny_sdata, n_top=5, train_mask=m),
-                 lambda m: c2lst.tl.predict(tiny_sdata, train_mask=m, synthetic=None, n_top=5)):
+    for call in (lambda m: c2lst.pp.gene_panel(tiny_sdata, n_top_genes=5, train_mask=m),
+                 lambda m: c2lst.tl.predict(tiny_sdata, train_mask=m, synthetic=None, n_top_genes=5)):
         with pytest.raises(ValueError, match=r"mask\)\.astype\(bool\)"):
             call(mask.astype(int))
         with pytest.raises(ValueError, match="m\\[indices\\] = True"):
             call(np.flatnonzero(mask))
-    c2lst.pp.gene_panel(tiny_sdata, n_top=5, train_mask=list(mask))  # a list of booleans is a mask
+    c2lst.pp.gene_panel(tiny_sdata, n_top_genes=5, train_mask=list(mask))  # a list of booleans is a mask
     assert tiny_sdata.tables["table"].uns["c2lst_panel"]["params"]["n_train"] == int(mask.sum())
 
 
@@ -235,10 +235,10 @@ def test_unknown_keys_raise_with_the_available_ones(tiny_sdata):
     mask = np.arange(tiny_sdata.tables["table"].n_obs) % 2 == 0
     c2lst.pp.extract_patches(tiny_sdata, patch_um=100, patch_px=32)
     with pytest.raises(ValueError, match=r"no synthetic table 'c2lst_synth'; available tables: \['table'\]"):
-        c2lst.tl.predict(tiny_sdata, train_mask=mask, synthetic="c2lst_synth", n_top=5)
+        c2lst.tl.predict(tiny_sdata, train_mask=mask, synthetic="c2lst_synth", n_top_genes=5)
     with pytest.raises(ValueError, match=r"obsm keys: \[.*'c2lst_patch'"):
-        c2lst.tl.predict(tiny_sdata, train_mask=mask, synthetic=None, n_top=5, patch_key="patch")
-    c2lst.tl.predict(tiny_sdata, train_mask=mask, synthetic=None, n_top=5)
+        c2lst.tl.predict(tiny_sdata, train_mask=mask, synthetic=None, n_top_genes=5, patch_key="patch")
+    c2lst.tl.predict(tiny_sdata, train_mask=mask, synthetic=None, n_top_genes=5)
     with pytest.raises(ValueError, match=r"layers: \['c2lst_pred'"):
         c2lst.tl.evaluate(tiny_sdata, train_mask=mask, layer="c2lst_prediction")
     with pytest.raises(ValueError, match=r"\(tables: \['table'\]\).*pass an existing `synthetic`"):
@@ -320,8 +320,8 @@ def test_blank_tiles_and_flat_genes_warn():
 
     train = np.random.default_rng(0).random((6, 4))
     train[:, 2] = 1.0  # detected in every spot, but constant
-    with pytest.warns(UserWarning, match=r"1 of the 4 panel genes do not vary.*\['g2'\].*smaller `n_top`"):
-        variance_panel(train, ["g0", "g1", "g2", "g3"], 1e4, n_top=4, min_spots=0.1)
+    with pytest.warns(UserWarning, match=r"1 of the 4 panel genes do not vary.*\['g2'\].*smaller `n_top_genes`"):
+        variance_panel(train, ["g0", "g1", "g2", "g3"], 1e4, n_top_genes=4, min_spots=0.1)
 
 
 # ---------------------------------------------------------------------------------------- unclear inputs

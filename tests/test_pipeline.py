@@ -34,7 +34,7 @@ def tiny_central(tmp_path_factory):
 @pytest.mark.slow
 def test_run_chains_every_step(tiny_sdata, tiny_central):
     table = tiny_sdata.tables["table"]
-    result = c2lst.tl.run(tiny_sdata, central=tiny_central, fraction=0.6, panel_size=10, adapt_steps=2, n_synthetic=1,
+    result = c2lst.tl.run(tiny_sdata, central=tiny_central, fraction=0.6, n_top_genes=10, adapt_steps=2, n_synthetic=1,
                           generate_steps=2, encoder="handcrafted", n_augment=1, batch_key="library_id", seed=0)
     assert isinstance(result, RunResult)
     assert table.uns["c2lst_pred"]["params"]["batch_key"] == "library_id"
@@ -49,7 +49,20 @@ def test_run_chains_every_step(tiny_sdata, tiny_central):
     assert result.top_genes(2) == list(result.evaluation.nlargest(2, "pearson")["gene"])
     assert "15/25 training spots" in repr(result)
     with pytest.raises(ValueError, match="already exists"):  # a second run refuses to overwrite
-        c2lst.tl.run(tiny_sdata, central=tiny_central, fraction=0.6, panel_size=10, adapt_steps=2, seed=0)
+        c2lst.tl.run(tiny_sdata, central=tiny_central, fraction=0.6, n_top_genes=10, adapt_steps=2, seed=0)
+
+
+@pytest.mark.slow
+def test_run_copy_and_old_panel_size(tiny_sdata, tiny_central):
+    with pytest.warns(FutureWarning, match="`panel_size` is now `n_top_genes`"):
+        out, result = c2lst.tl.run(tiny_sdata, central=tiny_central, fraction=0.6, panel_size=8, adapt_steps=1,
+                                   n_synthetic=1, generate_steps=2, seed=0, copy=True)
+    assert isinstance(result, RunResult) and len(result.panel) == 8
+    assert {"c2lst_pred", "lognorm"} <= set(out.tables["table"].layers) and "c2lst_synthetic" in out.tables
+    assert "c2lst_adapt" in out.tables["table"].uns
+    table = tiny_sdata.tables["table"]  # the input is untouched
+    assert not {"c2lst_pred", "lognorm"} & set(table.layers) and "c2lst_synthetic" not in tiny_sdata.tables
+    assert "c2lst_patch" not in table.obsm
 
 
 def test_run_rejects_mask_and_fraction(tiny_sdata, tiny_central):

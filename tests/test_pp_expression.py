@@ -50,18 +50,18 @@ def test_bad_counts(bad, msg):
 def test_panel_uses_training_spots_only():
     a = _adata()
     mask = np.arange(a.n_obs) < 20
-    panel = c2lst.pp.gene_panel(a, n_top=10, train_mask=mask)
+    panel = c2lst.pp.gene_panel(a, n_top_genes=10, train_mask=mask)
     b = a.copy()
     del b.uns["c2lst_panel"]
     b.X[~mask] = np.random.default_rng(5).poisson(50, size=b.X[~mask].shape)  # change test spots only
-    assert c2lst.pp.gene_panel(b, n_top=10, train_mask=mask) == panel
+    assert c2lst.pp.gene_panel(b, n_top_genes=10, train_mask=mask) == panel
     b.X[mask] = b.X[mask][::-1] * 3 + 1  # change training spots
-    assert c2lst.pp.gene_panel(b, n_top=10, train_mask=mask, overwrite=True) != panel
+    assert c2lst.pp.gene_panel(b, n_top_genes=10, train_mask=mask, overwrite=True) != panel
 
 
 def test_panel_ranks_by_training_variance_and_roundtrips():
     a = _adata()
-    panel = c2lst.pp.gene_panel(a, n_top=5, min_spots=0.0)
+    panel = c2lst.pp.gene_panel(a, n_top_genes=5, min_spots=0.0)
     c2lst.pp.normalize(a)
     v = a.layers["lognorm"].var(0)
     assert list(panel.genes) == list(a.var_names[np.argsort(-v, kind="stable")[:5]])
@@ -75,17 +75,30 @@ def test_panel_ranks_by_training_variance_and_roundtrips():
     np.testing.assert_allclose(panel.destandardize(z), expr, rtol=1e-4, atol=1e-5)
 
 
+def test_panel_old_keyword_and_copy():
+    a = _adata()
+    mask = np.arange(a.n_obs) < 20
+    with pytest.warns(FutureWarning, match="`n_top` is now `n_top_genes`"):
+        old = c2lst.pp.gene_panel(a, n_top=5, train_mask=mask)  # the old keyword still works for one release
+    assert len(old) == 5 and old.params["n_top_genes"] == 5
+    with pytest.raises(ValueError, match="pass `n_top_genes` only"):
+        c2lst.pp.gene_panel(a, n_top=5, n_top_genes=5, key_added="both")
+    out, panel = c2lst.pp.gene_panel(a, n_top_genes=5, train_mask=mask, key_added="copied", copy=True)
+    assert panel == old and "copied" in out.uns and "copied" in out.var
+    assert "copied" not in a.uns and "copied" not in a.var
+
+
 def test_panel_errors():
     a = _adata()
-    panel = c2lst.pp.gene_panel(a, n_top=5)
+    panel = c2lst.pp.gene_panel(a, n_top_genes=5)
     with pytest.raises(ValueError, match="missing from the data"):
         panel.validate(["g0", "g1"])
     with pytest.raises(ValueError, match="expected"):
         panel.standardize(np.zeros((3, 4)))
     with pytest.raises(ValueError, match="NaN"):
         panel.standardize(np.full((3, 5), np.nan))
-    with pytest.raises(ValueError, match="n_top"):
-        c2lst.pp.gene_panel(a, n_top=500, overwrite=True)
+    with pytest.raises(ValueError, match="n_top_genes"):
+        c2lst.pp.gene_panel(a, n_top_genes=500, overwrite=True)
     with pytest.raises(ValueError, match="empty"):
         c2lst.pp.gene_panel(a, train_mask=np.zeros(a.n_obs, bool), overwrite=True)
     d = panel.to_dict()
@@ -118,7 +131,7 @@ def test_gene_panel_seurat_flavor_is_scanpy_on_training_spots_only():
 
     t = _demo_table()
     mask = np.random.default_rng(0).random(t.n_obs) < 0.5
-    panel = c2lst.pp.gene_panel(t, n_top=50, train_mask=mask, flavor="seurat", min_spots=0.0)
+    panel = c2lst.pp.gene_panel(t, n_top_genes=50, train_mask=mask, flavor="seurat", min_spots=0.0)
     assert len(panel) == 50 and panel.params["flavor"] == "seurat"
     # the same ranking as scanpy's own on the training spots' lognorm (at the panel's target sum)
     ref = t[mask].copy()
@@ -126,22 +139,22 @@ def test_gene_panel_seurat_flavor_is_scanpy_on_training_spots_only():
     sc.pp.log1p(ref)
     sc.pp.highly_variable_genes(ref, flavor="seurat", n_top_genes=50)
     assert set(panel.genes) == set(ref.var_names[ref.var["highly_variable"]])
-    assert panel.genes != c2lst.pp.gene_panel(t, n_top=50, train_mask=mask, key_added="v", min_spots=0.0).genes
+    assert panel.genes != c2lst.pp.gene_panel(t, n_top_genes=50, train_mask=mask, key_added="v", min_spots=0.0).genes
     # held-out spots cannot move it
     other = t.copy()
     x = other.X.toarray()
     x[~mask] = np.random.default_rng(1).poisson(3.0, size=x[~mask].shape)
     other.X = sp.csr_matrix(x)
-    assert c2lst.pp.gene_panel(other, n_top=50, train_mask=mask, flavor="seurat", min_spots=0.0, key_added="o") == panel
+    assert c2lst.pp.gene_panel(other, n_top_genes=50, train_mask=mask, flavor="seurat", min_spots=0.0, key_added="o") == panel
 
 
 def test_gene_panel_include_forces_genes_of_interest():
     sdata = c2lst.datasets.demo()
     t = sdata.tables["table"]
     mask = np.arange(t.n_obs) % 2 == 0
-    plain = c2lst.pp.gene_panel(t, n_top=20, train_mask=mask, key_added="plain")
+    plain = c2lst.pp.gene_panel(t, n_top_genes=20, train_mask=mask, key_added="plain")
     assert "ERBB2" not in plain.genes  # not among the 20 most variable: why it must be forced
-    forced = c2lst.pp.gene_panel(t, n_top=20, train_mask=mask, include=["ERBB2", "GRB7"], key_added="forced")
+    forced = c2lst.pp.gene_panel(t, n_top_genes=20, train_mask=mask, include=["ERBB2", "GRB7"], key_added="forced")
     assert forced.genes[:2] == ("ERBB2", "GRB7") and len(forced) == 20
     assert forced.genes[2:] == plain.genes[:18]  # then the best-ranked others, in order
     assert t.var.loc["ERBB2", "forced"] and forced.params["include"] == ["ERBB2", "GRB7"]
@@ -155,13 +168,13 @@ def test_gene_panel_include_forces_genes_of_interest():
 def test_gene_panel_bad_include_and_flavor():
     t = _demo_table()
     with pytest.raises(ValueError, match=r"'erbb2': did you mean \['ERBB2'\]"):
-        c2lst.pp.gene_panel(t, n_top=10, include=["erbb2"])
+        c2lst.pp.gene_panel(t, n_top_genes=10, include=["erbb2"])
     with pytest.raises(ValueError, match=r"'ERBB22': did you mean \[.*'ERBB2'"):
-        c2lst.pp.gene_panel(t, n_top=10, include="ERBB22")
-    with pytest.raises(ValueError, match="raise `n_top`"):
-        c2lst.pp.gene_panel(t, n_top=1, include=["ERBB2", "GRB7"])
+        c2lst.pp.gene_panel(t, n_top_genes=10, include="ERBB22")
+    with pytest.raises(ValueError, match="raise `n_top_genes`"):
+        c2lst.pp.gene_panel(t, n_top_genes=1, include=["ERBB2", "GRB7"])
     with pytest.raises(ValueError, match="unknown flavor 'hvg'"):
-        c2lst.pp.gene_panel(t, n_top=10, flavor="hvg")
+        c2lst.pp.gene_panel(t, n_top_genes=10, flavor="hvg")
     assert "c2lst_panel" not in t.uns
 
 
@@ -169,5 +182,5 @@ def test_gene_panel_seurat_v3_on_counts():
     pytest.importorskip("skmisc", reason="flavor='seurat_v3' needs scikit-misc")
     t = _demo_table()
     mask = np.arange(t.n_obs) % 2 == 0
-    panel = c2lst.pp.gene_panel(t, n_top=30, train_mask=mask, flavor="seurat_v3", include=["ERBB2"])
+    panel = c2lst.pp.gene_panel(t, n_top_genes=30, train_mask=mask, flavor="seurat_v3", include=["ERBB2"])
     assert panel.genes[0] == "ERBB2" and len(panel) == 30

@@ -41,7 +41,7 @@ def test_predict_writes_only_its_keys(sdata):
     mask = _mask(table.n_obs)
     before = copy.deepcopy(table)
     elements = {k: list(getattr(sdata, k)) for k in ("images", "shapes", "tables")}
-    c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=10, seed=0)
+    c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top_genes=10, seed=0)
     pred = table.layers["c2lst_pred"]
     panel = table.var["c2lst_pred_panel"].to_numpy()
     assert pred.shape == table.shape and pred.dtype == np.float32 and np.isfinite(pred[:, panel]).all()
@@ -67,7 +67,7 @@ def test_predict_writes_only_its_keys(sdata):
     varies = ~panel & (measured.std(axis=0) > 0)
     assert varies.any() and (np.ptp(pred[:, varies], axis=0) > 0).all()
     assert np.allclose(np.ptp(pred[:, ~panel & ~varies], axis=0), 0)  # no training variance: its training mean
-    c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=10, seed=0,
+    c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top_genes=10, seed=0,
                      outside_panel="nan", key_added="panel_only")
     only = table.layers["panel_only"]
     assert np.isnan(only[:, ~panel]).all() and np.array_equal(only[:, panel], pred[:, panel])
@@ -77,7 +77,7 @@ def test_predict_writes_only_its_keys(sdata):
 
 def test_predict_same_seed_same_predictions_cnn(sdata):
     mask = _mask(_table(sdata).n_obs)
-    kw = dict(train_mask=mask, encoder="cnn", synthetic=None, n_top=8, epochs=3, batch_size=8)
+    kw = dict(train_mask=mask, encoder="cnn", synthetic=None, n_top_genes=8, epochs=3, batch_size=8)
     c2lst.tl.predict(sdata, seed=3, **kw)
     c2lst.tl.predict(sdata, seed=3, key_added="again", **kw)
     c2lst.tl.predict(sdata, seed=4, key_added="other", **kw)
@@ -91,7 +91,7 @@ def test_no_leakage_from_test_spots(sdata, encoder):
     """Perturbing held-out spots' counts and patches changes nothing fitted on the training spots."""
     table = _table(sdata)
     mask = _mask(table.n_obs)
-    kw = dict(train_mask=mask, encoder=encoder, synthetic=None, n_top=8, seed=0, epochs=2, batch_size=8)
+    kw = dict(train_mask=mask, encoder=encoder, synthetic=None, n_top_genes=8, seed=0, epochs=2, batch_size=8)
     other = copy.deepcopy(sdata)
     c2lst.tl.predict(sdata, **kw)
     first = table.layers["c2lst_pred"].copy()
@@ -114,16 +114,31 @@ def test_no_leakage_from_test_spots(sdata, encoder):
 
 def test_predict_copy_overwrite_and_return_model(sdata):
     mask = _mask(_table(sdata).n_obs)
-    out, model = c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=6, copy=True,
-                                  return_model=True)
+    out, model = c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top_genes=6, copy=True)
     assert "c2lst_pred" not in _table(sdata).layers and "c2lst_pred" in _table(out).layers
     assert isinstance(model, Predictor) and model.genes == _table(out).uns["c2lst_pred"]["params"]["panel_genes"]
     assert np.allclose(model.predict(_table(out).obsm["c2lst_patch"]),
                        _table(out)[:, model.genes].layers["c2lst_pred"])
-    c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=6)
+    c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top_genes=6)
     with pytest.raises(ValueError, match="overwrite"):
-        c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=6)
-    c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=6, overwrite=True)
+        c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top_genes=6)
+    c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top_genes=6, overwrite=True)
+
+
+def test_predict_returns_the_predictor_and_keeps_old_keywords(sdata):
+    table = _table(sdata)
+    kw = dict(train_mask=_mask(table.n_obs), encoder="handcrafted", synthetic=None, seed=0)
+    model = c2lst.tl.predict(sdata, n_top_genes=5, **kw)  # no return_model needed: the product is returned
+    assert isinstance(model, Predictor) and len(model.genes) == 5
+    with pytest.warns(FutureWarning, match="`return_model` is no longer needed"):
+        again = c2lst.tl.predict(sdata, n_top_genes=5, key_added="again", return_model=True, **kw)
+    assert isinstance(again, Predictor)
+    with pytest.warns(FutureWarning, match="`n_top` is now `n_top_genes`"):
+        c2lst.tl.predict(sdata, n_top=5, key_added="old", **kw)
+    np.testing.assert_array_equal(table.layers["old"], table.layers["c2lst_pred"])
+    with pytest.raises(ValueError, match="pass `n_top_genes` only"):
+        c2lst.tl.predict(sdata, n_top=5, n_top_genes=5, key_added="both", **kw)
+    assert "both" not in table.layers
 
 
 def test_predict_uses_stored_panel_and_synthetic_table(sdata):
@@ -131,7 +146,7 @@ def test_predict_uses_stored_panel_and_synthetic_table(sdata):
 
     table = _table(sdata)
     mask = _mask(table.n_obs)
-    panel = c2lst.pp.gene_panel(sdata, n_top=6, train_mask=mask)
+    panel = c2lst.pp.gene_panel(sdata, n_top_genes=6, train_mask=mask)
     c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None)
     assert table.uns["c2lst_pred"]["params"]["panel_genes"] == list(panel.genes)
     assert table.uns["c2lst_pred"]["params"]["panel_source"] == "uns['c2lst_panel']"
@@ -154,7 +169,7 @@ def test_predict_synthetic_weight_align_and_cv(sdata):
 
     table = _table(sdata)
     mask = _mask(table.n_obs)
-    panel = c2lst.pp.gene_panel(sdata, n_top=5, train_mask=mask)
+    panel = c2lst.pp.gene_panel(sdata, n_top_genes=5, train_mask=mask)
     rows = np.flatnonzero(mask)
     table.obs["section"] = np.where(np.arange(table.n_obs) % 2 == 0, "A", "B")
     syn = AnnData(X=panel.expression(table)[rows], var=pd.DataFrame(index=list(panel.genes)),
@@ -211,7 +226,7 @@ def test_predict_synthetic_weight_align_and_cv(sdata):
 def test_predict_bad_input(sdata, tmp_path):
     table = _table(sdata)
     n = table.n_obs
-    kw = dict(encoder="handcrafted", synthetic=None, n_top=5)
+    kw = dict(encoder="handcrafted", synthetic=None, n_top_genes=5)
     with pytest.raises(ValueError, match="empty"):
         c2lst.tl.predict(sdata, train_mask=np.zeros(n, bool), **kw)
     with pytest.raises(ValueError, match="at least 3"):
@@ -275,7 +290,7 @@ def test_predict_checkpoint_encoder_and_mlp_head_through_tl(sdata, tmp_path):
     table = _table(sdata)
     mask = _mask(table.n_obs)
     kw = {"train_mask": mask, "encoder": str(tmp_path / "resnet.safetensors"), "head": "mlp", "synthetic": None,
-          "n_top": 5, "seed": 3}
+          "n_top_genes": 5, "seed": 3}
     c2lst.tl.predict(sdata, **kw)
     c2lst.tl.predict(sdata, key_added="again", **kw)
     pred = np.asarray(table.layers["c2lst_pred"])
@@ -345,7 +360,7 @@ def test_predictor_n_augment_is_its_own_set_of_rows():
 def test_evaluate_perfect_predictions_give_r1(sdata):
     table = _table(sdata)
     mask = _mask(table.n_obs)
-    panel = c2lst.pp.gene_panel(sdata, n_top=6, train_mask=mask)
+    panel = c2lst.pp.gene_panel(sdata, n_top_genes=6, train_mask=mask)
     layer = np.zeros(table.shape, np.float32)
     layer[:, table.var_names.get_indexer(list(panel.genes))] = panel.expression(table)
     table.layers["truth"] = layer
@@ -363,7 +378,7 @@ def test_evaluate_perfect_predictions_give_r1(sdata):
 def test_evaluate_top_hvg_from_training_spots_only(sdata):
     table = _table(sdata)
     mask = _mask(table.n_obs)
-    panel = c2lst.pp.gene_panel(sdata, n_top=6, train_mask=mask)
+    panel = c2lst.pp.gene_panel(sdata, n_top_genes=6, train_mask=mask)
     cols = table.var_names.get_indexer(list(panel.genes))
     train_var = panel.expression(table)[mask].var(axis=0)
     quiet = int(np.argmin(train_var))  # the panel gene that varies least on the training spots
@@ -400,7 +415,7 @@ def test_evaluate_after_predict_per_section_not_pooled(sdata):
     x[table.n_obs:, 3:5] = x[table.n_obs:, 3:5][::-1]  # break section 2's ground truth only
     two.X = sp.csr_matrix(x)
     mask = np.r_[_mask(table.n_obs), _mask(table.n_obs)]
-    c2lst.tl.predict(two, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=5)
+    c2lst.tl.predict(two, train_mask=mask, encoder="handcrafted", synthetic=None, n_top_genes=5)
     res = c2lst.tl.evaluate(two)  # training spots recalled from .uns
     assert set(res["section"]) == {"s1", "s2"}
     from c2lst.metrics import pearson_per_gene
@@ -411,6 +426,16 @@ def test_evaluate_after_predict_per_section_not_pooled(sdata):
     expected = pearson_per_gene(panel.expression(two)[s1], two[s1][:, genes].layers["c2lst_pred"])
     assert np.allclose(res[res["section"] == "s1"]["pearson"], expected, equal_nan=True)
     assert set(two.uns["c2lst_eval"]["summary"]) == {"s1", "s2"}
+    # library_key names the section column; copy=True scores into a copy and returns (copy, frame)
+    two.obs["slide"] = two.obs["library_id"].map({"s1": "A", "s2": "B"}).astype(str)
+    out, by_slide = c2lst.tl.evaluate(two, library_key="slide", key_added="by_slide", copy=True)
+    assert set(by_slide["section"]) == {"A", "B"} and "pearson" in by_slide
+    np.testing.assert_allclose(by_slide[by_slide["section"] == "A"]["pearson"], res[res["section"] == "s1"]["pearson"])
+    assert "by_slide" in out.uns and "by_slide" not in two.uns and "by_slide_pearson" not in two.var
+    assert out.uns["by_slide"]["params"]["library_key"] == "slide"
+    with pytest.raises(ValueError, match="library_key"):
+        c2lst.tl.evaluate(two, library_key="batch", key_added="bad")
+    assert set(c2lst.tl.evaluate(two, library_key=None, key_added="pooled")["section"]) == {"all"}
 
 
 def test_evaluate_bad_input(sdata):
@@ -418,7 +443,7 @@ def test_evaluate_bad_input(sdata):
     mask = _mask(table.n_obs)
     with pytest.raises(ValueError, match="predict"):
         c2lst.tl.evaluate(sdata, train_mask=mask)
-    c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=5)
+    c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top_genes=5)
     with pytest.raises(ValueError, match="held-out"):
         c2lst.tl.evaluate(sdata, train_mask=np.ones(table.n_obs, bool) & ~np.eye(1, table.n_obs, 0, dtype=bool)[0])
     with pytest.raises(ValueError, match="outside `train_mask`"):
@@ -430,7 +455,7 @@ def test_evaluate_bad_input(sdata):
 
 def test_predict_slide_maps_genes_on_a_grid(sdata):
     mask = _mask(_table(sdata).n_obs)
-    model = c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top=5, return_model=True)
+    model = c2lst.tl.predict(sdata, train_mask=mask, encoder="handcrafted", synthetic=None, n_top_genes=5)
     c2lst.tl.predict_slide(sdata, model, grid_um=150, spot_um=100, min_tissue=0.0)
     grid = sdata.tables["c2lst_slide"]
     assert list(grid.var_names) == model.genes and grid.n_obs == len(sdata.shapes["c2lst_slide_spots"]) > 4
@@ -444,6 +469,9 @@ def test_predict_slide_maps_genes_on_a_grid(sdata):
     assert grid.uns["spatial"]["c2lst_slide"]["scalefactors"]["tissue_hires_scalef"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="overwrite"):
         c2lst.tl.predict_slide(sdata, model, min_tissue=0.0)
+    out = c2lst.tl.predict_slide(sdata, model, grid_um=150, min_tissue=0.0, key_added="copied", copy=True)
+    assert "copied" in out.tables and "copied_spots" in out.shapes
+    assert "copied" not in sdata.tables and "copied_spots" not in sdata.shapes
 
 
 @pytest.mark.parametrize("lattice", ["square", "hex"])
@@ -452,7 +480,7 @@ def test_predict_slide_lattices(sdata, lattice):
 
     mpp = _table(sdata).uns["c2lst"]["spatial"]["mpp"]
     model = c2lst.tl.predict(sdata, train_mask=_mask(_table(sdata).n_obs), encoder="handcrafted", synthetic=None,
-                             n_top=5, return_model=True)
+                             n_top_genes=5)
     c2lst.tl.predict_slide(sdata, model, grid_um=60, spot_um=100, min_tissue=0.0, lattice=lattice)
     grid = sdata.tables["c2lst_slide"]
     assert grid.uns["c2lst_slide"]["params"]["lattice"] == lattice
@@ -494,8 +522,8 @@ def test_neighbour_graphs_use_true_distances_not_visium_half_steps(sdata):
 def test_predict_slide_with_a_per_section_model(sdata):
     table = _table(sdata)
     table.obs["section"] = np.where(np.arange(table.n_obs) % 2 == 0, "A", "B")
-    model = c2lst.tl.predict(sdata, train_mask=_mask(table.n_obs), encoder="handcrafted", synthetic=None, n_top=5,
-                             batch_key="section", return_model=True)
+    model = c2lst.tl.predict(sdata, train_mask=_mask(table.n_obs), encoder="handcrafted", synthetic=None, n_top_genes=5,
+                             batch_key="section")
     c2lst.tl.predict_slide(sdata, model, grid_um=150, spot_um=100, min_tissue=0.0)
     grid = sdata.tables["c2lst_slide"]  # the new slide is one group, standardised on its own tiles
     patches = np.asarray(grid.obsm["c2lst_patch"])
@@ -516,6 +544,9 @@ def test_evaluate_synthetic_writes_metrics(sdata):
     assert {"frechet_floor", "kid_floor", "precision_floor", "diversity_ratio_floor", "precision_vs_half"} <= set(res)
     assert res["n_floor"] == mask.sum() // 2 and "frechet_vs_half" in res
     assert sdata.tables["c2lst_synthetic"].uns["c2lst_synthetic_eval"]["metrics"] == res
+    out, again = c2lst.tl.evaluate_synthetic(sdata, train_mask=mask, table_key="table", key_added="copied", copy=True)
+    assert again == res and "copied" in out.tables["c2lst_synthetic"].uns
+    assert "copied" not in sdata.tables["c2lst_synthetic"].uns
     # the reference is the spots the generator was adapted on: copies of them are at distance 0, held-out spots not
     sdata.tables["c2lst_synthetic"] = AnnData(X=np.zeros((mask.sum(), 2), np.float32),
                                               obsm={"c2lst_patch": patches[mask]})
@@ -549,8 +580,7 @@ def test_central_encoder_features_and_identity_check(sdata, tmp_path):
 
     central = tiny(0)
     mask = _mask(len(patches))
-    model = c2lst.tl.predict(sdata, train_mask=mask, encoder="central", central=central, synthetic=None, n_top=5,
-                             return_model=True)
+    model = c2lst.tl.predict(sdata, train_mask=mask, encoder="central", central=central, synthetic=None, n_top_genes=5)
     n_central = central.features(patches[:2]).shape[1]
     assert model.fit_info["n_features"] == n_central + len(c2lst.metrics.handcrafted_feature_names())
     path = model.save(tmp_path / "pred")

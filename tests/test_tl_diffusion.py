@@ -124,7 +124,7 @@ def test_adapt_records_and_rules(sdata, central, tmp_path):
     central.save(tmp_path / "central")
     local = c2lst.tl.adapt(sdata, tmp_path / "central", train_fraction=0.6, steps=3, batch_size=4, seed=0)
     assert isinstance(local, LocalModel) and local.central.weights_sha256 == central.weights_sha256
-    rec = table.uns["c2lst"]["adapt"]
+    rec = table.uns["c2lst_adapt"]
     assert len(rec["train_spots"]) == 15 and set(rec["train_spots"]) <= set(table.obs_names)
     assert rec["central"]["weights_sha256"] == central.weights_sha256
     panel = GenePanel.from_table(table)  # chosen on the training spots, stored
@@ -140,7 +140,14 @@ def test_adapt_records_and_rules(sdata, central, tmp_path):
     # an existing panel is used, not replaced
     local2 = c2lst.tl.adapt(sdata, central, steps=2, batch_size=4, overwrite=True)
     assert local2.panel["genes"] == list(panel.genes)
-    assert table.uns["c2lst"]["adapt"]["train_spots"] == list(table.obs_names)
+    assert table.uns["c2lst_adapt"]["train_spots"] == list(table.obs_names)
+    # key_added names the record; copy=True writes into a copy and returns (copy, model)
+    c2lst.tl.adapt(sdata, central, steps=1, batch_size=4, decoder_steps=0, key_added="other")
+    assert table.uns["other"]["params"]["steps"] == 1 and "adapt" not in table.uns.get("c2lst", {})
+    before = set(table.uns)
+    out, local3 = c2lst.tl.adapt(sdata, central, steps=1, batch_size=4, decoder_steps=0, key_added="copied", copy=True)
+    assert isinstance(local3, LocalModel) and out is not sdata and "copied" in out.tables["table"].uns
+    assert set(table.uns) == before
     with pytest.raises(ValueError, match="either `train_mask` or `train_fraction`"):
         c2lst.tl.adapt(sdata, central, train_mask=np.arange(5), train_fraction=0.5, overwrite=True)
     with pytest.raises(ValueError, match="train_fraction"):
@@ -191,7 +198,7 @@ def test_generate_sources(sdata, central):
                       overwrite=True, sampler="ddim")
     assert not np.array_equal(np.asarray(sdata.tables["again"].obsm["c2lst_patch"]), patches)
 
-    c2lst.tl.generate(sdata, local, source="mixup", n_per_profile=3, n_neighbors=2, steps=3, seed=1, key_added="mix")
+    c2lst.tl.generate(sdata, local, source="mixup", n_per_profile=3, n_neighs=2, steps=3, seed=1, key_added="mix")
     mix = sdata.tables["mix"]
     train = set(table.obs_names[mask])
     assert mix.n_obs == 39 and set(mix.obs["partner_spot"]) <= train
@@ -202,6 +209,16 @@ def test_generate_sources(sdata, central):
     rows = table.obs_names.get_indexer(mix.obs["source_spot"]), table.obs_names.get_indexer(mix.obs["partner_spot"])
     np.testing.assert_allclose(mix.X, w[:, None] * expr[rows[0]] + (1 - w[:, None]) * expr[rows[1]], rtol=1e-5,
                                atol=1e-6)
+
+    # n_neighbors is n_neighs' old name: it warns and still works; both is an error
+    with pytest.warns(FutureWarning, match="`n_neighbors` is now `n_neighs`"):
+        c2lst.tl.generate(sdata, local, source="mixup", n_per_profile=3, n_neighbors=2, steps=3, seed=1, key_added="old")
+    assert np.array_equal(sdata.tables["old"].obsm["c2lst_patch"], mix.obsm["c2lst_patch"])
+    with pytest.raises(ValueError, match="pass `n_neighs` only"):
+        c2lst.tl.generate(sdata, local, source="mixup", n_neighbors=2, n_neighs=2, key_added="both")
+    # copy=True: the copy holds the new table, the input does not
+    out = c2lst.tl.generate(sdata, local, source="spots", steps=2, seed=0, key_added="copied", copy=True)
+    assert "copied" in out.tables and "copied" not in sdata.tables and out.images.keys() == sdata.images.keys()
 
     # partners come from the source spot's own section (`library_key`; default obs["library_id"] when present)
     table.obs["half"] = np.where(np.arange(table.n_obs) < 12, "A", "B")

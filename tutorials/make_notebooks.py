@@ -68,7 +68,7 @@ rng = np.random.default_rng(0)
 train = np.zeros(table.n_obs, dtype=bool)
 train[rng.choice(table.n_obs, size=table.n_obs // 2, replace=False)] = True
 c2lst.pp.normalize(sdata, train_mask=train)
-panel = c2lst.pp.gene_panel(sdata, n_top=64 if TINY else 256, train_mask=train)
+panel = c2lst.pp.gene_panel(sdata, n_top_genes=64 if TINY else 256, train_mask=train)
 panel"""),
     new_markdown_cell("""\
 ## Baseline: a predictor trained on the real spots alone
@@ -201,7 +201,7 @@ sdata_c3"""),
     new_markdown_cell("""\
 ## 3. A new H&E-only slide
 
-Train the predictor on a sequenced section and keep the fitted model (`return_model=True`; share it with
+Train the predictor on a sequenced section and keep the fitted model `tl.predict` returns (share it with
 `predictor.save(path)`). Then map expression onto a slide that has only an H&E image:
 `c2lst.io.read_slide(path, mpp=...)` reads the image alone (µm per pixel given, or from the file's metadata)
 and `c2lst.tl.predict_slide` lays a grid of pseudo-spots over the tissue, cuts their patches and predicts
@@ -211,10 +211,9 @@ demo image again)."""),
 train_sdata = c2lst.datasets.demo()
 c2lst.pp.extract_patches(train_sdata)
 c2lst.pp.normalize(train_sdata)
-panel = c2lst.pp.gene_panel(train_sdata, n_top=32 if TINY else 256)
+panel = c2lst.pp.gene_panel(train_sdata, n_top_genes=32 if TINY else 256)
 central = None if ENCODER != "central" else c2lst.datasets.central_default()
-predictor = c2lst.tl.predict(train_sdata, synthetic=None, encoder=ENCODER, central=central, seed=0,
-                             return_model=True)
+predictor = c2lst.tl.predict(train_sdata, synthetic=None, encoder=ENCODER, central=central, seed=0)
 predictor"""),
     new_code_cell("""\
 if sdata_c3 is not None:  # C3's H&E image file read on its own, without its spots
@@ -298,7 +297,7 @@ model it was trained on; no spot, patch or count."""),
 sdata = c2lst.datasets.demo()
 c2lst.pp.extract_patches(sdata)
 c2lst.pp.normalize(sdata)
-panel = c2lst.pp.gene_panel(sdata, n_top=32 if TINY else 256)
+panel = c2lst.pp.gene_panel(sdata, n_top_genes=32 if TINY else 256)
 local = c2lst.tl.adapt(sdata, central, panel=panel, steps=ADAPT_STEPS, seed=0)
 local.save(WORK / "adapter")
 

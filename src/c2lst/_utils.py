@@ -194,13 +194,50 @@ def check_key(container: Mapping[str, Any], key: str, *, where: str, overwrite: 
         raise ValueError(f"{where}[{key!r}] already exists; pass `overwrite=True` to replace it or choose another `key_added`.")
 
 
-def table_uns(table: AnnData) -> dict[str, Any]:
-    """Return the ``.uns["c2lst"]`` namespace of a table, created if missing."""
-    ns = table.uns.get(SPATIAL_UNS)
-    if ns is None:
-        ns = {}
-        table.uns[SPATIAL_UNS] = ns
-    return ns
+LIBRARY_KEY = "library_id"  # the default section column (c2lst.io, squidpy)
+ONE_SECTION = "all"  # the section name of spots in a table without sections
+
+
+def section_labels(table: AnnData, library_key: str | None) -> np.ndarray:
+    """Each spot's section as ``str``: ``obs[library_key]``; one section ``"all"`` for ``None`` or a missing default.
+
+    A ``library_key`` other than the default that is not an ``.obs`` column is a ``ValueError`` listing the columns.
+    """
+    if library_key is None or (library_key == LIBRARY_KEY and library_key not in table.obs):
+        return np.full(table.n_obs, ONE_SECTION)
+    if library_key not in table.obs:
+        raise ValueError(f"`library_key` {library_key!r} is not an .obs column of the spots (columns: "
+                         f"{list(table.obs.columns)[:8]}); pass the column naming each spot's section, or None.")
+    return table.obs[library_key].astype(str).to_numpy()
+
+
+def writable(data: Any, copy: bool) -> Any:
+    """Return ``data``, or with ``copy`` a copy to write into (``AnnData.copy()``, or a ``SpatialData`` with copied tables).
+
+    The ``SpatialData`` copy shares the images, labels, points and shapes (c2lst never changes them in place; it
+    only adds elements), so copying a slide-sized image is never needed.
+    """
+    if not copy:
+        return data
+    import copy as _copy
+
+    from spatialdata import SpatialData
+
+    if isinstance(data, SpatialData):
+        return SpatialData(images=dict(data.images), labels=dict(data.labels), points=dict(data.points),
+                           shapes=dict(data.shapes), tables={k: t.copy() for k, t in data.tables.items()},
+                           attrs=_copy.deepcopy(dict(data.attrs)))
+    return data.copy()
+
+
+def returned(data: Any, result: Any, copy: bool) -> Any:
+    """Return what a writer returns: ``result``; with ``copy``, the copy, or ``(copy, result)`` when there is one.
+
+    ``result`` is the function's product (a model, a panel, a mask, scores) or ``None`` when it only writes slots.
+    """
+    if not copy:
+        return result
+    return data if result is None else (data, result)
 
 
 def spot_mpp(table: AnnData) -> float:

@@ -129,7 +129,8 @@ def train_mask_of(table: AnnData, args: argparse.Namespace, *, default_all: bool
     if getattr(args, "fraction", None) is not None:
         if key in table.obs and not args.overwrite:
             raise UserError(f"obs[{key!r}] already holds a split; pass --overwrite or --train-key NEW_COLUMN.")
-        return split_spots(table, args.fraction, seed=args.seed, key_added=key, overwrite=True)
+        return split_spots(table, fraction=args.fraction, seed=args.seed, library_key=args.library_key, key_added=key,
+                           overwrite=True)
     if key in table.obs:
         col = table.obs[key]
         if col.dtype != bool:
@@ -220,7 +221,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     if "lognorm" not in table.layers:
         pp.normalize(sdata, train_mask=mask, table_key=name)
     if "c2lst_panel" not in table.uns or args.overwrite:  # a stored panel is reused unless replaced
-        pp.gene_panel(sdata, n_top=min(args.panel_size, table.n_vars), train_mask=mask, table_key=name,
+        pp.gene_panel(sdata, n_top_genes=min(args.n_top_genes, table.n_vars), train_mask=mask, table_key=name,
                       flavor=args.panel_flavor, include=args.include, overwrite=args.overwrite)
     local = tl.adapt(sdata, central, train_mask=mask, steps=args.steps, decoder_steps=args.decoder_steps,
                      table_key=name, seed=args.seed, overwrite=args.overwrite)
@@ -238,9 +239,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     source = Path(args.sdata)
     sdata = read_store(source)
     local = LocalModel.load(model_dir(args.adapter, "adapter", "`c2lst adapt`"), load_central(args.central))
-    tl.generate(sdata, local, source=args.source, n_per_profile=args.n_per_profile, steps=args.steps,
-                guidance_scale=args.guidance_scale, strength=args.strength, seed=args.seed, table_key=args.table_key,
-                key_added=args.key_added, overwrite=args.overwrite)
+    tl.generate(sdata, local, source=args.source, n_per_profile=args.n_per_profile, n_neighs=args.n_neighs,
+                library_key=args.library_key, steps=args.steps, guidance_scale=args.guidance_scale,
+                strength=args.strength, seed=args.seed, table_key=args.table_key, key_added=args.key_added,
+                overwrite=args.overwrite)
     write_store(sdata, source, args.out, [args.key_added], overwrite=args.overwrite)
     print(f"added table {args.key_added!r}: {sdata.tables[args.key_added].n_obs} synthetic patches")
     return 0
@@ -260,8 +262,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = tl.predict(sdata, train_mask=mask, synthetic=synthetic, encoder=args.encoder, table_key=name,
                        seed=args.seed, synthetic_weight=args.synthetic_weight, synthetic_align=args.synthetic_align,
                        n_augment=args.n_augment, augment_weight=args.augment_weight, groupby=args.groupby,
-                       batch_key=args.batch_key, overwrite=args.overwrite, return_model=args.save_model is not None,
-                       **kwargs)
+                       batch_key=args.batch_key, overwrite=args.overwrite, **kwargs)
     write_store(sdata, source, args.out, [name], overwrite=args.overwrite)
     print(f"added .layers['c2lst_pred'] to table {name!r} ({int(mask.sum())} training spots)")
     if args.save_model is not None:
@@ -303,7 +304,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if mask is None or mask.all():
         raise UserError("no held-out spot: evaluate needs a training split (--train-key COLUMN or --fraction F, "
                         "the same as for predict).")
-    result = tl.evaluate(sdata, train_mask=mask, table_key=name, overwrite=args.overwrite)
+    result = tl.evaluate(sdata, train_mask=mask, library_key=args.library_key, table_key=name,
+                         overwrite=args.overwrite)
     if args.csv:
         write_atomic(args.csv, lambda tmp: result.to_csv(tmp, index=False))
     write_store(sdata, source, args.out, [name], overwrite=args.overwrite)
@@ -445,11 +447,17 @@ def _add_common(p: argparse.ArgumentParser, *, store: bool = True, split: bool =
         p.add_argument("--out", help="write the updated SpatialData to this new store instead")
         p.add_argument("--table-key", help="table to use when the store holds several")
     if split:
+        _add_library_key(p)
         p.add_argument("--train-key", help=f"boolean obs column marking training spots (default: {TRAIN_KEY!r} if present)")
         p.add_argument("--fraction", type=float, help=f"new seeded random split: this share of each section's spots "
                        f"trains (stored in obs[--train-key or {TRAIN_KEY!r}])")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace existing results instead of refusing")
+
+
+def _add_library_key(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--library-key", default="library_id",
+                   help="obs column naming each spot's section; absent: one section (default %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -507,7 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="adaptation steps (default from the central model's config)")
     p.add_argument("--decoder-steps", type=int,
                    help="local decoder fine-tuning steps (0: keep the central decoder; default min(200, steps))")
-    p.add_argument("--panel-size", type=int, default=RECIPE.panel_size, help="genes in the panel (default %(default)s)")
+    p.add_argument("--n-top-genes", "--panel-size", dest="n_top_genes", type=int, default=RECIPE.n_top_genes,
+                   help="genes in the panel (default %(default)s; --panel-size is its deprecated old name)")
     p.add_argument("--panel-flavor", default="variance", choices=list(PANEL_FLAVORS),
                    help="how panel genes are ranked on the training spots (scanpy's highly_variable_genes flavors)")
     p.add_argument("--include", nargs="+", metavar="GENE", help="genes forced into the panel, e.g. --include ERBB2")
@@ -519,6 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--central", default="default", help="the central model the adapter was trained on")
     p.add_argument("--source", default="mixup", choices=["spots", "mixup"], help="conditioning profiles (default mixup)")
     p.add_argument("--n-per-profile", type=int, default=1, help="patches per profile (default 1)")
+    p.add_argument("--n-neighs", type=int, default=RECIPE.n_neighs,
+                   help="spatial neighbours a mixup partner is drawn from (default %(default)s)")
+    _add_library_key(p)
     p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
     p.add_argument("--guidance-scale", type=float, default=2.0, help="classifier-free guidance (default 2)")
     p.add_argument("--strength", type=float,

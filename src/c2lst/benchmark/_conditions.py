@@ -78,8 +78,9 @@ def diffusion_pairs(central: Any, fold: Fold, *, recipe: RecipeConfig = RECIPE, 
 
     Returns
     -------
-    ``(synthetic patches at out_px, their lognorm conditioning profiles, source row of each tile in the fold,
-    stage timings)``.
+    ``(patches, profiles, source_rows, timings)``
+        The synthetic patches at ``out_px``, their lognorm conditioning profiles, the source row of each tile in
+        the fold and the stage timings.
     """
     from .. import tl
 
@@ -91,7 +92,7 @@ def diffusion_pairs(central: Any, fold: Fold, *, recipe: RecipeConfig = RECIPE, 
                      batch_size=adapt_batch_size, decoder_steps=recipe.decoder_steps, table_key="table",
                      seed=fold.seed, overwrite=True)
     t1 = time.perf_counter()
-    tl.generate(sdata, local, source="mixup", n_per_profile=recipe.n_per_profile, n_neighbors=recipe.n_neighbors,
+    tl.generate(sdata, local, source="mixup", n_per_profile=recipe.n_per_profile, n_neighs=recipe.n_neighs,
                 mix_range=recipe.mix_range, library_key="library_id", steps=recipe.generate_steps,
                 guidance_scale=recipe.guidance_scale, strength=recipe.strength, seed=fold.seed, batch_size=batch_size,
                 table_key="table", key_added=key_added, overwrite=True)

@@ -67,7 +67,7 @@ class Fold:
         return lognorm(self.test.counts[:, self.cols], self.test.library, self.panel.target_sum)
 
 
-def make_fold(sections: Sequence[Section], test: str, fraction: float, seed: int, *, n_top: int = 50) -> Fold:
+def make_fold(sections: Sequence[Section], test: str, fraction: float, seed: int, *, n_top_genes: int = 50) -> Fold:
     """Hold out section ``test``, pair ``fraction`` of each other section's spots, choose the panel on them.
 
     Raises
@@ -84,7 +84,7 @@ def make_fold(sections: Sequence[Section], test: str, fraction: float, seed: int
     library = np.concatenate([s.library[p] for s, p in zip(train, picks, strict=True)])
     target_sum = median_library_size(library)
     expr = np.concatenate([lognorm(s.counts[p], s.library[p], target_sum) for s, p in zip(train, picks, strict=True)])
-    panel, cols = variance_panel(expr, held.genes, target_sum, n_top=n_top, min_spots=0.1)
+    panel, cols = variance_panel(expr, held.genes, target_sum, n_top_genes=n_top_genes, min_spots=0.1)
     return Fold(
         test=held, train=train, fraction=fraction, seed=seed, picks=picks, panel=panel, cols=cols,
         patches=np.concatenate([s.patches[p] for s, p in zip(train, picks, strict=True)]),

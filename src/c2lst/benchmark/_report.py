@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +24,28 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     return benchmark_summary(results, "pcc")
 
 
+def fraction_cells(frame: pd.DataFrame, condition: str, fractions: Sequence[float],
+                   render: Callable[[pd.DataFrame], str]) -> list[str]:
+    """One table cell per fraction: ``render`` of ``condition``'s rows at that fraction, ``"–"`` where there are none."""
+    rows = frame[frame["condition"] == condition]
+    return [render(r) if not (r := rows[rows["fraction"] == f]).empty else "–" for f in fractions]
+
+
+def _mean_sd(r: pd.DataFrame) -> str:
+    r = r.iloc[0]
+    sd = "" if not np.isfinite(r["std"]) else f" ± {r['std']:.3f}"
+    return f"{r['mean']:.3f}{sd} ({int(r['n_folds'])}f×{int(r['n_seeds'])}s)"
+
+
 def markdown(results: pd.DataFrame, synthetic: pd.DataFrame, meta: dict[str, Any]) -> str:
     """Render the summary tables as markdown."""
     summ = summarize(results)
     fr = sorted(summ["fraction"].unique())
     lines = ["| condition | " + " | ".join(f"f={f:g}" for f in fr) + " |", "|---" * (len(fr) + 1) + "|"]
     for cond in pd.unique(summ["condition"]):
-        cells = []
-        for f in fr:
-            r = summ[(summ["condition"] == cond) & (summ["fraction"] == f)]
-            if r.empty:
-                cells.append("–")
-                continue
-            r = r.iloc[0]
-            sd = "" if not np.isfinite(r["std"]) else f" ± {r['std']:.3f}"
-            cells.append(f"{r['mean']:.3f}{sd} ({int(r['n_folds'])}f×{int(r['n_seeds'])}s)")
-        lines.append(f"| {cond} | " + " | ".join(cells) + " |")
-    out = [f"Mean PCC over the top-{meta.get('n_top', 50)} training HVGs on the held-out section "
+        lines.append(f"| {cond} | " + " | ".join(fraction_cells(summ, cond, fr, _mean_sd)) + " |")
+    n_top_genes = meta.get("n_top_genes", meta.get("n_top", 50))  # "n_top": tables written by c2lst 0.1.0
+    out = [f"Mean PCC over the top-{n_top_genes} training HVGs on the held-out section "
            "(folds averaged within a seed; ± sd over seeds; nf×ms = folds × seeds).", "", *lines, ""]
     tcols = [c for c in results.columns if c.startswith("t_")]
     mcols = [c for c in results.columns if c.startswith("mem_")]

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..files import write_atomic
 from ..metrics._benchmark import benchmark_summary, paired_difference
+from ._report import fraction_cells
 
 ORDER = ("handcrafted", "real", "augment", "mixup", "spatial_mixup", "c2l", "local_only", "c2l_augment")
 META = "other_measurements.json"
@@ -45,38 +46,26 @@ def _source(name: str, meta: dict) -> list[str]:
 def _loso(rows: pd.DataFrame) -> list[str]:
     conds = [c for c in ORDER if c in set(rows["condition"])] + sorted(set(rows["condition"]) - set(ORDER))
     fr = sorted(rows["fraction"].unique())
-    summ = benchmark_summary(rows, "pcc").set_index(["condition", "fraction"])
-    body = []
-    for c in conds:
-        cells = []
-        for f in fr:
-            if (c, f) not in summ.index:
-                cells.append("–")
-                continue
-            r = summ.loc[(c, f)]
-            cells.append(f"{_pm(r['mean'], r['std'])} ({int(r['n_folds'])}×{int(r['n_seeds'])})")
-        body.append([c, *cells])
+    summ = benchmark_summary(rows, "pcc")
+
+    def mean_sd(r: pd.DataFrame) -> str:
+        r = r.iloc[0]
+        return f"{_pm(r['mean'], r['std'])} ({int(r['n_folds'])}×{int(r['n_seeds'])})"
+
+    body = [[c, *fraction_cells(summ, c, fr, mean_sd)] for c in conds]
     out = ["Mean Pearson r over the 50-gene panel on the held-out section: the five folds averaged within a seed, "
            "then mean ± sd over seeds (folds × seeds in brackets).", ""]
     out += _table(["condition", *[f"f = {f:g}" for f in fr]], body) + [""]
     paired = [c for c in conds if c != "handcrafted"]  # the floor has its own standardisation: not paired with real
     diff = paired_difference(rows[rows["condition"].isin(paired)], "pcc", "real", paired)
     diff = diff.groupby(["condition", "fraction", "seed"], sort=False)["pcc"].mean().rename("diff").reset_index()
-    body = []
-    for c in conds:
-        if c in ("handcrafted", "real"):
-            continue
-        cells = []
-        for f in fr:
-            d = diff[(diff["condition"] == c) & (diff["fraction"] == f)]
-            if d.empty:
-                cells.append("–")
-                continue
-            seed0 = d[d["seed"] == 0]["diff"]
-            s0 = f"; seed 0 {seed0.iloc[0]:+.4f}" if len(seed0) and len(d) > 1 else ""
-            cells.append(f"{_signed(d['diff'].mean(), d['diff'].std(ddof=1))} ({int((d['diff'] > 0).sum())}/{len(d)} "
-                         f"seeds > 0{s0})")
-        body.append([c, *cells])
+
+    def signed(d: pd.DataFrame) -> str:
+        seed0 = d[d["seed"] == 0]["diff"]
+        s0 = f"; seed 0 {seed0.iloc[0]:+.4f}" if len(seed0) and len(d) > 1 else ""
+        return f"{_signed(d['diff'].mean(), d['diff'].std(ddof=1))} ({int((d['diff'] > 0).sum())}/{len(d)} seeds > 0{s0})"
+
+    body = [[c, *fraction_cells(diff, c, fr, signed)] for c in conds if c not in ("handcrafted", "real")]
     out += ["Paired difference to `real` (real pairs alone, the same per-section predictor) on the same folds: "
             "mean ± sd over seeds, the seeds above zero, and seed 0's.", ""]
     return out + _table(["condition", *[f"f = {f:g}" for f in fr]], body) + [""]

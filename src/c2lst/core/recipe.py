@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .._deprecation import renamed_kwargs
+
 # Defaults of the public functions for synthetic rows (tl.predict, tl.run, the benchmark, the CLI), measured on
 # her2st (benchmarks/README.md): aligned rows at weight 0.25 gained at every paired fraction < 1, raw rows at
 # weight 1 lost at f = 0.25 and 0.5. Predictor.fit itself stays neutral (weight 1, no alignment) for other extra rows.
@@ -25,16 +27,16 @@ class RecipeConfig:
 
     Attributes
     ----------
-    panel_size
-        Conditioning genes (highly variable on the training spots).
+    n_top_genes
+        Conditioning genes (highly variable on the training spots); ``panel_size`` is its deprecated old name.
     adapt_steps
         Adaptation steps of the gene-conditioned modulation.
     decoder_steps
         Local decoder fine-tuning steps (0: the central decoder).
     n_per_profile
         Synthetic tiles per training spot (one spatial-mixup profile each).
-    n_neighbors
-        Spatial neighbours a mixup partner is drawn from (same section).
+    n_neighs
+        Spatial neighbours a mixup partner is drawn from (same section); ``n_neighbors`` is its deprecated old name.
     mix_range
         ``(low, high)``: the source spot's weight ``w ~ U(low, high)`` in ``w * x_i + (1 - w) * x_j``.
     generate_steps
@@ -49,11 +51,11 @@ class RecipeConfig:
         ``"moments"``: the synthetic rows' features standardised on their own moments; ``None``: not.
     """
 
-    panel_size: int = 50
+    n_top_genes: int = 50
     adapt_steps: int = 300
     decoder_steps: int = 200
     n_per_profile: int = 2
-    n_neighbors: int = 6
+    n_neighs: int = 6
     mix_range: tuple[float, float] = (0.5, 1.0)
     generate_steps: int = 20
     guidance_scale: float = 2.0
@@ -62,7 +64,7 @@ class RecipeConfig:
     synthetic_align: str | None = SYNTHETIC_ALIGN
 
     def __post_init__(self) -> None:
-        for name in ("panel_size", "adapt_steps", "n_per_profile", "n_neighbors", "generate_steps"):
+        for name in ("n_top_genes", "adapt_steps", "n_per_profile", "n_neighs", "generate_steps"):
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"RecipeConfig.{name} must be an integer >= 1, got {value!r}.")
@@ -79,6 +81,10 @@ class RecipeConfig:
         return {**asdict(self), "mix_range": list(self.mix_range)}
 
 
+RecipeConfig.__init__ = renamed_kwargs(panel_size="n_top_genes", n_neighbors="n_neighs")(  # type: ignore[method-assign]
+    RecipeConfig.__init__)
+
+
 def check_mix_range(mix_range: tuple[float, float]) -> tuple[float, float]:
     """Validate ``(low, high)`` with ``0 <= low <= high <= 1``; return it as floats."""
     try:
@@ -93,12 +99,13 @@ def check_mix_range(mix_range: tuple[float, float]) -> tuple[float, float]:
 RECIPE = RecipeConfig()
 
 
+@renamed_kwargs(n_neighbors="n_neighs")
 def spatial_mixup(expr: np.ndarray, xy: np.ndarray, groups: np.ndarray | None = None, *, n_per_profile: int,
-                  n_neighbors: int = RECIPE.n_neighbors, mix_range: tuple[float, float] = RECIPE.mix_range,
+                  n_neighs: int = RECIPE.n_neighs, mix_range: tuple[float, float] = RECIPE.mix_range,
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mix each training profile with a random spatial neighbour from its own section.
 
-    Profile ``i`` gets ``n_per_profile`` partners ``j`` drawn among its ``n_neighbors`` nearest spots of the
+    Profile ``i`` gets ``n_per_profile`` partners ``j`` drawn among its ``n_neighs`` nearest spots of the
     same group (section: sections differ in stain, so a partner never comes from another one) and weights
     ``w ~ U(*mix_range)``; the mixed profile is ``w * x_i + (1 - w) * x_j``. Rows come group by group
     (groups in sorted order), each spot's copies together.
@@ -113,8 +120,8 @@ def spatial_mixup(expr: np.ndarray, xy: np.ndarray, groups: np.ndarray | None = 
         ``(n,)`` section of each spot; ``None``: one section.
     n_per_profile
         Mixed profiles per spot.
-    n_neighbors
-        Neighbourhood size (capped at the group's size minus one).
+    n_neighs
+        Neighbourhood size (capped at the group's size minus one; ``n_neighbors`` is its deprecated old name).
     mix_range
         Range of the source spot's weight.
     seed
@@ -148,7 +155,7 @@ def spatial_mixup(expr: np.ndarray, xy: np.ndarray, groups: np.ndarray | None = 
         if len(rows) < 2:
             alone.append(str(g))
             continue
-        k = min(n_neighbors, len(rows) - 1)
+        k = min(n_neighs, len(rows) - 1)
         _, nn = cKDTree(xy[rows]).query(xy[rows], k=k + 1)
         src = np.repeat(np.arange(len(rows)), n_per_profile)
         partner = nn[src, 1 + rng.integers(0, k, len(src))]

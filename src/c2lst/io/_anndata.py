@@ -4,10 +4,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from .._logging import info
-from ._build import build_sdata, check_counts, check_library_id, median_nn_spacing, spatial_uns
+from ._build import build_sdata, check_library_id, median_nn_spacing, spatial_uns, table_parts
 from ._image import in_memory_levels, rgb_hwc
 
 if TYPE_CHECKING:
@@ -38,14 +37,6 @@ def _image_uint8(img: np.ndarray, *, what: str) -> np.ndarray:
             raise ValueError(f"{what} is float with values outside [0, 1]; pass a float image in [0, 1] or uint8 RGB.")
         img = np.rint(np.nan_to_num(img) * 255).astype(np.uint8)
     return np.ascontiguousarray(rgb_hwc(img, what=what))
-
-
-def _array_positions(adata: AnnData, xy: np.ndarray, pitch_px: float) -> tuple[np.ndarray, np.ndarray]:
-    """``obs["array_col"/"array_row"]`` when present, else grid indices from the coordinates and the pitch."""
-    if {"array_col", "array_row"} <= set(adata.obs.columns):
-        return adata.obs["array_col"].to_numpy(np.int64), adata.obs["array_row"].to_numpy(np.int64)
-    grid = np.rint((xy - xy.min(0)) / pitch_px).astype(np.int64)
-    return grid[:, 0], grid[:, 1]
 
 
 def from_anndata(
@@ -112,15 +103,9 @@ def from_anndata(
     source = f"Visium scalefactors: spot_diameter_fullres {diameter_px:.2f} px = {spot_diameter_um:g} µm spot"
     if len(xy) > 1:
         source += f" (median nearest-neighbour spacing {median_nn_spacing(xy) * mpp:.1f} µm)"
-    array_col, array_row = _array_positions(adata, xy, pitch_um / mpp)
     sdata = build_sdata(
         library_id=library_id,
-        counts=check_counts(adata.X, what="adata.X counts"),
-        obs_names=pd.Index(adata.obs_names),
-        var=adata.var,
-        array_col=array_col,
-        array_row=array_row,
-        xy=xy,
+        **table_parts(adata, xy, pitch_um / mpp, what="adata.X counts"),
         radius=diameter_px / 2,
         image=in_memory_levels(img),
         image_transformation=Scale([1 / scale, 1 / scale], axes=("y", "x")),

@@ -14,6 +14,7 @@ from ._image import image_element, overview, shrink
 
 if TYPE_CHECKING:
     import dask.array as da
+    from anndata import AnnData
     from spatialdata import SpatialData
     from spatialdata.transformations import BaseTransformation
 
@@ -44,6 +45,20 @@ def check_counts(x: np.ndarray | sp.spmatrix, *, what: str, integer: bool = True
     if integer and data.size and not np.array_equal(data, np.round(data)):
         raise ValueError(f"{what} contain non-integer values; pass raw integer UMI counts, not normalised data.")
     return sp.csr_matrix(x, dtype=np.float32)
+
+
+def table_parts(adata: AnnData, xy: np.ndarray, pitch_px: float, *, what: str) -> dict[str, Any]:
+    """Return :func:`build_sdata`'s spot arguments from an AnnData of raw counts and its spot centres ``xy``.
+
+    ``counts`` (checked; ``what`` names them in errors), ``obs_names``, ``var``, ``xy`` and the array positions:
+    ``obs["array_col"/"array_row"]`` when present, else grid indices from ``xy`` and the pitch in pixels.
+    """
+    if {"array_col", "array_row"} <= set(adata.obs.columns):
+        array_col, array_row = adata.obs["array_col"].to_numpy(np.int64), adata.obs["array_row"].to_numpy(np.int64)
+    else:
+        array_col, array_row = np.rint((xy - xy.min(0)) / pitch_px).astype(np.int64).T
+    return {"counts": check_counts(adata.X, what=what), "obs_names": pd.Index(adata.obs_names), "var": adata.var,
+            "array_col": array_col, "array_row": array_row, "xy": xy}
 
 
 def median_nn_spacing(xy: np.ndarray) -> float:

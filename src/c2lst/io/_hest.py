@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from .._logging import info, warning
-from ._anndata import _array_positions, _image_uint8
-from ._build import build_sdata, check_counts, check_library_id, median_nn_spacing, spatial_uns
+from ._anndata import _image_uint8
+from ._build import build_sdata, check_library_id, median_nn_spacing, spatial_uns, table_parts
 from ._image import read_rgb
 
 if TYPE_CHECKING:
@@ -130,15 +129,9 @@ def read_hest(
     if abs(spacing_um / pitch_um - 1) > 0.25:
         warning(f"HEST sample {sample_id}: spots are {spacing_um:.1f} µm apart at {mpp:.4g} µm/px, but the pitch is "
                 f"{pitch_um:g} µm; check the pixel size (pass `mpp=`) or `pitch_um=`.")
-    array_col, array_row = _array_positions(adata, xy, pitch_um / mpp)
     sdata = build_sdata(
         library_id=library_id,
-        counts=check_counts(adata.X, what=f"counts in {h5ad.name}"),
-        obs_names=pd.Index(adata.obs_names),
-        var=adata.var,
-        array_col=array_col,
-        array_row=array_row,
-        xy=xy,
+        **table_parts(adata, xy, pitch_um / mpp, what=f"counts in {h5ad.name}"),
         radius=spot_diameter_um / 2 / mpp,
         image=read_rgb(wsi),
         image_transformation=None,

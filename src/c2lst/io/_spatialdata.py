@@ -4,11 +4,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from .._logging import info
 from .._utils import element_affine, table_region_attrs
-from ._build import build_sdata, check_counts, check_library_id, median_nn_spacing, spatial_uns
+from ._build import build_sdata, check_library_id, median_nn_spacing, spatial_uns, table_parts
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -138,11 +137,6 @@ def from_spatialdata(
         libs = sub.obs["library_id"].astype(str).unique() if "library_id" in sub.obs else []
         library_id = str(libs[0]) if len(libs) == 1 else shapes_key
     library_id = check_library_id(library_id)
-    if {"array_col", "array_row"} <= set(sub.obs.columns):
-        array_col, array_row = sub.obs["array_col"].to_numpy(np.int64), sub.obs["array_row"].to_numpy(np.int64)
-    else:
-        grid = np.rint((xy - xy.min(0)) / (pitch_um / mpp)).astype(np.int64)
-        array_col, array_row = grid[:, 0], grid[:, 1]
     element = sdata.images[image_key]
     level0 = element if not hasattr(element, "keys") else next(iter(element["scale0"].values()))
     cyx = level0.data
@@ -151,12 +145,7 @@ def from_spatialdata(
     start = info(f"converting SpatialData elements {image_key!r}, {shapes_key!r}, {table_key!r}")
     out = build_sdata(
         library_id=library_id,
-        counts=check_counts(sub.X, what=f"counts of table {table_key!r}"),
-        obs_names=pd.Index(sub.obs_names),
-        var=sub.var,
-        array_col=array_col,
-        array_row=array_row,
-        xy=xy,
+        **table_parts(sub, xy, pitch_um / mpp, what=f"counts of table {table_key!r}"),
         radius=diameter / 2 if kind == "circles" else float(np.median(radius)),
         image=[cyx[:3]],
         image_transformation=image_transformation,

@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import _logging as logg
-from .._utils import as_mask, check_key, resolve_table
+from .._docs import doc_params
+from .._utils import as_mask, check_key, resolve_table, returned, writable
 from ._counts import library_sizes, lognorm, median_library_size, raw_counts
 
 if TYPE_CHECKING:
@@ -12,6 +13,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
+@doc_params
 def normalize(
     data: SpatialData | AnnData,
     *,
@@ -31,35 +33,24 @@ def normalize(
 
     Parameters
     ----------
-    data
-        ``SpatialData`` (the table is resolved with ``table_key``) or ``AnnData``.
-    train_mask
-        Boolean mask of the training spots (not integers: use ``mask.astype(bool)``). ``None`` uses every spot.
+    {data}
+    {train_mask}
+        ``None`` uses every spot.
     target_sum
         Counts per spot after scaling. ``None``: median library size of the training spots.
-    layer_counts
-        Layer holding raw counts. ``None`` uses ``X``.
-    table_key
-        Table to use when ``data`` is a ``SpatialData`` with several tables.
-    key_added
-        Name of the layer written.
-    overwrite
-        Replace an existing ``layers[key_added]``.
-    copy
-        Return a modified copy instead of writing in place.
+    {layer_counts}
+    {table_key}
+    {key_added_overwrite_copy}
 
     Returns
     -------
-    ``None``, or a copy of ``data`` when ``copy=True``. Writes to the table:
+    ``None`` (the copy with ``copy=True``). Writes to the table:
 
     - ``.layers[key_added]``: float32 log-normalised expression, spots x genes.
     - ``.uns[key_added]["params"]``: ``target_sum``, ``n_train``, ``layer_counts``.
     """
     start = logg.info("normalizing counts")
-    if copy:
-        import copy as _copy
-
-        data = _copy.deepcopy(data)
+    data = writable(data, copy)
     _, table, _ = resolve_table(data, table_key)
     check_key(table.layers, key_added, where=".layers", overwrite=overwrite)
     mask = as_mask(train_mask, table.n_obs)
@@ -73,4 +64,4 @@ def normalize(
         "params": {"target_sum": float(target_sum), "n_train": int(mask.sum()), "layer_counts": layer_counts or "X"}
     }
     logg.info(f"    added .layers[{key_added!r}] (target_sum={target_sum:.0f})", time=start)
-    return data if copy else None
+    return returned(data, None, copy)

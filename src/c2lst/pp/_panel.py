@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import _logging as logg
-from .._utils import as_mask, check_key, resolve_table
+from .._deprecation import renamed_kwargs
+from .._docs import doc_params
+from .._utils import as_mask, check_key, resolve_table, returned, writable
 from ._counts import library_sizes, lognorm, median_library_size, raw_counts
 
 if TYPE_CHECKING:
@@ -37,7 +39,7 @@ class GenePanel:
     target_sum
         Library size used for normalisation (median over training spots).
     params
-        How the panel was chosen (``n_top``, ``flavor``, ``n_train``...).
+        How the panel was chosen (``n_top_genes``, ``flavor``, ``n_train``...).
     """
 
     genes: tuple[str, ...]
@@ -161,9 +163,9 @@ class GenePanel:
         return x
 
 
-def variance_panel(train: np.ndarray, genes: Sequence[str], target_sum: float, *, n_top: int,
+def variance_panel(train: np.ndarray, genes: Sequence[str], target_sum: float, *, n_top_genes: int,
                    min_spots: float) -> tuple[GenePanel, np.ndarray]:
-    """Choose the ``n_top`` most variable genes of the training spots' lognorm expression, with their statistics.
+    """Choose the ``n_top_genes`` most variable genes of the training spots' lognorm expression, with their statistics.
 
     Genes detected (> 0) in fewer than ``min_spots`` of the rows are excluded; ties keep the gene order. This is
     the array-level core of :func:`gene_panel`, shared with the benchmark.
@@ -176,7 +178,7 @@ def variance_panel(train: np.ndarray, genes: Sequence[str], target_sum: float, *
         The ``n_genes`` gene names.
     target_sum
         Normalisation target sum of ``train`` (recorded in the panel).
-    n_top, min_spots
+    n_top_genes, min_spots
         As in :func:`gene_panel`.
 
     Returns
@@ -186,7 +188,7 @@ def variance_panel(train: np.ndarray, genes: Sequence[str], target_sum: float, *
     Raises
     ------
     ValueError
-        When fewer than ``n_top`` genes pass ``min_spots``.
+        When fewer than ``n_top_genes`` genes pass ``min_spots``.
 
     Warns
     -----
@@ -195,23 +197,23 @@ def variance_panel(train: np.ndarray, genes: Sequence[str], target_sum: float, *
     """
     detected = (train > 0).mean(axis=0) >= min_spots
     n_ok = int(detected.sum())
-    if n_ok < n_top:
+    if n_ok < n_top_genes:
         raise ValueError(f"only {n_ok} genes are detected in >= {min_spots:.0%} of the training spots, fewer than "
-                         f"n_top={n_top}; lower `n_top` or `min_spots`.")
+                         f"n_top_genes={n_top_genes}; lower `n_top_genes` or `min_spots`.")
     var = train.var(axis=0)
     var[~detected] = -np.inf
-    order = np.argsort(-var, kind="stable")[:n_top]
+    order = np.argsort(-var, kind="stable")[:n_top_genes]
     flat = np.asarray(genes)[order][var[order] <= 0]
     if len(flat):
-        warnings.warn(f"{len(flat)} of the {n_top} panel genes do not vary over the {len(train)} training spots (e.g. "
+        warnings.warn(f"{len(flat)} of the {n_top_genes} panel genes do not vary over the {len(train)} training spots (e.g. "
                       f"{[str(g) for g in flat[:5]]}): they carry no signal and are predicted as a constant. Use more training "
-                      "spots or a smaller `n_top`.", UserWarning, stacklevel=3)
+                      "spots or a smaller `n_top_genes`.", UserWarning, stacklevel=3)
     panel = GenePanel(
         genes=tuple(np.asarray(genes)[order]),
         mean=train[:, order].mean(axis=0),
         std=np.maximum(train[:, order].std(axis=0), _STD_FLOOR),
         target_sum=target_sum,
-        params={"n_top": int(n_top), "flavor": "variance", "min_spots": float(min_spots), "n_train": len(train)},
+        params={"n_top_genes": int(n_top_genes), "flavor": "variance", "min_spots": float(min_spots), "n_train": len(train)},
     )
     return panel, order
 
@@ -219,8 +221,8 @@ def variance_panel(train: np.ndarray, genes: Sequence[str], target_sum: float, *
 PANEL_FLAVORS = ("variance", "seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper")
 
 
-def check_include(include: Any, var_names: Any, n_top: int) -> list[str]:
-    """Validate the genes forced into a panel: known, unique, at most ``n_top``; near matches named when unknown."""
+def check_include(include: Any, var_names: Any, n_top_genes: int) -> list[str]:
+    """Validate the genes forced into a panel: known, unique, at most ``n_top_genes``; near matches named when unknown."""
     import difflib
 
     genes = [include] if isinstance(include, str) else [str(g) for g in (include or [])]
@@ -236,13 +238,13 @@ def check_include(include: Any, var_names: Any, n_top: int) -> list[str]:
                          "names exactly as in var_names.")
     if len(set(genes)) != len(genes):
         raise ValueError(f"`include` lists a gene twice: {genes}; pass each gene once.")
-    if len(genes) > n_top:
-        raise ValueError(f"`include` forces {len(genes)} genes into a panel of n_top={n_top}; raise `n_top`.")
+    if len(genes) > n_top_genes:
+        raise ValueError(f"`include` forces {len(genes)} genes into a panel of n_top_genes={n_top_genes}; raise `n_top_genes`.")
     return genes
 
 
 def _ranked(train: np.ndarray, train_counts: Any, genes: Sequence[str], flavor: str, candidates: np.ndarray,
-            n_top: int) -> np.ndarray:
+            n_top_genes: int) -> np.ndarray:
     """Column indices of the ``candidates`` genes, most variable first, by ``flavor`` (training spots only)."""
     if flavor == "variance":
         score = train.var(axis=0)
@@ -258,7 +260,7 @@ def _ranked(train: np.ndarray, train_counts: Any, genes: Sequence[str], flavor: 
         if v3:
             scratch.layers["counts"] = train_counts[:, cols]
         try:
-            sc.pp.highly_variable_genes(scratch, flavor=flavor, n_top_genes=min(n_top, len(cols)),
+            sc.pp.highly_variable_genes(scratch, flavor=flavor, n_top_genes=min(n_top_genes, len(cols)),
                                         layer="counts" if v3 else None)
         except ImportError as e:
             raise ImportError(f"flavor={flavor!r} needs scikit-misc (`pip install scikit-misc`), or use "
@@ -269,16 +271,18 @@ def _ranked(train: np.ndarray, train_counts: Any, genes: Sequence[str], flavor: 
     score = np.where(candidates, score, -np.inf)
     order = np.argsort(-score, kind="stable")
     order = order[np.isfinite(score[order])]  # never a non-candidate (a forced or undetected gene)
-    if len(order) < n_top:
+    if len(order) < n_top_genes:
         raise ValueError(f"only {len(order)} candidate genes have a {flavor!r} score (constant genes have none), fewer "
-                         f"than the {n_top} needed; lower `n_top` or use flavor='variance'.")
+                         f"than the {n_top_genes} needed; lower `n_top_genes` or use flavor='variance'.")
     return order
 
 
+@renamed_kwargs(n_top="n_top_genes")
+@doc_params
 def gene_panel(
     data: SpatialData | AnnData,
     *,
-    n_top: int = 256,
+    n_top_genes: int = 256,
     train_mask: Any = None,
     min_spots: float = 0.1,
     layer_counts: str | None = None,
@@ -287,24 +291,25 @@ def gene_panel(
     table_key: str | None = None,
     key_added: str = "c2lst_panel",
     overwrite: bool = False,
-) -> GenePanel:
+    copy: bool = False,
+) -> GenePanel | tuple[SpatialData | AnnData, GenePanel]:
     """Choose a panel of highly variable genes from the training spots only.
 
     Genes detected in at least ``min_spots`` of the training spots are ranked on the training spots only:
     by the variance of their log-normalised expression (``flavor="variance"``) or by
     :func:`scanpy.pp.highly_variable_genes` (``"seurat"``, ``"cell_ranger"``: normalised dispersion of the
     lognorm; ``"seurat_v3"``: standardised variance of the raw counts, needs ``scikit-misc``). The genes in
-    ``include`` come first (e.g. ``ERBB2`` on a HER2+ section), then the best-ranked others up to ``n_top``.
+    ``include`` come first (e.g. ``ERBB2`` on a HER2+ section), then the best-ranked others up to ``n_top_genes``.
     The normalisation target sum and the per-gene mean/std are also computed on training spots.
 
     Parameters
     ----------
-    data
-        ``SpatialData`` or ``AnnData`` with raw counts.
-    n_top
-        Number of genes in the panel.
-    train_mask
-        Boolean mask of the training spots (not integers: use ``mask.astype(bool)``). ``None`` uses every spot.
+    {data}
+        Raw counts in ``X`` (or ``layer_counts``).
+    n_top_genes
+        Number of genes in the panel (scanpy's name; ``n_top`` is its deprecated old name).
+    {train_mask}
+        ``None`` uses every spot.
     min_spots
         Minimum fraction of training spots in which a gene must be detected (not applied to ``include``).
     flavor
@@ -312,20 +317,15 @@ def gene_panel(
         :func:`scanpy.pp.highly_variable_genes`: ``"seurat"``, ``"cell_ranger"``, ``"seurat_v3"``,
         ``"seurat_v3_paper"``.
     include
-        Genes of interest forced into the panel, whatever their rank (at most ``n_top``); names must be in
+        Genes of interest forced into the panel, whatever their rank (at most ``n_top_genes``); names must be in
         ``var_names`` exactly (the error lists near matches).
-    layer_counts
-        Layer holding raw counts. ``None`` uses ``X``.
-    table_key
-        Table to use when ``data`` holds several.
-    key_added
-        Key of the ``.var`` column and ``.uns`` entry written.
-    overwrite
-        Replace an existing panel under ``key_added``.
+    {layer_counts}
+    {table_key}
+    {key_added_overwrite_copy}
 
     Returns
     -------
-    The :class:`GenePanel`. Also writes to the table:
+    The :class:`GenePanel` (``(copy, panel)`` with ``copy=True``). Also writes to the table:
 
     - ``.var[key_added]``: bool, gene in the panel.
     - ``.uns[key_added]``: :meth:`GenePanel.to_dict` (genes in order, statistics, params with ``flavor``
@@ -335,20 +335,21 @@ def gene_panel(
     ------
     ValueError
         For an unknown ``flavor``, a gene of ``include`` not in ``var_names`` (near matches are listed), or
-        fewer than ``n_top`` genes passing ``min_spots``.
+        fewer than ``n_top_genes`` genes passing ``min_spots``.
     """
     start = logg.info("choosing the gene panel on training spots")
+    data = writable(data, copy)
     _, table, _ = resolve_table(data, table_key)
     check_key(table.uns, key_added, where=".uns", overwrite=overwrite)
-    if not isinstance(n_top, int | np.integer) or n_top < 1:
-        raise ValueError(f"`n_top` must be a positive integer, got {n_top!r}.")
+    if not isinstance(n_top_genes, int | np.integer) or n_top_genes < 1:
+        raise ValueError(f"`n_top_genes` must be a positive integer, got {n_top_genes!r}.")
     if not 0 <= min_spots < 1:
         raise ValueError(f"`min_spots` is a fraction in [0, 1), got {min_spots}.")
     if not table.var_names.is_unique:
         raise ValueError("gene names are not unique; call table.var_names_make_unique() first.")
     if flavor not in PANEL_FLAVORS:
         raise ValueError(f"unknown flavor {flavor!r}; choose one of {list(PANEL_FLAVORS)}.")
-    include = check_include(include, table.var_names, n_top)
+    include = check_include(include, table.var_names, n_top_genes)
     mask = as_mask(train_mask, table.n_obs)
     counts = raw_counts(table, layer=layer_counts)
     lib = library_sizes(counts)[mask]
@@ -356,15 +357,15 @@ def gene_panel(
     rows = np.flatnonzero(mask)
     train = lognorm(counts[rows], lib, target_sum)
     if flavor == "variance" and not include:
-        panel, _ = variance_panel(train, table.var_names, target_sum, n_top=n_top, min_spots=min_spots)
+        panel, _ = variance_panel(train, table.var_names, target_sum, n_top_genes=n_top_genes, min_spots=min_spots)
     else:
         forced = table.var_names.get_indexer(include)
         candidates = (train > 0).mean(axis=0) >= min_spots
         candidates[forced] = False
-        n_free = n_top - len(forced)
+        n_free = n_top_genes - len(forced)
         if int(candidates.sum()) < n_free:
             raise ValueError(f"only {int(candidates.sum())} genes besides `include` are detected in >= {min_spots:.0%} "
-                             f"of the training spots, fewer than the {n_free} needed; lower `n_top` or `min_spots`.")
+                             f"of the training spots, fewer than the {n_free} needed; lower `n_top_genes` or `min_spots`.")
         order = np.r_[forced, _ranked(train, counts[rows], table.var_names, flavor, candidates, n_free)[:n_free]]
         order = order.astype(np.int64)
         panel = GenePanel(
@@ -372,10 +373,10 @@ def gene_panel(
             mean=train[:, order].mean(axis=0),
             std=np.maximum(train[:, order].std(axis=0), _STD_FLOOR),
             target_sum=target_sum,
-            params={"n_top": int(n_top), "flavor": flavor, "min_spots": float(min_spots), "n_train": len(train),
+            params={"n_top_genes": int(n_top_genes), "flavor": flavor, "min_spots": float(min_spots), "n_train": len(train),
                     "include": list(include)},
         )
     table.var[key_added] = table.var_names.isin(panel.genes)
     table.uns[key_added] = panel.to_dict()
     logg.info(f"    added .var[{key_added!r}] and .uns[{key_added!r}] ({len(panel)} genes)", time=start)
-    return panel
+    return returned(data, panel, copy)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from .._docs import doc_params
 from .._logging import info
 from .._settings import settings
 from .._utils import (
@@ -17,8 +18,10 @@ from .._utils import (
     resolve_image,
     resolve_shapes,
     resolve_table,
+    returned,
     spot_mpp,
     table_region_attrs,
+    writable,
 )
 
 if TYPE_CHECKING:
@@ -245,15 +248,7 @@ def _cut(arr: da.Array, centres: np.ndarray, lin: np.ndarray, patch_px: int, pad
     return patches, inside
 
 
-def _copy_with_table(sdata: SpatialData, table_key: str) -> SpatialData:
-    """Make a new ``SpatialData`` sharing all elements except a copy of the table ``table_key``."""
-    from spatialdata import SpatialData
-
-    tables = {k: (v.copy() if k == table_key else v) for k, v in sdata.tables.items()}
-    return SpatialData(images=dict(sdata.images), labels=dict(sdata.labels), points=dict(sdata.points),
-                       shapes=dict(sdata.shapes), tables=tables, attrs=dict(sdata.attrs))
-
-
+@doc_params
 def extract_patches(
     sdata: SpatialData,
     *,
@@ -282,10 +277,11 @@ def extract_patches(
 
     Parameters
     ----------
-    sdata
-        ``SpatialData`` with an RGB uint8 image, spot shapes and a table annotating them.
-    image_key, shapes_key, table_key
+    {sdata}
+        It holds an RGB uint8 image, spot shapes and a table annotating them.
+    image_key, shapes_key
         Elements to use; default: the only one (the shapes: the region the table annotates).
+    {table_key}
     patch_um
         Physical side of a patch in microns (100 µm = one legacy ST spot).
     patch_px
@@ -294,19 +290,13 @@ def extract_patches(
         Microns per unit of the circles' coordinates; default ``table.uns["c2lst"]["spatial"]["mpp"]``.
     pad_value
         Fill value (0..255) for the parts of edge patches outside the image.
-    key_added
-        Key of the patches in ``table.obsm`` (and prefix of the obs columns and the uns entry).
-    overwrite
-        Replace an existing ``table.obsm[key_added]``.
-    copy
-        Return a new ``SpatialData`` with a modified copy of the table instead of modifying ``sdata``
-        (the other elements are shared, not copied).
+    {key_added_overwrite_copy}
     batch_size
         Spots whose image chunks are read in one ``dask.compute``.
 
     Returns
     -------
-    ``None`` (or the new ``SpatialData`` when ``copy=True``); writes to the table:
+    ``None`` (the copy with ``copy=True``); writes to the table:
 
     - ``obsm[key_added]``: uint8 ``(n_spots, 3, patch_px, patch_px)``;
     - ``obs[f"{key_added}_padded"]``: bool, the patch extends beyond the image;
@@ -321,7 +311,7 @@ def extract_patches(
     """
     _validate(patch_um, patch_px, pad_value, batch_size, mpp)
     start = info(f"extracting {patch_um:g} µm patches at {patch_px} px")
-    sd, table, table_key = resolve_table(sdata, table_key)
+    sd, table, table_key = resolve_table(writable(sdata, copy), table_key)
     if sd is None:
         raise ValueError("extract_patches needs a SpatialData object with an image, spot shapes and a table; read the "
                          "data with c2lst.io (an AnnData has no image element).")
@@ -358,12 +348,10 @@ def extract_patches(
     patches, inside = _cut(level.data, centres_rc, lin_xy[::-1, ::-1], patch_px, pad_value, batch_size)
     n = len(rows)
 
-    out = _copy_with_table(sd, table_key) if copy else sd
-    target = out.tables[table_key]
-    target.obsm[key_added] = patches
-    target.obs[f"{key_added}_padded"] = pd.Series(inside < 1, index=target.obs_names)
-    target.obs[f"{key_added}_inside"] = pd.Series(inside, index=target.obs_names)
-    target.uns[key_added] = {
+    table.obsm[key_added] = patches
+    table.obs[f"{key_added}_padded"] = pd.Series(inside < 1, index=table.obs_names)
+    table.obs[f"{key_added}_inside"] = pd.Series(inside, index=table.obs_names)
+    table.uns[key_added] = {
         "params": {
             "image_key": image_key, "shapes_key": shapes_key, "patch_um": float(patch_um), "patch_px": int(patch_px),
             "mpp": unit_um, "pad_value": int(pad_value), "level": int(level_idx),
@@ -372,4 +360,4 @@ def extract_patches(
     }
     info(f"added .obsm[{key_added!r}], .obs['{key_added}_padded'], .obs['{key_added}_inside'] "
          f"({n} patches, {int((inside < 1).sum())} padded)", time=start)
-    return out if copy else None
+    return returned(sd, None, copy)

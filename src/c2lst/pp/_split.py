@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import _logging as logg
-from .._utils import check_key, spot_table
+from .._deprecation import renamed_kwargs
+from .._docs import doc_params
+from .._utils import LIBRARY_KEY, check_key, returned, section_labels, spot_table, writable
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -29,47 +31,43 @@ def split_mask(library_id: np.ndarray, fraction: float, seed: int) -> np.ndarray
     return mask
 
 
+@renamed_kwargs(positional=("fraction",))
+@doc_params
 def split_spots(
     data: SpatialData | AnnData,
-    fraction: float,
     *,
+    fraction: float,
     seed: int = 0,
-    library_key: str = "library_id",
+    library_key: str | None = LIBRARY_KEY,
     table_key: str | None = None,
     key_added: str = "c2lst_train",
     overwrite: bool = False,
-) -> np.ndarray:
+    copy: bool = False,
+) -> np.ndarray | tuple[SpatialData | AnnData, np.ndarray]:
     """Draw a seeded training mask: ``fraction`` of each section's spots train, the others are held out.
 
     Each section keeps at least one training spot and, below ``fraction=1``, at least one held-out spot.
 
     Parameters
     ----------
-    data
-        ``SpatialData`` (its spot table) or ``AnnData``.
+    {data}
     fraction
-        Share of each section's spots that train, in ``(0, 1]``.
-    seed
-        Seed of the draw.
-    library_key
-        ``.obs`` column of the spots' section; absent: all spots are one section.
-    table_key
-        The spot table when ``data`` has several.
-    key_added
-        ``.obs`` column written.
-    overwrite
-        Replace an existing ``.obs[key_added]``.
+        Share of each section's spots that train, in ``(0, 1]`` (keyword-only; positional is deprecated).
+    {seed}
+    {library_key}
+    {table_key}
+    {key_added_overwrite_copy}
 
     Returns
     -------
-    The boolean mask (``True``: training spot), also written to ``.obs[key_added]``.
+    The boolean mask (``True``: training spot; ``(copy, mask)`` with ``copy=True``), also written to
+    ``.obs[key_added]``.
     """
     start = logg.info(f"splitting the spots: {fraction:g} of each section train")
+    data = writable(data, copy)
     _, table, _ = spot_table(data, table_key)
     check_key(table.obs, key_added, where=".obs", overwrite=overwrite)
-    libs = (table.obs[library_key].astype(str).to_numpy() if library_key in table.obs
-            else np.zeros(table.n_obs, dtype="<U1"))
-    mask = split_mask(libs, fraction, seed)
+    mask = split_mask(section_labels(table, library_key), fraction, seed)
     table.obs[key_added] = mask
     logg.info(f"    added .obs[{key_added!r}] ({int(mask.sum())} of {table.n_obs} spots train)", time=start)
-    return mask
+    return returned(data, mask, copy)

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import _logging as logg
+from .._docs import doc_params
 from .._settings import settings
-from .._utils import as_mask, check_key, check_optimizer_args, resolve_table, table_uns
+from .._utils import as_mask, check_key, check_optimizer_args, resolve_table, returned, writable
 from ..core.adaptation import adapt_local
 from ..core.images import as_tiles, resize_tiles
 from ..core.models import CentralModel, LocalModel
@@ -44,7 +45,7 @@ def _train_mask(n: int, train_mask: Any, train_fraction: float | None, seed: int
     return mask
 
 
-def _panel(table: AnnData, panel: GenePanel | None, mask: np.ndarray, n_top: int) -> GenePanel:
+def _panel(table: AnnData, panel: GenePanel | None, mask: np.ndarray, n_top_genes: int) -> GenePanel:
     if panel is not None:
         if not isinstance(panel, GenePanel):
             raise ValueError(f"`panel` must be a GenePanel (c2lst.pp.gene_panel), got {type(panel).__name__}.")
@@ -52,9 +53,10 @@ def _panel(table: AnnData, panel: GenePanel | None, mask: np.ndarray, n_top: int
         return panel
     if "c2lst_panel" in table.uns:
         return GenePanel.from_table(table)
-    return gene_panel(table, n_top=min(n_top, table.n_vars), train_mask=mask)
+    return gene_panel(table, n_top_genes=min(n_top_genes, table.n_vars), train_mask=mask)
 
 
+@doc_params
 def adapt(
     sdata: SpatialData | AnnData,
     central: CentralModel | str | Path,
@@ -72,8 +74,10 @@ def adapt(
     table_key: str | None = None,
     patch_key: str = "c2lst_patch",
     seed: int = 0,
+    key_added: str = "c2lst_adapt",
     overwrite: bool = False,
-) -> LocalModel:
+    copy: bool = False,
+) -> LocalModel | tuple[SpatialData | AnnData, LocalModel]:
     """Adapt a frozen central model to a section's paired spots with gene-conditioned modulation.
 
     A gene encoder (MLP on the standardised log-normalised panel expression) drives zero-initialised
@@ -89,17 +93,16 @@ def adapt(
 
     Parameters
     ----------
-    sdata
-        ``SpatialData`` (or ``AnnData``) whose table holds raw counts and ``.obsm[patch_key]`` patches
-        (:func:`c2lst.pp.extract_patches`); patches are resized to the model's tile size if needed.
+    {sdata_or_adata}
+        The table holds raw counts and ``.obsm[patch_key]`` patches (:func:`c2lst.pp.extract_patches`); patches
+        are resized to the model's tile size if needed.
     central
         The :class:`~c2lst.core.CentralModel`, or the directory it was saved to.
     panel
         Conditioning genes. Default: the table's ``.uns["c2lst_panel"]`` if present, else a new panel of
         ``config.n_top_genes`` genes chosen on the training spots (:func:`c2lst.pp.gene_panel`, which
         writes ``.var``/``.uns["c2lst_panel"]``).
-    train_mask
-        Boolean mask of the training spots (not integers: use ``mask.astype(bool)``).
+    {train_mask}
     train_fraction
         Alternatively, a seeded random fraction of the spots to train on. Default: all spots.
     steps, batch_size, lr
@@ -113,24 +116,23 @@ def adapt(
         0 keeps the central decoder. Default: ``min(200, steps)``.
     mixed_precision
         ``"no"``, ``"bf16"`` or ``"fp16"`` (CUDA only).
-    table_key
-        Table to use when ``sdata`` has several.
-    patch_key
-        ``.obsm`` key of the spot patches.
-    seed
-        Seed of the train split (``train_fraction``), initialisation and every random draw.
-    overwrite
-        Replace an existing ``.uns["c2lst"]["adapt"]`` record.
+    {table_key}
+    {patch_key}
+    {seed}
+        It seeds the train split (``train_fraction``), the initialisation and the training batches.
+    {key_added_overwrite_copy}
 
     Returns
     -------
-    The :class:`~c2lst.core.LocalModel` (save it with ``LocalModel.save``). Also writes to the table:
+    The :class:`~c2lst.core.LocalModel` (save it with ``LocalModel.save``; ``(copy, model)`` with ``copy=True``).
+    Also writes to the table:
 
-    - ``.uns["c2lst"]["adapt"]``: central identity, panel genes, training spots, arguments, losses (and
-      the local decoder's first/last loss when ``decoder_steps > 0``);
+    - ``.uns[key_added]``: central identity, panel genes, training spots, arguments, losses (and the local
+      decoder's first/last loss when ``decoder_steps > 0``; c2lst 0.1.0 wrote it to ``.uns["c2lst"]["adapt"]``);
     - ``.var["c2lst_panel"]`` / ``.uns["c2lst_panel"]`` when a new panel had to be chosen.
     """
     start = logg.info("adapting the central model to the local spots")
+    sdata = writable(sdata, copy)
     _, table, table_key = resolve_table(sdata, table_key)
     model = _central(central)
     cfg = model.config
@@ -148,7 +150,7 @@ def adapt(
         raise ValueError(f"`cond_dropout` must be in [0, 1), got {cond_dropout}.")
     if not isinstance(lora_rank, int | np.integer) or lora_rank < 0:
         raise ValueError(f"`lora_rank` must be a non-negative integer, got {lora_rank!r}.")
-    check_key(table_uns(table), "adapt", where=".uns['c2lst']", overwrite=overwrite)
+    check_key(table.uns, key_added, where=".uns", overwrite=overwrite)
     if patch_key not in table.obsm:
         raise ValueError(f"no patches in .obsm[{patch_key!r}] (obsm keys: {list(table.obsm)}); run "
                          "c2lst.pp.extract_patches(sdata) first or pass an existing `patch_key`.")
@@ -184,8 +186,8 @@ def adapt(
         first, last = local.summary["decoder"]["loss_first"], local.summary["decoder"]["loss_last"]
         record |= {"decoder_loss_first": first, "decoder_loss_last": last}
         decoder = f"; local decoder loss {first:.4f} -> {last:.4f}"
-    table_uns(table)["adapt"] = record
-    logg.info(f"    added .uns['c2lst']['adapt'] ({mask.sum()} training spots, {local.n_trainable:,} adapter "
+    table.uns[key_added] = record
+    logg.info(f"    added .uns[{key_added!r}] ({mask.sum()} training spots, {local.n_trainable:,} adapter "
               f"params = {share:.2%} of central, gene-conditioned {conditioned:.2%}; loss "
               f"{local.summary['loss_first']:.4f} -> {local.summary['loss_last']:.4f}{decoder})", time=start)
-    return local
+    return returned(sdata, local, copy)

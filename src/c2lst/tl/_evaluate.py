@@ -7,15 +7,20 @@ import numpy as np
 import pandas as pd
 
 from .. import _logging as logg
+from .._docs import doc_params
 from .._utils import (
+    LIBRARY_KEY,
     _pick,
     as_mask,
     as_names,
     check_key,
     recorded_train_mask,
     resolve_table,
+    returned,
+    section_labels,
     spot_positions,
     spot_table,
+    writable,
 )
 from ..metrics import (
     handcrafted_features,
@@ -34,7 +39,6 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
-SECTION_KEY = "library_id"
 MIN_TEST_SPOTS = 3
 CEILING_MIN_SPOTS = 6  # held-out patches needed to reconstruct them for the ceiling (PRDC's k + 1)
 
@@ -106,20 +110,23 @@ def _moran_agreement(measured: np.ndarray, predicted: np.ndarray) -> dict[str, f
             "moran_mean_abs_diff": float(np.abs(diff).mean()), "moran_mean_diff": float(diff.mean())}
 
 
+@doc_params
 def evaluate(
     sdata: SpatialData | AnnData,
     *,
     layer: str = "c2lst_pred",
     train_mask: Any = None,
+    library_key: str | None = LIBRARY_KEY,
     table_key: str | None = None,
     n_top_hvg: int = 50,
     n_neighs: int = 6,
     key_added: str = "c2lst_eval",
     overwrite: bool = False,
-) -> pd.DataFrame:
+    copy: bool = False,
+) -> pd.DataFrame | tuple[SpatialData | AnnData, pd.DataFrame]:
     """Score predictions against measured expression on held-out spots, per section and per gene.
 
-    Held-out spots are those outside ``train_mask``. Each section (``obs["library_id"]``) is scored on its
+    Held-out spots are those outside ``train_mask``. Each section (``obs[library_key]``) is scored on its
     own held-out spots; values are never pooled across sections. The ground truth is the panel genes'
     log-normalised expression with the panel's training-spot ``target_sum`` (the scale ``tl.predict``
     predicts on). The top ``n_top_hvg`` genes are the panel genes with the largest variance over the
@@ -127,37 +134,38 @@ def evaluate(
 
     Parameters
     ----------
-    sdata
-        ``SpatialData`` or ``AnnData`` with raw counts in ``X`` and predictions in ``.layers[layer]``.
+    {sdata_or_adata}
+        The table has raw counts in ``X`` and predictions in ``.layers[layer]``.
     layer
         Layer written by :func:`c2lst.tl.predict`.
-    train_mask
-        Training spots. ``None`` uses the spots recorded by ``tl.predict``; a mask that leaves any of them
-        among the held-out spots is refused.
+    {train_mask}
+        ``None`` uses the spots recorded by ``tl.predict``; a mask that leaves any of them among the held-out
+        spots is refused.
+    {library_key}
+        Each section is scored on its own (section ``"all"`` without sections).
     table_key
         Table to use when ``sdata`` has several (default: the only one holding ``layer``).
     n_top_hvg
         Number of most variable panel genes (on training spots) flagged ``top_hvg``.
     n_neighs
         Neighbours of the k-NN graph used for Moran's I.
-    key_added
-        Key of the ``.uns`` entry and prefix of the ``.var`` column written.
-    overwrite
-        Replace an existing ``.uns[key_added]``.
+    {key_added_overwrite_copy}
 
     Returns
     -------
     Per-gene, per-section DataFrame with columns ``section``, ``gene``, ``pearson``, ``mse``, ``mae``,
-    ``moran_measured``, ``moran_pred``, ``top_hvg``, ``n_test``. Also writes to the table:
+    ``moran_measured``, ``moran_pred``, ``top_hvg``, ``n_test`` (``(copy, frame)`` with ``copy=True``). Also
+    writes to the table:
 
     - ``.var[f"{key_added}_pearson"]``: mean over sections of the per-section Pearson (NaN outside the panel).
-    - ``.uns[key_added]``: ``{"summary": {section: {"n_test", "n_genes", "mean_pearson",
-      "mean_pearson_top_hvg", "mean_mse", "mean_mae", "moran_r", "moran_mean_abs_diff", "moran_mean_diff"}},
-      "params": {...}}``. The ``moran_*`` entries say how well the predicted maps agree with the measured maps'
+    - ``.uns[key_added]``: ``"summary"``, per section a dict of ``"n_test"``, ``"n_genes"``, ``"mean_pearson"``,
+      ``"mean_pearson_top_hvg"``, ``"mean_mse"``, ``"mean_mae"``, ``"moran_r"``, ``"moran_mean_abs_diff"``,
+      ``"moran_mean_diff"``; and ``"params"``. The ``moran_*`` entries say how well the predicted maps agree with the measured maps'
       spatial coherence: the Pearson r of Moran's I across genes, and the mean absolute and signed difference
       ``I_pred - I_measured`` (NaN where Moran's I could not be computed).
     """
     start = logg.info(f"evaluating .layers[{layer!r}] on held-out spots")
+    sdata = writable(sdata, copy)
     if table_key is None and hasattr(sdata, "tables") and len(sdata.tables) > 1:
         with_layer = [k for k, t in sdata.tables.items() if layer in t.layers]
         table_key = with_layer[0] if len(with_layer) == 1 else None
@@ -175,8 +183,7 @@ def evaluate(
     train_var = truth[mask].var(axis=0)
     top = np.zeros(len(panel), dtype=bool)
     top[np.argsort(-train_var, kind="stable")[: min(n_top_hvg, len(panel))]] = True
-    sections = (table.obs[SECTION_KEY].astype(str).to_numpy() if SECTION_KEY in table.obs
-                else np.full(table.n_obs, "all"))
+    sections = section_labels(table, library_key)
     xy = spot_positions(table, resolved)
     frames, summary = [], {}
     for sec in pd.unique(sections):
@@ -208,12 +215,12 @@ def evaluate(
     table.var[f"{key_added}_pearson"] = per_gene.reindex(table.var_names).to_numpy(dtype=np.float64)
     table.uns[key_added] = {"summary": summary, "params": {
         "layer": layer, "n_top_hvg": int(n_top_hvg), "n_neighs": int(n_neighs), "n_train": int(mask.sum()),
-        "section_key": SECTION_KEY, "panel_genes": list(panel.genes)}}
+        "library_key": library_key if library_key in table.obs else "", "panel_genes": list(panel.genes)}}
     for sec, s in summary.items():
         logg.info(f"    {sec}: mean PCC {s['mean_pearson']:.3f} (top-{n_top_hvg} HVG {s['mean_pearson_top_hvg']:.3f}) "
                   f"on {s['n_test']} held-out spots")
     logg.info(f"    added .var['{key_added}_pearson'] and .uns[{key_added!r}]", time=start)
-    return result
+    return returned(sdata, result, copy)
 
 
 def _feature_fn(features: str | Callable[[np.ndarray], np.ndarray], central: Any) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
@@ -227,6 +234,7 @@ def _feature_fn(features: str | Callable[[np.ndarray], np.ndarray], central: Any
     raise ValueError(f"`features` must be 'handcrafted', 'central' or a callable patches -> (n, F); got {features!r}.")
 
 
+@doc_params
 def evaluate_synthetic(
     sdata: SpatialData,
     *,
@@ -240,20 +248,20 @@ def evaluate_synthetic(
     seed: int = 0,
     key_added: str = "c2lst_synthetic_eval",
     overwrite: bool = False,
-) -> dict[str, float]:
+    copy: bool = False,
+) -> dict[str, float] | tuple[SpatialData, dict[str, float]]:
     """Fidelity, cellular composition and memorisation of synthetic patches against the real spot patches.
 
     Parameters
     ----------
-    sdata
-        ``SpatialData`` with the real spot table (patches in ``.obsm[patch_key]``) and the synthetic table.
+    {sdata}
+        It holds the real spot table (patches in ``.obsm[patch_key]``) and the synthetic table.
     synthetic
         Name of the synthetic table written by :func:`c2lst.tl.generate`.
-    table_key
-        The real spot table when ``sdata`` has several non-synthetic tables.
-    patch_key
-        ``.obsm`` key of the patches in both tables.
-    train_mask
+    {table_key}
+    {patch_key}
+        In both tables.
+    {train_mask}
         Spots the generator was adapted on: the reference patches of every metric, and the training set of the
         memorisation audit (the other spots are its held-out set). ``None``: the synthetic table's recorded
         ``train_spots`` when present, else all spots (and no audit).
@@ -265,12 +273,9 @@ def evaluate_synthetic(
         The generator (a ``LocalModel``, or a ``CentralModel``) whose autoencoder's reconstructions of real
         patches give the realism ceiling (``*_ceiling`` keys); ``None``: no ceiling. The held-out spots'
         patches are reconstructed when at least 6 exist (the model never saw them), else the reference's.
-    seed
-        Seed of the KID subsets.
-    key_added
-        Key written in the synthetic table's ``.uns``.
-    overwrite
-        Replace an existing ``.uns[key_added]``.
+    {seed}
+        It seeds the KID subsets and the floor's random halves.
+    {key_added_overwrite_copy}
 
     Returns
     -------
@@ -283,14 +288,15 @@ def evaluate_synthetic(
     held-out spots exist, the memorisation audit (``nn_synthetic_median``, ``nn_heldout_median``, ``nn_ratio``,
     ``share_below_heldout_q``); with ``model``, the realism ceiling (:func:`c2lst.metrics.reconstruction_ceiling`:
     ``frechet_ceiling``, ``precision_ceiling``, ..., ``mae_ceiling``, read against the ``*_floor`` keys; what was
-    reconstructed is ``params["ceiling_of"]``). Also written to the synthetic table's ``.uns[key_added]`` as
-    ``{"metrics": ..., "params": ...}``.
+    reconstructed is ``params["ceiling_of"]``); ``(copy, metrics)`` with ``copy=True``. Also written to the
+    synthetic table's ``.uns[key_added]`` as ``{"metrics": ..., "params": ...}``.
     """
     start = logg.info(f"evaluating synthetic table {synthetic!r}")
     if not hasattr(sdata, "tables") or synthetic not in sdata.tables:
         tables = list(getattr(sdata, "tables", {}))
         raise ValueError(f"no synthetic table {synthetic!r} in the SpatialData object (tables: {tables}); run "
                          "c2lst.tl.generate first or pass an existing `synthetic`.")
+    sdata = writable(sdata, copy)
     syn = sdata.tables[synthetic]
     check_key(syn.uns, key_added, where=f"tables[{synthetic!r}].uns", overwrite=overwrite)
     if table_key is None:  # the spot table, never a synthetic one (several generate runs may sit side by side)
@@ -337,4 +343,4 @@ def evaluate_synthetic(
         floor += f"; autoencoder ceiling {metrics['frechet_ceiling']:.2f}"
     logg.info(f"    FD {metrics['frechet']:.2f}{floor}, KID {metrics['kid']:.3f}, precision {metrics['precision']:.2f}, "
               f"recall {metrics['recall']:.2f}; added tables[{synthetic!r}].uns[{key_added!r}]", time=start)
-    return metrics
+    return returned(sdata, metrics, copy)

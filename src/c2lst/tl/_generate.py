@@ -7,8 +7,20 @@ import numpy as np
 import pandas as pd
 
 from .. import _logging as logg
+from .._deprecation import renamed_kwargs
+from .._docs import doc_params
 from .._settings import settings
-from .._utils import SPATIAL_UNS, check_key, is_synthetic, resolve_table, spot_positions
+from .._utils import (
+    LIBRARY_KEY,
+    SPATIAL_UNS,
+    check_key,
+    is_synthetic,
+    resolve_table,
+    returned,
+    section_labels,
+    spot_positions,
+    writable,
+)
 from ..core.models import LocalModel
 from ..core.recipe import RECIPE, check_mix_range, spatial_mixup, synthesis_seeds
 from ..core.runtime import torch_threads
@@ -44,16 +56,6 @@ def _train_rows(table: AnnData, local: LocalModel) -> np.ndarray:
     return rows
 
 
-def _sections(table: AnnData, rows: np.ndarray, library_key: str | None) -> np.ndarray | None:
-    """Section of each training row: ``obs[library_key]``, else ``obs["library_id"]`` when present, else ``None``."""
-    if library_key is None:
-        library_key = "library_id" if "library_id" in table.obs else None
-    elif library_key not in table.obs:
-        raise ValueError(f"`library_key` {library_key!r} is not an .obs column of the spots (columns: "
-                         f"{list(table.obs.columns)[:8]}); pass the column naming each spot's section, or None.")
-    return None if library_key is None else table.obs[library_key].astype(str).to_numpy()[rows]
-
-
 def _user_profiles(source: Any, panel: GenePanel) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(source, pd.DataFrame):
         missing = [g for g in panel.genes if g not in source.columns]
@@ -72,15 +74,17 @@ def _user_profiles(source: Any, panel: GenePanel) -> tuple[np.ndarray, np.ndarra
     return arr.astype(np.float32), np.array([f"profile-{i}" for i in range(len(arr))])
 
 
+@renamed_kwargs(n_neighbors="n_neighs")
+@doc_params
 def generate(
     sdata: SpatialData,
     local: LocalModel,
     *,
     source: str | np.ndarray | pd.DataFrame = "spots",
     n_per_profile: int = 1,
-    n_neighbors: int = RECIPE.n_neighbors,
+    n_neighs: int = RECIPE.n_neighs,
     mix_range: tuple[float, float] = RECIPE.mix_range,
-    library_key: str | None = None,
+    library_key: str | None = LIBRARY_KEY,
     sampler: str = "dpmsolver++",
     steps: int = RECIPE.generate_steps,
     guidance_scale: float = RECIPE.guidance_scale,
@@ -90,32 +94,33 @@ def generate(
     table_key: str | None = None,
     key_added: str = "c2lst_synthetic",
     overwrite: bool = False,
-) -> None:
+    copy: bool = False,
+) -> SpatialData | None:
     """Generate synthetic H&E patches conditioned on expression profiles.
 
     Parameters
     ----------
-    sdata
-        ``SpatialData`` holding the section the local model was adapted on (its table gives the
-        training spots' expression for ``"spots"``/``"mixup"``).
+    {sdata}
+        It holds the section the local model was adapted on (its table gives the training spots' expression
+        for ``"spots"``/``"mixup"``).
     local
         The adapted :class:`~c2lst.core.LocalModel`.
     source
         ``"spots"``: the training spots' own profiles; ``"mixup"``: per training spot, convex mixtures
-        ``w * x_i + (1 - w) * x_j`` (``w ~ U(*mix_range)``, seeded) with one of its ``n_neighbors`` spatial
+        ``w * x_i + (1 - w) * x_j`` (``w ~ U(*mix_range)``, seeded) with one of its ``n_neighs`` spatial
         nearest training spots of the same section (:func:`c2lst.core.recipe.spatial_mixup`); or user
         log-normalised profiles, an ``(n, n_genes)`` array in panel order or a DataFrame with the panel genes
         as columns.
     n_per_profile
         Patches per profile (each with its own seed).
-    n_neighbors
-        Neighbourhood size for ``"mixup"`` (``obsm["spatial"]``, else circle centres, else array positions).
+    n_neighs
+        Neighbourhood size for ``"mixup"`` (``obsm["spatial"]``, else circle centres, else array positions;
+        squidpy's name, ``n_neighbors`` is its deprecated old name).
     mix_range
         ``(low, high)`` range of the source spot's weight ``w`` for ``"mixup"`` (default ``(0.5, 1)``, the
         measured recipe, :data:`c2lst.core.recipe.RECIPE`).
-    library_key
-        ``.obs`` column of each spot's section: ``"mixup"`` partners come from the source spot's own section.
-        Default: ``"library_id"`` when the table has it, else all spots are one section.
+    {library_key}
+        ``"mixup"`` partners come from the source spot's own section.
     sampler
         ``"dpmsolver++"`` (default), ``"ddim"`` or ``"ddpm"``.
     steps
@@ -128,22 +133,20 @@ def generate(
         that point of the schedule and denoised under the new profile (image-to-image, SDEdit): the patch
         keeps the source's layout and takes the profile's morphology. Default: the recipe's 0.8 for
         ``"spots"``/``"mixup"``, 1 for user profiles.
-    seed
-        Seed: patch ``i`` is sampled from ``torch.Generator().manual_seed(obs["seed"][i])``, derived from
+    {seed}
+        Patch ``i`` is sampled from ``torch.Generator().manual_seed(obs["seed"][i])``, derived from
         ``(seed, i)`` (:func:`c2lst.core.recipe.synthesis_seeds`); mixup partners and weights are seeded too.
     batch_size
         Patches per sampling batch.
     table_key
         Table holding the section's spots. Default: the table the model was adapted on (by name), else
         the only table not written by :func:`generate`.
-    key_added
-        Name of the new table.
-    overwrite
-        Replace an existing table ``key_added``.
+    {key_added_overwrite_copy}
 
     Returns
     -------
-    ``None``; adds the table ``sdata.tables[key_added]`` (one row per synthetic patch):
+    ``None`` (the copy with ``copy=True``); adds the table ``sdata.tables[key_added]`` (one row per synthetic
+    patch):
 
     - ``X``: the conditioning log-normalised expression of the panel genes (``var_names`` = panel genes,
       in panel order);
@@ -164,7 +167,7 @@ def generate(
         raise ValueError(f"`local` must be a LocalModel (c2lst.tl.adapt), got {type(local).__name__}.")
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}.")
-    for name, value, low in (("n_per_profile", n_per_profile, 1), ("n_neighbors", n_neighbors, 1), ("steps", steps, 1),
+    for name, value, low in (("n_per_profile", n_per_profile, 1), ("n_neighs", n_neighs, 1), ("steps", steps, 1),
                              ("batch_size", batch_size, 1)):
         if not isinstance(value, int | np.integer) or value < low:
             raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
@@ -178,6 +181,7 @@ def generate(
         raise ValueError("`strength` < 1 starts each patch from its source spot's patch: use source='spots' or "
                          "'mixup', or strength=1 for user profiles.")
     mix_range = check_mix_range(mix_range)
+    sdata = writable(sdata, copy)
     check_key(sdata.tables, key_added, where="sdata.tables", overwrite=overwrite)
     start = logg.info(f"generating synthetic patches ({sampler}, {steps} steps, guidance {guidance_scale:g})")
     panel = GenePanel.from_dict(local.panel)
@@ -197,10 +201,10 @@ def generate(
             if xy is None:
                 raise ValueError("mixup needs spot positions: table.obsm['spatial'], spot circles annotated by the "
                                  "table, or obs['array_row'/'array_col'].")
-            sections_of = library_key or ("library_id" if "library_id" in table.obs else "")
-            profiles, src, partner, w = spatial_mixup(expr, xy[rows], _sections(table, rows, library_key),
-                                                      n_per_profile=n_per_profile, n_neighbors=n_neighbors,
-                                                      mix_range=mix_range, seed=seed)
+            sections = section_labels(table, library_key)
+            sections_of = library_key if library_key is not None and library_key in table.obs else ""
+            profiles, src, partner, w = spatial_mixup(expr, xy[rows], sections[rows], n_per_profile=n_per_profile,
+                                                      n_neighs=n_neighs, mix_range=mix_range, seed=seed)
             obs = pd.DataFrame({"source_spot": names[src], "partner_spot": names[partner], "mix_weight": w})
     else:
         user, names = _user_profiles(source, panel)
@@ -225,7 +229,7 @@ def generate(
     adata.obsm["c2lst_patch"] = patches
     adata.uns[key_added] = {"params": {
         "source": source if isinstance(source, str) else type(source).__name__, "n_per_profile": int(n_per_profile),
-        "n_neighbors": int(n_neighbors), "mix_range": [float(v) for v in mix_range],
+        "n_neighs": int(n_neighs), "mix_range": [float(v) for v in mix_range],
         "library_key": sections_of,
         "sampler": sampler, "steps": int(steps),
         "guidance_scale": float(guidance_scale), "strength": float(strength), "seed": int(seed),
@@ -238,3 +242,4 @@ def generate(
     adata.uns[SPATIAL_UNS] = {"synthetic": True}  # what is_synthetic reads
     sdata.tables[key_added] = adata
     logg.info(f"    added table {key_added!r}: {n} patches {patches.shape[1:]} (.obsm['c2lst_patch'])", time=start)
+    return returned(sdata, None, copy)

@@ -1,14 +1,15 @@
 """Train a histology -> expression predictor on the training spots (+ synthetic pairs) and predict every spot."""
 from __future__ import annotations
 
-import copy as _copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import _logging as logg
-from .._utils import as_mask, check_key, is_synthetic, resolve_table
+from .._deprecation import renamed_kwargs, warn_deprecated
+from .._docs import doc_params
+from .._utils import as_mask, check_key, is_synthetic, resolve_table, returned, writable
 from ..core.predictor import (
     ENCODERS,
     RIDGE_ALPHAS,
@@ -46,7 +47,7 @@ def resolve_central(central: Any) -> Any:
     return CentralModel.load(path)
 
 
-def train_panel(table: AnnData, mask: np.ndarray, panel: GenePanel | None, n_top: int) -> tuple[GenePanel, str]:
+def train_panel(table: AnnData, mask: np.ndarray, panel: GenePanel | None, n_top_genes: int) -> tuple[GenePanel, str]:
     """Return the gene panel to model: ``panel``, else ``uns['c2lst_panel']``, else a new one from training spots only.
 
     A new panel is computed on a throw-away view of the counts, so nothing is written to ``table``.
@@ -66,8 +67,8 @@ def train_panel(table: AnnData, mask: np.ndarray, panel: GenePanel | None, n_top
     from anndata import AnnData
 
     scratch = AnnData(X=table.X, obs=table.obs[[]], var=table.var[[]])
-    n_top = min(int(n_top), table.n_vars)
-    return gene_panel(scratch, n_top=n_top, train_mask=mask, key_added="panel"), "training spots"
+    n_top_genes = min(int(n_top_genes), table.n_vars)
+    return gene_panel(scratch, n_top_genes=n_top_genes, train_mask=mask, key_added="panel"), "training spots"
 
 
 SYNTHETIC_TABLE = "c2lst_synthetic"  # the default of `synthetic=`: may be absent (no synthetic pairs yet)
@@ -145,6 +146,8 @@ def impute_genes(table: AnnData, panel: GenePanel, rows: np.ndarray, genes: np.n
     return model.predict(panel.standardize(predicted)).reshape(len(predicted), -1).astype(np.float32)
 
 
+@renamed_kwargs(n_top="n_top_genes")
+@doc_params
 def predict(
     sdata: SpatialData | AnnData,
     *,
@@ -154,7 +157,7 @@ def predict(
     central: Any = None,
     head: str = "ridge",
     panel: GenePanel | None = None,
-    n_top: int = 256,
+    n_top_genes: int = 256,
     table_key: str | None = None,
     patch_key: str = "c2lst_patch",
     synthetic_weight: float | str = SYNTHETIC_WEIGHT,
@@ -166,11 +169,11 @@ def predict(
     seed: int = 0,
     outside_panel: str = "impute",
     key_added: str = "c2lst_pred",
-    return_model: bool = False,
+    return_model: bool | None = None,
     overwrite: bool = False,
     copy: bool = False,
     **predictor_kwargs: Any,
-) -> SpatialData | AnnData | Predictor | tuple[SpatialData | AnnData, Predictor] | None:
+) -> Predictor | tuple[SpatialData | AnnData, Predictor]:
     """Train a histology -> expression predictor on the training spots and predict every spot.
 
     The targets are the panel genes' log-normalised expression computed with the panel's own (training-spot)
@@ -180,12 +183,10 @@ def predict(
 
     Parameters
     ----------
-    sdata
-        ``SpatialData`` (or ``AnnData``) whose table has raw counts in ``X`` and patches in ``.obsm[patch_key]``
-        (:func:`c2lst.pp.extract_patches`).
-    train_mask
-        Boolean mask of the training spots (integer arrays are refused: use ``mask.astype(bool)``). ``None``
-        trains on every spot.
+    {sdata_or_adata}
+        The table has raw counts in ``X`` and patches in ``.obsm[patch_key]`` (:func:`c2lst.pp.extract_patches`).
+    {train_mask}
+        ``None`` trains on every spot.
     synthetic
         Name of the synthetic table written by :func:`c2lst.tl.generate`; its pairs are added to the training
         set (its genes must be the panel's, in order). The default name may be absent (real spots only); any
@@ -203,14 +204,12 @@ def predict(
     head
         ``"ridge"`` (per-gene penalty by leave-one-out CV on the training spots) or ``"mlp"``.
     panel
-        Gene panel to predict. ``None``: ``.uns['c2lst_panel']`` when present, else the ``n_top`` most
+        Gene panel to predict. ``None``: ``.uns['c2lst_panel']`` when present, else the ``n_top_genes`` most
         variable genes of the training spots (computed in memory; not written to the table).
-    n_top
-        Size of a new panel.
-    table_key
-        Table of the spots when ``sdata`` has several (the synthetic table is never chosen by default).
-    patch_key
-        ``.obsm`` key of the spot patches.
+    n_top_genes
+        Size of a new panel (``n_top`` is its deprecated old name).
+    {table_key}
+    {patch_key}
     synthetic_weight
         Sample weight of each synthetic pair in the head's fit (training spots weigh 1), or ``"cv"``: the weight
         among 0, 0.25, 0.5 and 1 with the best leave-one-group-out Pearson r on the training spots (groups from
@@ -234,36 +233,32 @@ def predict(
     groupby
         ``.obs`` column of the spots (e.g. ``"section"``) defining the groups of ``synthetic_weight="cv"``.
     batch_key
-        ``.obs`` column of the spots' section or slide (e.g. ``"library_id"``). Each section's patch features are
-        then standardised on that section's own patches (images only, never expression), and the head learns how
-        expression varies within a section (``Predictor(group_norm=True)``). This removes slide-level shifts in
-        stain and texture. On the her2st benchmark (five folds, three seeds) it raised the held-out r by
-        0.009-0.011 at every paired fraction. Synthetic pairs are standardised per their source spot's section.
-        Each section needs at least 5 spots. Not with ``encoder="cnn"``; ``synthetic_weight="cv"`` then holds out
-        one ``batch_key`` group at a time. ``None``: one standardisation for all spots.
-    seed
-        Seed of every random choice; the same seed gives the same predictions.
-    key_added
-        Layer and ``.uns`` key written.
+        ``.obs`` column of the normalisation batch: spots whose images share stain and scanner, usually a section
+        or slide (e.g. ``"library_id"``), but any column may serve; it is not ``library_key``, the sections other
+        functions split and score by. Each batch's patch features are then standardised on that batch's own
+        patches (images only, never expression), and the head learns how expression varies within a batch
+        (``Predictor(group_norm=True)``). This removes slide-level shifts in stain and texture. On the her2st
+        benchmark (five folds, three seeds, batch = section) it raised the held-out r by 0.009-0.011 at every
+        paired fraction. Synthetic pairs are standardised per their source spot's batch. Each batch needs at
+        least 5 spots. Not with ``encoder="cnn"``; ``synthetic_weight="cv"`` then holds out one ``batch_key``
+        group at a time. ``None``: one standardisation for all spots.
+    {seed}
+    {key_added_overwrite_copy}
     return_model
-        Also return the fitted :class:`c2lst.core.predictor.Predictor` (save it with ``Predictor.save``).
-    overwrite
-        Replace an existing ``.layers[key_added]``.
+        Deprecated and no longer needed: the fitted predictor is always returned.
     outside_panel
         Genes outside the panel: ``"impute"`` maps the predicted panel to them with a ridge regression fitted on
         the training spots' measured expression (panel genes -> every other gene, one penalty chosen by
         leave-one-out CV; a gene without variance over the training spots gets its constant training mean), so
         every gene has a map in scanpy, squidpy and napari; ``"nan"`` leaves them ``NaN`` (nothing predicted).
         :func:`c2lst.tl.evaluate` scores the panel genes either way.
-    copy
-        Work on a copy of ``sdata`` and return it.
     **predictor_kwargs
         Passed to :class:`~c2lst.core.predictor.Predictor` (``epochs``, ``batch_size``, ``lr``...).
 
     Returns
     -------
-    ``None`` (or the copy when ``copy=True``; the predictor, or ``(copy, predictor)``, when
-    ``return_model=True``). Writes to the table:
+    The fitted :class:`~c2lst.core.predictor.Predictor` (save it with ``Predictor.save``; map a slide without
+    spots with :func:`c2lst.tl.predict_slide`), or ``(copy, predictor)`` with ``copy=True``. Writes to the table:
 
     - ``.layers[key_added]``: float32 spots x genes; predicted lognorm for the panel genes, and for every other
       gene what ``outside_panel`` says: imputed from the predicted panel (default), or ``NaN``. Never a constant
@@ -277,9 +272,11 @@ def predict(
       weight), ``groupby`` and ``batch_key``, predictor
       hyperparameters (``group_norm`` among them) and fit summary.
     """
+    if return_model is not None:
+        warn_deprecated("tl.predict: `return_model` is no longer needed, the fitted predictor is always returned; "
+                        "drop the argument", stacklevel=4)
     start = logg.info(f"training a {encoder} + {head} predictor")
-    if copy:
-        sdata = _copy.deepcopy(sdata)
+    sdata = writable(sdata, copy)
     if table_key is None and hasattr(sdata, "tables") and len(sdata.tables) > 1:  # never pick a synthetic table
         spots = [k for k, t in sdata.tables.items() if k != synthetic and not is_synthetic(t)]
         table_key = spots[0] if len(spots) == 1 else None
@@ -310,7 +307,7 @@ def predict(
         if synthetic_weight == "cv" and groupby not in (None, batch_key):
             raise ValueError(f"with `batch_key`, synthetic_weight='cv' holds out one {batch_key!r} group at a time; "
                              f"leave `groupby` unset or set it to {batch_key!r}.")
-    the_panel, panel_source = train_panel(table, mask, panel, n_top)
+    the_panel, panel_source = train_panel(table, mask, panel, n_top_genes)
     expr = the_panel.expression(table)
     syn_p, syn_y, n_syn, syn_source = synthetic_pairs(sd, synthetic, the_panel, patch_key)
     if n_syn:
@@ -351,9 +348,7 @@ def predict(
     })}
     logg.info(f"    added .layers[{key_added!r}] ({len(the_panel)} panel genes), .var['{key_added}_panel'] and "
               f".uns[{key_added!r}]", time=start)
-    if return_model:
-        return (sdata, model) if copy else model
-    return sdata if copy else None
+    return returned(sdata, model, copy)
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from .. import _logging as logg
-from .._utils import SPATIAL_UNS, check_key, resolve_image
+from .._docs import doc_params
+from .._utils import SPATIAL_UNS, check_key, resolve_image, returned, writable
 from ..core.predictor import Predictor
 from ..io._build import scanpy_spatial
 
@@ -86,6 +87,7 @@ def _image_mpp(sdata: SpatialData, image_key: str) -> float:
                      "full-resolution pixel).")
 
 
+@doc_params
 def predict_slide(
     sdata: SpatialData,
     model: Predictor | str | Path,
@@ -100,19 +102,19 @@ def predict_slide(
     batch_size: int = 256,
     key_added: str = "c2lst_slide",
     overwrite: bool = False,
-) -> None:
+    copy: bool = False,
+) -> SpatialData | None:
     """Predict expression on a grid of pseudo-spots covering the tissue of an H&E image.
 
     The tissue is found with an Otsu threshold on saturation + darkness of a coarse image level; grid points
     (``grid_um`` apart) whose ``spot_um`` disk is at least ``min_tissue`` tissue become pseudo-spots. Their
     patches are cut with :func:`c2lst.pp.extract_patches` at the predictor's patch size and scored with the
-    fitted predictor (e.g. from ``tl.predict(..., return_model=True)`` or ``Predictor.load``).
+    fitted predictor (what :func:`c2lst.tl.predict` returns, or ``Predictor.load``).
 
     Parameters
     ----------
-    sdata
-        ``SpatialData`` holding the H&E image (spots and tables are not needed), e.g. from
-        :func:`c2lst.io.read_slide`.
+    {sdata}
+        It holds the H&E image (spots and tables are not needed), e.g. from :func:`c2lst.io.read_slide`.
     model
         A fitted :class:`~c2lst.core.predictor.Predictor` or the directory it was saved to.
     image_key
@@ -134,14 +136,11 @@ def predict_slide(
         Central model needed to load a saved predictor that uses ``encoder="central"``.
     batch_size
         Patches read per batch.
-    key_added
-        Name of the table written; the circles are ``f"{key_added}_spots"``.
-    overwrite
-        Replace an existing table/shapes of that name.
+    {key_added_overwrite_copy}
 
     Returns
     -------
-    ``None``. Writes to ``sdata``:
+    ``None`` (the copy with ``copy=True``). Writes to ``sdata``:
 
     - ``.shapes[f"{key_added}_spots"]``: pseudo-spot circles (in image pixels, with the image's
       transformations).
@@ -163,13 +162,14 @@ def predict_slide(
     if not isinstance(model, Predictor):
         model = Predictor.load(model, central=central)
     if not model.genes or "patch_px" not in model.fit_info:
-        raise ValueError("the predictor has no gene names or patch size; fit it with c2lst.tl.predict(..., "
-                         "return_model=True).")
+        raise ValueError("the predictor has no gene names or patch size; fit it with c2lst.tl.predict (it returns "
+                         "the fitted predictor).")
     if not (grid_um > 0 and spot_um > 0 and 0 <= min_tissue <= 1):
         raise ValueError(f"need grid_um > 0, spot_um > 0 and min_tissue in [0, 1]; got {grid_um}, {spot_um}, {min_tissue}.")
     if lattice not in ("square", "hex"):
         raise ValueError(f"`lattice` must be 'square' or 'hex', got {lattice!r}.")
     shapes_key = f"{key_added}_spots"
+    sdata = writable(sdata, copy)
     check_key(sdata.tables, key_added, where="sdata.tables", overwrite=overwrite)
     check_key(sdata.shapes, shapes_key, where="sdata.shapes", overwrite=overwrite)
     image_key = resolve_image(sdata, image_key)
@@ -220,3 +220,4 @@ def predict_slide(
                                        "encoder": model.encoder_kind, "head": model.head_kind, "n_spots": n}}
     logg.info(f"    added .shapes[{shapes_key!r}] and .tables[{key_added!r}] ({n} pseudo-spots x {len(model.genes)} "
               "genes)", time=start)
+    return returned(sdata, None, copy)

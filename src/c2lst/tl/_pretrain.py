@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import _logging as logg
+from .._docs import doc_params
 from .._settings import settings
 from .._utils import check_optimizer_args, spot_mpp
 from ..core.checkpoint import read_json
@@ -178,6 +179,7 @@ def _warn_blank(tiles: np.ndarray, source: str, *, of: int | None = None) -> Non
                       "`min_tissue`) before pretraining.", UserWarning, stacklevel=3)
 
 
+@doc_params
 def pretrain(
     images: Any,
     *,
@@ -230,8 +232,8 @@ def pretrain(
         default ``config.steps``.
     batch_size, lr
         Default from the configuration.
-    seed
-        Seed of initialisation, batches, augmentation and noise.
+    {seed}
+        It seeds the initialisation, batches, augmentation and noise.
     out
         Directory for checkpoints (``out/checkpoints/step-N``) and the final model (``save_pretrained``
         subfolders ``autoencoder/``, ``unet/``, ``scheduler/`` and ``c2lst_central.json``).
@@ -241,8 +243,8 @@ def pretrain(
         Steps between checkpoints (only with ``out``).
     mixed_precision
         ``"no"``, ``"bf16"`` or ``"fp16"`` (CUDA only); default from the configuration.
-    patch_key
-        ``.obsm`` key of spot patches when ``images`` is a SpatialData object.
+    {patch_key}
+        Read when ``images`` is a SpatialData object.
     overwrite
         Replace a model or checkpoints already in ``out``. ``out`` must be a new or empty folder or one c2lst
         wrote (a file or a folder of other files is refused before any training, even with ``overwrite``).
