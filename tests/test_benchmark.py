@@ -13,8 +13,8 @@ from c2lst.core.recipe import RECIPE, spatial_mixup
 ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "her2st"
 
 
-def _fake_sections(folder: Path, n_sections: int = 2, n: int = 24, genes: int = 40) -> None:
-    """Sections whose first genes follow the patch colour, written in the benchmark's cache format."""
+def _fake_sections(folder: Path, n_sections: int = 2, n: int = 24, genes: int = 40, n_tissue: int = 20) -> None:
+    """Sections whose first genes follow the patch colour, written in the benchmark's cache format (tissue tiles too)."""
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     for s in range(n_sections):
@@ -24,8 +24,9 @@ def _fake_sections(folder: Path, n_sections: int = 2, n: int = 24, genes: int = 
         counts = rng.poisson(5, size=(n, genes)).astype(np.float32)
         counts[:, :3] = rng.poisson(np.exp(colour / 40))  # log-linear in the channel means: the top HVGs
         xy = np.c_[np.arange(n) % 6, np.arange(n) // 6].astype(float)
+        tissue = np.clip(base[:1] + rng.integers(-40, 40, size=(n_tissue, 3, 64, 64)), 0, 255).astype(np.uint8)
         np.savez_compressed(folder / f"S{s}.npz", patches=patches, counts=counts, library=counts.sum(1, dtype=np.float64),
-                            genes=np.array([f"g{i}" for i in range(genes)]), xy=xy)
+                            genes=np.array([f"g{i}" for i in range(genes)]), xy=xy, tissue=tissue)
 
 
 def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
@@ -38,6 +39,9 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     assert np.isfinite(df["pcc"]).all() and (df["n_train"] == 12).all()
     extra = df.set_index("condition")["n_extra"]
     assert extra["augment"] == 24 and extra["c2l"] == 12 and extra["local_only"] == 12 and extra["real"] == 0
+    assert extra["c2l_tissue"] == extra["local_only_tissue"] == 12
+    n_tissue = df.set_index("condition")["n_tissue"]  # the quick budget: 16 of the training section's 20 tiles
+    assert n_tissue["c2l_tissue"] == n_tissue["local_only_tissue"] == 16 and n_tissue["c2l"] == 0
     assert extra["spatial_mixup"] == 24 and extra["c2l_augment"] == extra["c2l"] + extra["augment"]
     weight = df.set_index("condition")["extra_weight"]
     assert weight["augment"] == 1.0 and weight["c2l_augment"] == weight["c2l"] and np.isnan(weight["real"])
@@ -50,7 +54,8 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     for name in ("results.csv", "synthetic.csv", "summary.md", "meta.json", "pcc_vs_fraction.png"):
         assert (out / name).stat().st_size > 0
     syn = pd.read_csv(out / "synthetic.csv")
-    assert set(syn["condition"]) == {"c2l", "local_only"} and {"frechet", "precision", "nn_ratio"} <= set(syn.columns)
+    assert set(syn["condition"]) == {"c2l", "local_only", "c2l_tissue", "local_only_tissue"}
+    assert {"frechet", "precision", "nn_ratio"} <= set(syn.columns)
     assert {"frechet_floor", "frechet_vs_half", "n_floor"} <= set(syn.columns)  # 12 paired spots: 6 per half
     text = (out / "summary.md").read_text()
     assert "| handcrafted |" in text and "f=0.5" in text and "top-3 training HVGs" in text
@@ -79,6 +84,43 @@ def test_quick_benchmark_group_norm(tmp_path):
     assert normed["handcrafted"] == plain["handcrafted"]  # the floor is never standardised per section
     assert np.isfinite(normed).all() and normed["real"] != plain["real"]
     assert json.loads((tmp_path / "out" / "meta.json").read_text())["group_norm"] is True
+
+
+def test_held_out_section_tiles_never_reach_adapt(tmp_path, monkeypatch):
+    """c2l_tissue / local_only_tissue: tl.adapt gets tissue tiles of the training sections only, seeded."""
+    import c2lst
+    from c2lst.benchmark._data import load_sections
+
+    cache = tmp_path / "cache"
+    _fake_sections(cache, n_sections=2, n_tissue=20)
+    data = {s.name: s for s in load_sections(("S0", "S1"), cache_dir=cache, tissue=True)}
+    seen, pretrained = [], []
+    adapt, pretrain = c2lst.tl.adapt, c2lst.tl.pretrain
+
+    def spy(sdata, central, **kw):
+        seen.append(kw.get("tissue"))
+        return adapt(sdata, central, **kw)
+
+    def spy_pretrain(images, **kw):
+        pretrained.append(images)
+        return pretrain(images, **kw)
+
+    monkeypatch.setattr(c2lst.tl, "adapt", spy)
+    monkeypatch.setattr(c2lst.tl, "pretrain", spy_pretrain)
+    run_benchmark(("S0", "S1"), quick=True, out_dir=tmp_path / "out", cache_dir=cache, n_top=3,
+                  conditions=("c2l", "c2l_tissue", "local_only_tissue"), tissue_tiles=12)
+    assert seen[0] is None and len(seen) == 3  # c2l, then the two tissue conditions
+    held = {t.tobytes() for t in data["S0"].tissue}  # quick mode holds out the first section
+    train = {t.tobytes() for t in data["S1"].tissue}
+    for tiles in seen[1:]:
+        got = {t.tobytes() for t in tiles}
+        assert len(tiles) == 12 and got <= train and not got & held
+    assert np.array_equal(seen[1], seen[2])  # the same tiles for both: only central pretraining differs
+    local_only = pretrained[-1]  # the local-only model is pretrained on the training patches and the same tiles
+    assert {t.tobytes() for t in seen[2]} <= {t.tobytes() for t in local_only}
+    assert not {t.tobytes() for t in local_only} & held
+    with pytest.raises(ValueError, match="tissue_tiles"):
+        run_benchmark(("S0", "S1"), tissue_tiles=0, out_dir=tmp_path)
 
 
 def test_benchmark_bad_input(tmp_path):
@@ -275,6 +317,19 @@ def test_load_sections_reads_the_data_folder_of_c2lst_data_dir(tmp_path, tiny_wr
     assert (tmp_path / "cache" / "tiny.npz").exists()
     monkeypatch.setenv("C2LST_DATA_DIR", str(tmp_path / "elsewhere"))  # the cache needs no data folder
     assert load_sections(("tiny",), cache_dir=tmp_path / "cache")[0].counts.shape == (25, 30)
+    assert sec.tissue.shape == (144, 3, 64, 64) and sec.tissue.dtype == np.uint8  # the whole image, tiled
+    # a cache written before tissue tiles were cached is read again when they are needed
+    with np.load(tmp_path / "cache" / "tiny.npz") as z:
+        np.savez_compressed(tmp_path / "cache" / "tiny.npz", **{k: z[k] for k in z.files if k != "tissue"})
+    assert load_sections(("tiny",), cache_dir=tmp_path / "cache")[0].tissue is None
+    with pytest.raises(ValueError, match="not found under"):
+        load_sections(("tiny",), cache_dir=tmp_path / "cache", tissue=True)
+    monkeypatch.setenv("C2LST_DATA_DIR", str(tmp_path / "data"))
+    again = load_sections(("tiny",), cache_dir=tmp_path / "cache", tissue=True)[0]
+    assert np.array_equal(again.tissue, sec.tissue)
+    with np.load(tmp_path / "cache" / "tiny.npz") as z:
+        assert "tissue" in z.files
+    monkeypatch.setenv("C2LST_DATA_DIR", str(tmp_path / "elsewhere"))
     with pytest.raises(ValueError, match="not found under"):
         load_sections(("tiny",))
 

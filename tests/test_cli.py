@@ -104,6 +104,11 @@ def test_adapt_panel_options_reach_gene_panel(tmp_path, tiny_files, capsys):
     assert main([*args, "--include", "GENE3", "--panel-flavor", "seurat"]) == 2  # refused before any training
     assert "did you mean ['gene3']" in capsys.readouterr().err
     assert build_parser().parse_args(args[1:] + ["--include", "gene3", "gene7"]).include == ["gene3", "gene7"]
+    tissue = build_parser().parse_args(args[1:] + ["--tissue-tiles", "500", "--transductive", "C3", "C4"])
+    assert tissue.tissue_tiles == 500 and tissue.transductive == ["C3", "C4"]
+    assert build_parser().parse_args(args[1:]).tissue_tiles is None
+    assert main([*args, "--tissue-tiles", "50", "--transductive", "C9"]) == 2  # refused before any training
+    assert "`transductive` names sections ['C9']" in capsys.readouterr().err
 
 
 def test_evaluate_reads_the_split_recorded_by_predict(tmp_path, tiny_files, capsys):
@@ -260,7 +265,7 @@ def test_benchmark_options_match_the_module_defaults():
     assert args.adapt_steps == 7 and args.encoder == defaults["encoder"].default
     plain = build_parser().parse_args(["benchmark"])
     for name in ("adapt_steps", "decoder_steps", "strength", "local_steps", "synthetic_weight", "synthetic_align",
-                 "group_norm"):
+                 "group_norm", "tissue_tiles"):
         assert getattr(plain, name) == defaults[name].default, name
     chosen = build_parser().parse_args(["benchmark", "--synthetic-weight", "cv", "--synthetic-align", "moments"])
     assert (chosen.synthetic_weight, chosen.synthetic_align) == ("cv", "moments")

@@ -87,8 +87,11 @@ def test_adapter_at_most_5_percent(name):
     assert 0 < n_adapter <= 0.05 * n_central
 
 
-def test_zero_init_equals_central(central):
-    mod = GeneModulation.for_unet(central.unet, N_GENES, hidden=TINY.gene_hidden, cond_dim=TINY.cond_dim)
+@pytest.mark.parametrize("local_component", [False, True])
+def test_zero_init_equals_central(central, local_component):
+    mod = GeneModulation.for_unet(central.unet, N_GENES, hidden=TINY.gene_hidden, cond_dim=TINY.cond_dim,
+                                  local=local_component)
+    assert mod.local is local_component and (mod.local_film is not None) is local_component
     local = LocalModel(central, mod, _panel())
     g = torch.Generator().manual_seed(3)
     z = torch.randn(5, 4, TINY.latent_px, TINY.latent_px, generator=g)
@@ -96,6 +99,7 @@ def test_zero_init_equals_central(central):
     genes = torch.randn(5, N_GENES, generator=g) * 3
     with torch.no_grad():
         assert torch.equal(local.eps(z, t, genes), central.unet(z, t).sample)
+        assert torch.equal(local.eps(z, t, genes, torch.tensor([1.0, 0, 1, 0, 0])), central.unet(z, t).sample)
     # and the sampler path end to end: identical tiles with and without the (untrained) adapter
     a = local.generate(genes.numpy(), seeds=[1, 2, 3, 4, 5], steps=3, guidance_scale=1.0)
     b = local.generate(genes.numpy(), seeds=[1, 2, 3, 4, 5], steps=3, guidance_scale=0.0)
@@ -388,3 +392,75 @@ def test_image_to_image_strength(adapted):
         local.generate(genes, seeds=seeds, strength=0.5)
     with pytest.raises(ValueError, match="one tile per profile"):
         local.generate(genes, seeds=seeds, init_tiles=init[:2], strength=0.5)
+
+
+def test_tissue_tiles_train_an_unconditional_local_component(central, monkeypatch):
+    """Tissue tiles: unconditional samples in each batch, a zero-initialised local component, the local decoder."""
+    from c2lst.core import adaptation
+
+    patches, genes, _ = paired_spots(16, seed=40)
+    blue = np.ascontiguousarray(he_tiles(64, seed=41)[:, ::-1])  # the lab's other stain, no expression
+    seen = {}
+    real_decoder = adaptation.adapt_decoder
+
+    def spy(autoencoder, tiles, **kw):
+        seen["decoder_tiles"] = len(tiles)
+        return real_decoder(autoencoder, tiles, **kw)
+
+    monkeypatch.setattr(adaptation, "adapt_decoder", spy)
+    kw = {"steps": 60, "batch_size": 16, "lr": 1e-2, "cond_dropout": 0.1, "lora_rank": 0, "decoder_steps": 2}
+    local = adapt_local(central, patches, genes, _panel(), seed=0, tissue=blue, **kw)
+    assert seen["decoder_tiles"] == 16 + 64  # spot patches and tissue tiles
+    assert local.summary["n_tissue"] == 64 and local.summary["tissue_per_batch"] == 8
+    assert local.modulation.local and float(local.modulation.local_time.detach().abs().sum()) > 0
+    # the unconditional model learned the local morphology: on unseen tiles of that stain it denoises better
+    held_out = np.ascontiguousarray(he_tiles(24, seed=42)[:, ::-1])
+    none = np.zeros((24, N_GENES), np.float32)
+    plain = LocalModel(central, GeneModulation.for_unet(central.unet, N_GENES, hidden=TINY.gene_hidden,
+                                                        cond_dim=TINY.cond_dim), _panel())
+    ours = local.denoising_loss(held_out, none, seed=2, n_draws=4, conditional=False)
+    theirs = plain.denoising_loss(held_out, none, seed=2, n_draws=4, conditional=False)
+    assert ours < theirs, (ours, theirs)
+    # seeded; without tissue the adapter is the one adapted without the option, with no local component
+    again = adapt_local(central, patches, genes, _panel(), seed=0, tissue=blue, **kw)
+    assert state_sha256(again.modulation.state_dict()) == state_sha256(local.modulation.state_dict())
+    short = kw | {"steps": 3, "decoder_steps": 0}
+    without = adapt_local(central, patches, genes, _panel(), seed=0, **short)
+    empty = adapt_local(central, patches, genes, _panel(), seed=0, tissue=blue[:0], **short)
+    assert not without.modulation.local and "n_tissue" not in without.summary
+    assert state_sha256(without.modulation.state_dict()) == state_sha256(empty.modulation.state_dict())
+    for bad, match in (({"tissue_share": 1.0}, "tissue_share"), ({"batch_size": 1}, "batch_size")):
+        with pytest.raises(ValueError, match=match):
+            adapt_local(central, patches, genes, _panel(), seed=0, tissue=blue, **(short | bad))
+
+
+def test_local_component_save_load_and_older_adapters(central, tmp_path):
+    import json
+
+    patches, genes, _ = paired_spots(8, seed=50)
+    blue = np.ascontiguousarray(he_tiles(8, seed=51)[:, ::-1])
+    kw = {"steps": 3, "batch_size": 4, "lr": 1e-2, "cond_dropout": 0.1, "lora_rank": 0, "seed": 0}
+    local = adapt_local(central, patches, genes, _panel(), tissue=blue, **kw)
+    before = local.generate(genes[:3], seeds=[1, 2, 3], steps=3, guidance_scale=0.0)  # local-unconditional
+    assert not np.array_equal(before, LocalModel(central, GeneModulation.for_unet(
+        central.unet, N_GENES, hidden=TINY.gene_hidden, cond_dim=TINY.cond_dim), _panel()).generate(
+        genes[:3], seeds=[1, 2, 3], steps=3, guidance_scale=0.0))  # no longer the central model
+    local.save(tmp_path / "local")
+    back = LocalModel.load(tmp_path / "local", central)
+    assert back.modulation.local
+    assert np.array_equal(back.generate(genes[:3], seeds=[1, 2, 3], steps=3, guidance_scale=0.0), before)
+    # an adapter written before the local component: no "local" setting, no such weights
+    plain = adapt_local(central, patches, genes, _panel(), **kw)
+    plain.save(tmp_path / "old")
+    manifest = tmp_path / "old" / "c2lst_local.json"
+    meta = json.loads(manifest.read_text())
+    del meta["modulation"]["local"]
+    manifest.write_text(json.dumps(meta))
+    old = LocalModel.load(tmp_path / "old", central)
+    assert not old.modulation.local
+    assert state_sha256(old.modulation.state_dict()) == state_sha256(plain.modulation.state_dict())
+    # a manifest claiming a local component the weights lack is refused
+    meta["modulation"]["local"] = True
+    manifest.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="do not fit"):
+        LocalModel.load(tmp_path / "old", central)

@@ -224,7 +224,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         pp.gene_panel(sdata, n_top_genes=min(args.n_top_genes, table.n_vars), train_mask=mask, table_key=name,
                       flavor=args.panel_flavor, include=args.include, overwrite=args.overwrite)
     local = tl.adapt(sdata, central, train_mask=mask, steps=args.steps, decoder_steps=args.decoder_steps,
-                     table_key=name, seed=args.seed, overwrite=args.overwrite)
+                     table_key=name, seed=args.seed, overwrite=args.overwrite, tissue=args.tissue_tiles,
+                     transductive=args.transductive or ())
     local.save(args.adapter, overwrite=args.overwrite)
     write_store(sdata, source, args.out, [name], overwrite=args.overwrite)
     print(f"saved adapter to {args.adapter} ({int(mask.sum())} training spots, {local.n_trainable:,} parameters)")
@@ -520,6 +521,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--panel-flavor", default="variance", choices=list(PANEL_FLAVORS),
                    help="how panel genes are ranked on the training spots (scanpy's highly_variable_genes flavors)")
     p.add_argument("--include", nargs="+", metavar="GENE", help="genes forced into the panel, e.g. --include ERBB2")
+    p.add_argument("--tissue-tiles", type=int, metavar="N",
+                   help="also train the local stage on N unlabelled tissue tiles of the training sections' images "
+                        "(spots outside the split excluded; default: none)")
+    p.add_argument("--transductive", nargs="+", metavar="NAME",
+                   help="sections without training spots whose images --tissue-tiles may tile too (transductive use "
+                        "of a test image)")
     p.set_defaults(func=cmd_adapt)
 
     p = sub.add_parser("generate", help="generate synthetic patches conditioned on expression")

@@ -39,7 +39,7 @@ def add_synthetic_row_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of :func:`c2lst.benchmark.run_benchmark` to ``p``; defaults are the recipe's."""
-    from ._data import CONDITIONS, SECTIONS
+    from ._data import CONDITIONS, SECTIONS, TISSUE_TILES
 
     p.add_argument("--sections", nargs="+", default=list(SECTIONS), help="her2st sections (default: %(default)s)")
     p.add_argument("--root", help="her2st folder (default ../shared/data/her2st or $C2LST_DATA_DIR)")
@@ -63,6 +63,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group-norm", action="store_true",
                    help="non-floor predictors standardise each section's features on its own patches")
     p.add_argument("--local-steps", type=int, default=2000, help="pretraining steps of the local-only baseline")
+    p.add_argument("--tissue-tiles", type=int, default=TISSUE_TILES, metavar="N",
+                   help="unlabelled tissue tiles of the training sections per fold for c2l_tissue and "
+                        "local_only_tissue (seeded draw; default %(default)s)")
     p.add_argument("--central", default="default", help="central model directory or 'default'")
     p.add_argument("--quick", action="store_true", help="smoke test: two sections, one fold, tiny model")
     p.add_argument("--out", default="benchmarks/results", help="output folder (default %(default)s)")
@@ -79,7 +82,7 @@ def run_command(args: argparse.Namespace) -> int:
                             strength=args.strength, local_steps=args.local_steps, n_augment=args.n_augment,
                             augment_weight=args.augment_weight, synthetic_weight=args.synthetic_weight,
                             synthetic_align=args.synthetic_align, group_norm=args.group_norm,
-                            test_sections=args.test_sections)
+                            test_sections=args.test_sections, tissue_tiles=args.tissue_tiles)
     print(f"{len(results)} runs; results.csv, summary.md and pcc_vs_fraction.png in {args.out}/")
     return 0
 

@@ -68,13 +68,15 @@ def fold_sdata(fold: Fold, *, held_out: bool = False) -> SpatialData:
 
 def diffusion_pairs(central: Any, fold: Fold, *, recipe: RecipeConfig = RECIPE, adapt_batch_size: int | None = None,
                     batch_size: int = 64, out_px: int, sdata: SpatialData | None = None,
-                    key_added: str = "c2lst_synthetic") -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+                    key_added: str = "c2lst_synthetic", tissue: np.ndarray | None = None,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
     """Adapt ``central`` on the fold's paired spots and generate tiles for spatial-mixup profiles, through ``tl``.
 
     Runs :func:`c2lst.tl.adapt` (``train_mask``: the paired spots) and :func:`c2lst.tl.generate`
     (``source="mixup"``) with ``recipe``'s settings on ``sdata`` (default :func:`fold_sdata`): the calls a user
     makes on the same spots give the same tiles, bit for bit. The synthetic table ``sdata.tables[key_added]``
-    keeps the tiles resized to ``out_px``, the size of the real patches the predictor reads.
+    keeps the tiles resized to ``out_px``, the size of the real patches the predictor reads. ``tissue``: unlabelled
+    tissue tiles of the fold's training sections for the local stage (``tl.adapt(tissue=...)``).
 
     Returns
     -------
@@ -90,7 +92,7 @@ def diffusion_pairs(central: Any, fold: Fold, *, recipe: RecipeConfig = RECIPE, 
     t0 = time.perf_counter()
     local = tl.adapt(sdata, central, panel=fold.panel, train_mask=paired, steps=recipe.adapt_steps,
                      batch_size=adapt_batch_size, decoder_steps=recipe.decoder_steps, table_key="table",
-                     seed=fold.seed, overwrite=True)
+                     seed=fold.seed, overwrite=True, tissue=tissue)
     t1 = time.perf_counter()
     tl.generate(sdata, local, source="mixup", n_per_profile=recipe.n_per_profile, n_neighs=recipe.n_neighs,
                 mix_range=recipe.mix_range, library_key="library_id", steps=recipe.generate_steps,

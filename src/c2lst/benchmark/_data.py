@@ -1,4 +1,4 @@
-"""Benchmark inputs: per-section arrays (patches, raw counts, array positions), cached as ``.npz``."""
+"""Benchmark inputs: per-section arrays (patches, raw counts, array positions, tissue tiles), cached as ``.npz``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,7 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-CONDITIONS = ("handcrafted", "real", "augment", "c2l", "c2l_augment", "local_only", "mixup", "spatial_mixup")
+from .. import _logging as logg
+
+CONDITIONS = ("handcrafted", "real", "augment", "c2l", "c2l_augment", "local_only", "mixup", "spatial_mixup",
+              "c2l_tissue", "local_only_tissue")
+TISSUE_CONDITIONS = ("c2l_tissue", "local_only_tissue")  # conditions adapted on the training sections' tissue tiles
+TISSUE_TILES = 2000  # tissue tiles per fold of those conditions (a seeded draw)
 SECTIONS = ("C2", "C3", "C4", "C5", "C6")
 
 PATCH_UM, PATCH_PX = 100.0, 64
@@ -17,7 +22,8 @@ class Section:
     """One section's arrays.
 
     ``patches`` (n, 3, 64, 64) uint8, raw ``counts`` (n, genes), ``library`` (total counts per spot over all
-    measured genes), ``genes`` and array positions ``xy``.
+    measured genes), ``genes``, array positions ``xy`` and ``tissue``: every 100 µm tissue tile of the section's
+    image at 64 px (:func:`c2lst.pp.tissue_tiles`; ``None`` when not loaded).
     """
 
     name: str
@@ -26,12 +32,13 @@ class Section:
     library: np.ndarray
     genes: np.ndarray
     xy: np.ndarray
+    tissue: np.ndarray | None = None
 
     def subset_genes(self, genes: np.ndarray) -> Section:
         """Return the same section restricted to ``genes`` (in that order); library sizes keep all genes."""
         idx = {g: i for i, g in enumerate(self.genes)}
         return Section(self.name, self.patches, self.counts[:, [idx[g] for g in genes]], self.library,
-                       np.asarray(genes), self.xy)
+                       np.asarray(genes), self.xy, self.tissue)
 
 
 def _read(name: str, root: Path) -> Section:
@@ -46,33 +53,43 @@ def _read(name: str, root: Path) -> Section:
                          "one .jpg; pass `root=` (the her2st folder).")
     sdata = io.read_legacy_st(folder / f"{name}.tsv.gz", folder / f"{name}_selection.tsv", images[0])
     pp.extract_patches(sdata, patch_um=PATCH_UM, patch_px=PATCH_PX)
+    # the section's own image, nothing excluded: a fold hands tl.adapt the tiles of its training sections only
+    tissue = pp.tissue_tiles(sdata, tile_um=PATCH_UM, tile_px=PATCH_PX)
     table = sdata.tables["table"]
     x = table.X.toarray() if sp.issparse(table.X) else np.asarray(table.X)
     return Section(name, np.asarray(table.obsm["c2lst_patch"]), x.astype(np.float32), x.sum(axis=1, dtype=np.float64),
-                   np.asarray(table.var_names).astype(str), table.obs[["array_col", "array_row"]].to_numpy(dtype=np.float64))
+                   np.asarray(table.var_names).astype(str), table.obs[["array_col", "array_row"]].to_numpy(dtype=np.float64),
+                   tissue)
 
 
-def load_sections(names: tuple[str, ...], *, root: str | Path | None = None, cache_dir: str | Path | None = None) -> list[Section]:
-    """Read her2st sections (100 µm patches at 64 px), using ``cache_dir/<name>.npz`` when present.
+def load_sections(names: tuple[str, ...], *, root: str | Path | None = None, cache_dir: str | Path | None = None,
+                  tissue: bool = False) -> list[Section]:
+    """Read her2st sections (100 µm patches at 64 px, tissue tiles), using ``cache_dir/<name>.npz`` when present.
 
     Genes are restricted to those measured in every section, in a common order. ``root`` defaults to
     ``$C2LST_DATA_DIR``, else ``../shared/data/her2st`` beside the working directory or the repository (as
-    :func:`c2lst.datasets.her2st`).
+    :func:`c2lst.datasets.her2st`). ``tissue``: the sections' tissue tiles are needed; a cache written before
+    they were cached is read again from ``root`` (and rewritten).
     """
     from ..datasets._her2st import her2st_root
 
     out = []
     for name in names:
         cached = Path(cache_dir) / f"{name}.npz" if cache_dir is not None else None
+        sec = None
         if cached is not None and cached.exists():
             with np.load(cached, allow_pickle=False) as z:
-                sec = Section(name, z["patches"], z["counts"], z["library"], z["genes"].astype(str), z["xy"])
-        else:
+                if not tissue or "tissue" in z:
+                    sec = Section(name, z["patches"], z["counts"], z["library"], z["genes"].astype(str), z["xy"],
+                                  z["tissue"] if "tissue" in z else None)
+            if sec is None:
+                logg.info(f"    {cached} holds no tissue tiles (an older cache): reading section {name} again")
+        if sec is None:
             sec = _read(name, her2st_root(root))
             if cached is not None:
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 np.savez_compressed(cached, patches=sec.patches, counts=sec.counts, library=sec.library, genes=sec.genes,
-                                    xy=sec.xy)
+                                    xy=sec.xy, tissue=sec.tissue)
         out.append(sec)
     common = sorted(set.intersection(*(set(s.genes) for s in out)))
     return [s.subset_genes(np.asarray(common)) for s in out]

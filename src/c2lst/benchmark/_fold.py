@@ -92,3 +92,26 @@ def make_fold(sections: Sequence[Section], test: str, fraction: float, seed: int
         xy=np.concatenate([s.xy[p] for s, p in zip(train, picks, strict=True)]),
         group=np.concatenate([np.full(len(p), i) for i, p in enumerate(picks)]),
     )
+
+
+def fold_tissue(fold: Fold, n: int, seed: int) -> np.ndarray:
+    """Draw ``n`` tissue tiles (seeded, without replacement) from the fold's training sections, never its held-out one.
+
+    Every tile when the training sections hold fewer. The draw depends on the training sections and ``seed`` only
+    (not on the paired fraction).
+
+    Raises
+    ------
+    ValueError
+        When a training section has no tissue tiles loaded, or ``n`` is not positive.
+    """
+    if n < 1:
+        raise ValueError(f"the tissue tile budget must be a positive integer, got {n}.")
+    missing = [s.name for s in fold.train if s.tissue is None or not len(s.tissue)]
+    if missing:
+        raise ValueError(f"training sections {missing} have no tissue tiles; load them with "
+                         "load_sections(..., tissue=True).")
+    pool = np.concatenate([s.tissue for s in fold.train])
+    if len(pool) <= n:
+        return pool
+    return pool[np.sort(np.random.default_rng(seed).choice(len(pool), size=n, replace=False))]

@@ -12,7 +12,8 @@ from ..files import write_atomic
 from ..metrics._benchmark import benchmark_summary, paired_difference
 from ._report import fraction_cells
 
-ORDER = ("handcrafted", "real", "augment", "mixup", "spatial_mixup", "c2l", "local_only", "c2l_augment")
+ORDER = ("handcrafted", "real", "augment", "mixup", "spatial_mixup", "c2l", "local_only", "c2l_augment", "c2l_tissue",
+         "local_only_tissue")
 META = "other_measurements.json"
 FIDELITY = ("frechet", "kid", "precision", "recall", "coverage", "diversity_ratio", "out_of_range",
             "nuclei_count_real", "nuclei_count_synthetic", "nn_ratio")

@@ -1,4 +1,4 @@
-"""The data-limited benchmark: leave one section out, fractions of paired training spots, eight conditions."""
+"""The data-limited benchmark: leave one section out, fractions of paired training spots, ten conditions."""
 from __future__ import annotations
 
 import threading
@@ -19,12 +19,14 @@ from ..core.recipe import RECIPE, RecipeConfig, spatial_mixup
 from ..files import check_output
 from ..metrics import handcrafted_features, pearson_per_gene, synthetic_report
 from ._conditions import CachedFeatures, diffusion_pairs, fold_sdata, synthetic_table
-from ._data import CONDITIONS, PATCH_PX, SECTIONS, load_sections
-from ._fold import make_fold, n_paired
+from ._data import CONDITIONS, PATCH_PX, SECTIONS, TISSUE_CONDITIONS, TISSUE_TILES, load_sections
+from ._fold import fold_tissue, make_fold, n_paired
 
-DIFFUSION = ("c2l", "c2l_augment", "local_only")
+DIFFUSION = ("c2l", "c2l_augment", "local_only", "c2l_tissue", "local_only_tissue")
 # the generator whose tiles each diffusion condition uses (c2l_augment reuses the c2l tiles of its fold)
-_GENERATOR = {"c2l": "c2l", "c2l_augment": "c2l", "local_only": "local_only"}
+_GENERATOR = {"c2l": "c2l", "c2l_augment": "c2l", "local_only": "local_only", "c2l_tissue": "c2l_tissue",
+              "local_only_tissue": "local_only_tissue"}
+QUICK_TISSUE_TILES = 16
 # the generation setting every measured c2l / local_only table of benchmarks/README.md used (the recipe's)
 
 
@@ -141,6 +143,7 @@ def run_benchmark(
     test_sections: Sequence[str] | None = None,
     cache_dir: str | Path | None = None,
     n_jobs: int = 1,
+    tissue_tiles: int = TISSUE_TILES,
 ) -> pd.DataFrame:
     """Run the data-limited prediction benchmark and write its tables and figure.
 
@@ -164,6 +167,11 @@ def run_benchmark(
       generated image);
     - ``spatial_mixup``: + the ``c2l`` condition's spatial-mixup profiles paired with their source spot's own
       real patch (the generator's ablation: same extra expression rows, no generated image).
+    - ``c2l_tissue``: ``c2l`` whose local stage also trains on ``tissue_tiles`` unlabelled tissue tiles of the
+      training sections' images (``tl.adapt(tissue=...)``: unconditional samples of the local component, local
+      decoder); the held-out section's image is never tiled for training;
+    - ``local_only_tissue``: ``local_only`` given the same tissue tiles, in its pretraining (with the training
+      sections' patches) and its adaptation: against ``c2l_tissue`` it isolates central pretraining.
 
     The generation settings default to :data:`c2lst.core.recipe.RECIPE`, the recipe of :func:`c2lst.tl.run`; the
     diffusion conditions call :func:`c2lst.tl.adapt` and :func:`c2lst.tl.generate` on a ``SpatialData`` of the
@@ -231,11 +239,15 @@ def run_benchmark(
         Cache of the section arrays (default ``out_dir/cache``).
     n_jobs
         Worker processes for handcrafted features.
+    tissue_tiles
+        Tissue tiles per fold of ``c2l_tissue`` and ``local_only_tissue``: a seeded draw (the fold's seed) from the
+        tissue tiles of the training sections' images (:func:`c2lst.pp.tissue_tiles`, cached with the sections).
 
     Returns
     -------
     One row per (condition, held-out section, fraction, seed): ``pcc`` (mean Pearson over the panel =
     top-``n_top_genes`` HVGs of the training spots), ``n_train``, ``n_extra`` (extra rows, augmented copies included),
+    ``n_tissue`` (tissue tiles of the local stage),
     ``extra_weight`` (the weight of the generated or mixup rows, chosen by CV for ``synthetic_weight="cv"``;
     ``augment``: the copies' weight) and per-stage ``t_*_s`` / ``mem_*_mb``. Also writes the files listed under
     ``out_dir``.
@@ -261,15 +273,19 @@ def run_benchmark(
         raise ValueError(f"fractions must be in (0, 1], got {list(fractions)}.")
     if len(sections) < 2:
         raise ValueError("leave-one-section-out needs at least two sections.")
+    if not (isinstance(tissue_tiles, int | np.integer) and tissue_tiles >= 1):
+        raise ValueError(f"`tissue_tiles` must be a positive integer, got {tissue_tiles!r}.")
     out = Path(out_dir)
     check_output(out, overwrite=True, what="`out_dir`", allow_existing=True)  # never a folder of user files
     if quick:
         sections, fractions, seeds = tuple(sections[:2]), (0.5,), (0,)
         test_sections = test_sections or (sections[0],)
+        tissue_tiles = min(tissue_tiles, QUICK_TISSUE_TILES)
     cache = Path(cache_dir) if cache_dir is not None else out / "cache"
     meter_data = StageMeter()
     with meter_data.stage("data"):
-        data = load_sections(tuple(sections), root=root, cache_dir=cache)
+        data = load_sections(tuple(sections), root=root, cache_dir=cache,
+                             tissue=any(c in TISSUE_CONDITIONS for c in conditions))
     logg.info(f"benchmark: {len(data)} sections, {len(data[0].genes)} common genes, data {meter_data.seconds['data']:.1f}s")
     held_out = [s.name for s in data if test_sections is None or s.name in test_sections]
     for section in data:  # refuse a fraction too small for a section before any work, not in its fold hours later
@@ -295,6 +311,7 @@ def run_benchmark(
             "decoder_steps": decoder_steps, "augment_weight": augment_weight, "strength": strength, "guidance_scale": guidance_scale,
             "synthetic_weight": synthetic_weight, "synthetic_align": synthetic_align, "group_norm": group_norm,
             "fractions": list(fractions), "seeds": list(seeds), "conditions": list(conditions),
+            "tissue_tiles": int(tissue_tiles),
             "data_s": meter_data.seconds["data"], "data_mb": meter_data.peak_mb["data"]}
     hand = CachedFeatures(lambda p: handcrafted_features(p, n_jobs=n_jobs), "handcrafted")
     cent = CachedFeatures(lambda p: the_central.features(p, seed=0), "central") if the_central is not None else None
@@ -302,7 +319,7 @@ def run_benchmark(
     for test in data:
         if test_sections is not None and test.name not in test_sections:
             continue
-        local_models: dict[int, Any] = {}
+        local_models: dict[tuple[int, bool], Any] = {}  # (seed, with tissue tiles) -> local-only model
         for fraction in fractions:
             for seed in seeds:
                 fold = make_fold(data, test.name, fraction, seed, n_top_genes=n_top_genes)
@@ -310,6 +327,9 @@ def run_benchmark(
                 sdata = fold_sdata(fold, held_out=True)  # the paired spots + the held-out section, as for a user
                 train = sdata.tables["table"].obs["paired"].to_numpy(dtype=bool)
                 tiles: dict[str, tuple[str, np.ndarray]] = {}  # generator -> (its synthetic table, source rows)
+                # the training sections' tissue tiles only (never the held-out section's), the same for every fraction
+                tissue = (fold_tissue(fold, tissue_tiles, seed) if any(c in TISSUE_CONDITIONS for c in conditions)
+                          else None)
                 for cond in conditions:
                     meter = StageMeter()
                     synthetic, src = None, None
@@ -326,20 +346,23 @@ def run_benchmark(
                         synthetic, src = tiles[_GENERATOR[cond]]
                     elif cond in DIFFUSION:
                         gen_model = the_central
-                        if cond == "local_only":
-                            if seed not in local_models:
+                        with_tissue = cond in TISSUE_CONDITIONS
+                        if cond in ("local_only", "local_only_tissue"):
+                            if (seed, with_tissue) not in local_models:
                                 with meter.stage("pretrain_local"):
-                                    local_patches = np.concatenate([s.patches for s in fold.train])
-                                    local_models[seed] = (_quick_central(local_patches, seed + 1) if quick else
-                                                          _local_only_central(the_central, local_patches,
-                                                                              steps=local_steps, seed=seed))
-                            gen_model = local_models[seed]
+                                    local_patches = np.concatenate([s.patches for s in fold.train]
+                                                                   + ([tissue] if with_tissue else []))
+                                    local_models[seed, with_tissue] = (
+                                        _quick_central(local_patches, seed + 1) if quick else
+                                        _local_only_central(the_central, local_patches, steps=local_steps, seed=seed))
+                            gen_model = local_models[seed, with_tissue]
                         the_recipe = replace(recipe, adapt_steps=adapt_steps or gen_model.config.adapt_steps)
                         synthetic = f"c2lst_synthetic_{_GENERATOR[cond]}"
                         with meter.stage("diffusion"):
                             extra_p, _, src, tms = diffusion_pairs(
                                 gen_model, fold, recipe=the_recipe, adapt_batch_size=8 if quick else None,
-                                batch_size=256 if _cuda() else 64, out_px=PATCH_PX, sdata=sdata, key_added=synthetic)
+                                batch_size=256 if _cuda() else 64, out_px=PATCH_PX, sdata=sdata, key_added=synthetic,
+                                tissue=tissue if with_tissue else None)
                         meter.parts.update({f"{k[:-2]}": v for k, v in tms.items()})
                         tiles[_GENERATOR[cond]] = synthetic, src
                         with meter.stage("synthetic_metrics"):
@@ -370,6 +393,7 @@ def run_benchmark(
                     rows.append({"condition": cond, "test_section": test.name, "fraction": fraction, "seed": seed,
                                  "n_train": len(patches), "n_extra": n_syn + model.fit_info.get("n_augmented", 0),
                                  "n_mixup": n_per_profile * len(patches) if cond == "mixup" else 0,
+                                 "n_tissue": len(tissue) if cond in TISSUE_CONDITIONS else 0,
                                  "n_test": len(test.patches),
                                  "extra_weight": (model.fit_info["extra_weight"] if n_syn  # else augment's
                                                   else model.fit_info["augment_weight"] if n_aug else float("nan")),

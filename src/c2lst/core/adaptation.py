@@ -1,7 +1,8 @@
 """Local adaptation: gene-conditioned modulation (and optional LoRA) of a frozen central model, local decoder.
 
-The modulation learns how expression shapes morphology; a copy of the central decoder learns the local
-stain and texture (the central weights never change).
+The modulation learns how expression shapes morphology; with the lab's unlabelled tissue tiles an unconditional
+local component of it learns the local morphology; a copy of the central decoder learns the local stain and
+texture (the central weights never change).
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from .training import lr_at
 
 def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, panel: dict[str, Any], *,
                 steps: int, batch_size: int, lr: float, cond_dropout: float, lora_rank: int, seed: int,
-                decoder_steps: int = 0, mixed_precision: str = "no", progress: bool = False) -> LocalModel:
+                decoder_steps: int = 0, mixed_precision: str = "no", progress: bool = False,
+                tissue: np.ndarray | None = None, tissue_share: float = 0.5) -> LocalModel:
     """Fit a gene adapter on paired spots; the central weights are never updated.
 
     Each step draws a batch of spots (seeded by ``(seed, k)``), applies random flips/90° rotations,
@@ -37,6 +39,13 @@ def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, p
     guidance at generation. With ``decoder_steps > 0`` a copy of the central decoder is then fine-tuned on
     the same patches (:func:`adapt_decoder`), so that generated latents decode in the local stain and
     texture.
+
+    With ``tissue`` (unlabelled tiles of the lab's own images) the modulation gets an unconditional,
+    zero-initialised local component (``GeneModulation(local=True)``), applied to every sample; each batch
+    then holds ``round(tissue_share * batch_size)`` tissue tiles (at least one, and at least one spot is left),
+    drawn seeded by ``(seed, k)``, trained as unconditional samples (gene conditioning dropped), and the local
+    decoder is fine-tuned on the spot patches and the tissue tiles together. Without ``tissue`` every draw
+    is the one of an adaptation without it.
 
     Parameters
     ----------
@@ -62,11 +71,23 @@ def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, p
         ``"no"`` or ``"bf16"``/``"fp16"``.
     progress
         Show a tqdm bar.
+    tissue
+        uint8 ``(m, 3, H, W)`` unlabelled tissue tiles (resized to the tile size), or ``None``.
+    tissue_share
+        Share of each batch taken by tissue tiles, in ``(0, 1)``; used only with ``tissue``.
 
     Returns
     -------
     The :class:`~c2lst.core.models.LocalModel`.
     """
+    has_tissue = tissue is not None and len(tissue) > 0
+    if has_tissue and not 0 < tissue_share < 1:
+        raise ValueError(f"`tissue_share` must be in (0, 1), got {tissue_share}.")
+    if has_tissue and batch_size < 2:
+        raise ValueError(f"training on tissue tiles needs `batch_size` >= 2 (spots and tiles in each batch), got "
+                         f"{batch_size}.")
+    n_tissue = min(batch_size - 1, max(1, math.floor(tissue_share * batch_size + 0.5))) if has_tissue else 0
+    n_spots = batch_size - n_tissue
     accelerator = make_accelerator(mixed_precision)
     device = accelerator.device
     central.to(device)
@@ -74,7 +95,7 @@ def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, p
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init-modulation"))
         modulation = GeneModulation.for_unet(central.unet, genes.shape[1], hidden=cfg.gene_hidden,
-                                             cond_dim=cfg.cond_dim).to(device)
+                                             cond_dim=cfg.cond_dim, local=has_tissue).to(device)
         lora_unet = add_lora(central.unet, lora_rank).to(device) if lora_rank > 0 else None
     params = list(modulation.parameters())
     if lora_unet is not None:
@@ -91,6 +112,7 @@ def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, p
     local = LocalModel(central, modulation, panel, lora_rank=lora_rank, lora_unet=lora_unet)
     x_all = to_model(patches, cfg.tile_px, device=device)
     g_all = torch.from_numpy(np.asarray(genes, dtype=np.float32)).to(device)
+    t_all = to_model(tissue, cfg.tile_px, device=device) if has_tissue else None
     noise_sched = DDPMScheduler.from_config(central.scheduler_config)
     losses: list[float] = []
     modulation.train()
@@ -100,18 +122,24 @@ def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, p
     bar = tqdm(range(steps), disable=not progress, desc="adapt", unit="step")
     for k in bar:
         gen = generator(seed, "adapt-step", k, accelerator.process_index)
-        idx = torch.randint(0, len(x_all), (batch_size,), generator=gen).to(device)
-        x = augment(x_all[idx], gen, stain_jitter=0.0)
+        idx = torch.randint(0, len(x_all), (n_spots,), generator=gen).to(device)
+        x, g = x_all[idx], g_all[idx]
+        if t_all is not None:  # unlabelled tissue tiles: unconditional samples at the end of the batch
+            tgen = generator(seed, "adapt-tissue", k, accelerator.process_index)
+            x = torch.cat([x, t_all[torch.randint(0, len(t_all), (n_tissue,), generator=tgen).to(device)]])
+            g = torch.cat([g, torch.zeros(n_tissue, g.shape[1], device=device)])
+        x = augment(x, gen, stain_jitter=0.0)
         with torch.no_grad():
             mean, logvar = central.autoencoder.encode(x)
         z = (mean + torch.exp(0.5 * logvar) * randn(mean.shape, gen, like=mean)) * central.scaling_factor
         noise = randn(z.shape, gen, like=z)
         t = torch.randint(0, cfg.num_train_timesteps, (batch_size,), generator=gen).to(device)
         keep = (torch.rand(batch_size, generator=gen) >= cond_dropout).float().to(device)
+        keep[n_spots:] = 0.0  # tissue tiles have no expression
         for group in opt.param_groups:
             group["lr"] = lr_at(k, steps, lr, cfg.warmup_steps)
         with accelerator.autocast():
-            pred = local.eps(noise_sched.add_noise(z, noise, t), t, g_all[idx], keep)
+            pred = local.eps(noise_sched.add_noise(z, noise, t), t, g, keep)
         loss = F.mse_loss(pred.float(), noise)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(params, 1.0)  # unscales fp16 gradients before clipping
@@ -133,8 +161,11 @@ def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, p
         "loss_last": float(np.mean(losses[-tail:])), "seconds": seconds,
         "img_per_s": steps * batch_size / max(seconds, 1e-9), "device": str(device), "decoder_steps": decoder_steps,
     }
+    if t_all is not None:
+        local.summary |= {"n_tissue": len(t_all), "tissue_share": tissue_share, "tissue_per_batch": n_tissue}
     if decoder_steps > 0:
-        local.decoder, decoder_summary = adapt_decoder(central.autoencoder, x_all, steps=decoder_steps,
+        tiles = x_all if t_all is None else torch.cat([x_all, t_all])
+        local.decoder, decoder_summary = adapt_decoder(central.autoencoder, tiles, steps=decoder_steps,
                                                        batch_size=batch_size, lr=lr, grad_weight=cfg.ae_grad_weight,
                                                        seed=seed, accelerator=accelerator, progress=progress)
         local.summary["decoder"] = decoder_summary

@@ -298,9 +298,10 @@ class LocalModel:
     """A central model adapted to one lab's paired (patch, expression) spots.
 
     The central networks stay frozen and shared; the adapter is a gene encoder with zero-initialised
-    modulation (:class:`~c2lst.core.modulation.GeneModulation`), optionally LoRA weights on a copy of the
-    UNet, and optionally a locally fine-tuned copy of the autoencoder's decoder (the encoder, and so the
-    latent space the UNet works in, stays the central one).
+    modulation (:class:`~c2lst.core.modulation.GeneModulation`, with an unconditional local component when
+    adapted on tissue tiles), optionally LoRA weights on a copy of the UNet, and optionally a locally
+    fine-tuned copy of the autoencoder's decoder (the encoder, and so the latent space the UNet works in,
+    stays the central one).
 
     Parameters
     ----------
@@ -406,7 +407,10 @@ class LocalModel:
     # ------------------------------------------------------------------ prediction
     def eps(self, latents: torch.Tensor, t: torch.Tensor, genes: torch.Tensor,
             keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Predicted noise of scaled ``latents`` at ``t`` given standardised ``genes`` (keep=0: central)."""
+        """Predicted noise of scaled ``latents`` at ``t`` given standardised ``genes`` (keep=0: unconditional).
+
+        The unconditional prediction is the central model's, plus the local component when the modulation has one.
+        """
         with self.modulation.applied(self.unet, genes, keep):
             return self.unet(latents, t).sample
 
@@ -437,7 +441,8 @@ class LocalModel:
         steps
             Denoising steps.
         guidance_scale
-            Classifier-free guidance ``eps_u + g (eps_c - eps_u)``; 1 = conditional only, 0 = central model.
+            Classifier-free guidance ``eps_u + g (eps_c - eps_u)``; 1 = conditional only, 0 = unconditional (the
+            central model, or with a local component the local-unconditional model).
         batch_size
             Profiles per batch.
         init_tiles
@@ -494,7 +499,8 @@ class LocalModel:
         """Mean noise-prediction MSE on (patch, expression) pairs, with seeded timesteps and noise.
 
         Timestep and noise of draw ``j`` of pair ``i`` come from ``(seed, i, j)``, so two calls on the same
-        patches compare conditionings on identical noise. ``conditional=False`` scores the central model.
+        patches compare conditionings on identical noise. ``conditional=False`` scores the unconditional model
+        (the central one, with the local component when there is one).
 
         Returns
         -------
@@ -551,10 +557,11 @@ class LocalModel:
             })
         return path
 
-    def modulation_settings(self) -> dict[str, int]:
-        """Gene-encoder widths (what :meth:`load` rebuilds the modulation from)."""
+    def modulation_settings(self) -> dict[str, int | bool]:
+        """Gene-encoder widths and whether there is a local component (what :meth:`load` rebuilds the modulation from)."""
         enc = self.modulation.encoder
-        return {"n_genes": enc[0].in_features, "hidden": enc[0].out_features, "cond_dim": enc[2].out_features}
+        return {"n_genes": enc[0].in_features, "hidden": enc[0].out_features, "cond_dim": enc[2].out_features,
+                "local": self.modulation.local}
 
     @classmethod
     def load(cls, path: str | Path, central: CentralModel, *, panel: Any = None) -> LocalModel:
@@ -589,7 +596,8 @@ class LocalModel:
                              "(LocalModel.panel) or adapt a new model for this one.")
         state = load_tensors(path / LOCAL_WEIGHTS, sha256=meta["adapter_sha256"], what="local adapter")
         s = meta["modulation"]
-        modulation = GeneModulation.for_unet(central.unet, s["n_genes"], hidden=s["hidden"], cond_dim=s["cond_dim"])
+        modulation = GeneModulation.for_unet(central.unet, s["n_genes"], hidden=s["hidden"], cond_dim=s["cond_dim"],
+                                             local=bool(s.get("local", False)))  # older adapters have none
         _load_prefixed(modulation, state, "modulation.", f"the adapter weights in {path}")
         lora_unet = None
         if meta["lora_rank"] > 0:

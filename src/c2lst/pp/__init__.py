@@ -1,4 +1,4 @@
-"""Preprocessing: spot patches, expression normalisation and the gene panel."""
+"""Preprocessing: spot patches, tissue tiles, expression normalisation and the gene panel."""
 from __future__ import annotations
 
 import lazy_loader as _lazy

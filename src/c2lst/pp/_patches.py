@@ -202,11 +202,11 @@ class _Resampler:
 
 
 def _cut(arr: da.Array, centres: np.ndarray, lin: np.ndarray, patch_px: int, pad_value: int,
-         batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+         batch_size: int, progress: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Cut the patches and the fraction of each inside the image from a ``(3, y, x)`` dask array.
 
     ``centres`` are spot centres in the array's index coordinates ``(row, col)``; ``lin`` maps one output
-    pixel step ``(di, dj)`` to array steps ``(drow, dcol)``.
+    pixel step ``(di, dj)`` to array steps ``(drow, dcol)``. ``progress``: a tqdm bar advanced per patch cut.
     """
     import dask
 
@@ -229,11 +229,6 @@ def _cut(arr: da.Array, centres: np.ndarray, lin: np.ndarray, patch_px: int, pad
     patches = np.empty((n, 3, patch_px, patch_px), dtype=np.uint8)
     inside = np.empty(n, dtype=np.float64)
     max_blocks = max(1, MAX_BATCH_BYTES // (3 * max(arr.chunks[1]) * max(arr.chunks[2])))
-    progress = None
-    if settings.progress_bar and n > batch_size:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=n, desc="patches", unit="spot")
     for batch, needed in _batches(order, first, last, batch_size, max_blocks):
         blocks = dict(zip(needed, dask.compute(*[arr.blocks[:, i, j] for i, j in needed]), strict=True))
         for s in batch:
@@ -243,8 +238,6 @@ def _cut(arr: da.Array, centres: np.ndarray, lin: np.ndarray, patch_px: int, pad
             patches[s] = resample(window, centres[s] + lin @ np.array([half, half]) - lo[s])
         if progress is not None:
             progress.update(len(batch))
-    if progress is not None:
-        progress.close()
     return patches, inside
 
 
@@ -345,7 +338,11 @@ def extract_patches(
     to_level = np.diag([1 / level.fx, 1 / level.fy])
     lin_xy = to_level @ lin0 * (target_um / unit_um)  # maps (dj, di) -> (dcol, drow)
     centres_rc = (xy_img @ to_level.T - 0.5)[:, ::-1]  # spot centres in level index coordinates (row, col)
-    patches, inside = _cut(level.data, centres_rc, lin_xy[::-1, ::-1], patch_px, pad_value, batch_size)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(rows), desc="patches", unit="spot",
+              disable=not settings.progress_bar or len(rows) <= batch_size) as progress:
+        patches, inside = _cut(level.data, centres_rc, lin_xy[::-1, ::-1], patch_px, pad_value, batch_size, progress)
     n = len(rows)
 
     table.obsm[key_added] = patches

@@ -1,6 +1,7 @@
 """Adapt the central model to one section's paired (H&E patch, expression) spots."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,10 +16,13 @@ from ..core.images import as_tiles, resize_tiles
 from ..core.models import CentralModel, LocalModel
 from ..core.runtime import torch_threads
 from ..pp._panel import GenePanel, gene_panel
+from ._tissue import local_tissue
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
+
+    from ..io._histology import HistologyTiles
 
 MAX_ADAPTER_SHARE = 0.05  # of the gene-conditioned adapter (modulation + LoRA), as a share of the central model
 DECODER_STEPS = 200  # default local-decoder steps (at most `steps`)
@@ -77,6 +81,8 @@ def adapt(
     key_added: str = "c2lst_adapt",
     overwrite: bool = False,
     copy: bool = False,
+    tissue: int | np.ndarray | HistologyTiles | None = None,
+    transductive: Sequence[str] = (),
 ) -> LocalModel | tuple[SpatialData | AnnData, LocalModel]:
     """Adapt a frozen central model to a section's paired spots with gene-conditioned modulation.
 
@@ -90,6 +96,12 @@ def adapt(
     A copy of the central decoder is then fine-tuned to reconstruct the training patches (the encoder and
     so the latent space stay central): a central model pretrained on other tissue and scanners decodes
     in its own palette, and this local decoder makes generated tiles take the local stain and texture.
+
+    ``tissue`` adds the lab's unlabelled tissue tiles (the morphology between and around its spots): the
+    modulation gets an unconditional, zero-initialised local component trained on them as unconditional
+    samples (half of each batch), and the local decoder is fine-tuned on them too
+    (:func:`~c2lst.core.adaptation.adapt_local`); guidance then contrasts local-conditional with
+    local-unconditional predictions. No pixel of them is saved with the adapter.
 
     Parameters
     ----------
@@ -121,6 +133,17 @@ def adapt(
     {seed}
         It seeds the train split (``train_fraction``), the initialisation and the training batches.
     {key_added_overwrite_copy}
+    tissue
+        Unlabelled tissue tiles for the local stage. An ``int``: a budget of tiles drawn (seeded) with
+        :func:`c2lst.pp.tissue_tiles` from the images of the sections holding training spots
+        (``obs["library_id"]`` of the ``train_mask`` spots, or the only section), at the spot patches' physical
+        size, dropping every tile that overlaps a non-training spot. An array (uint8 ``(m, 3, H, W)`` or
+        ``(m, H, W, 3)``) or :func:`c2lst.io.read_histology` tiles: the user's own tiles (e.g. H&E-only slides of
+        the lab) at the spot patches' physical size. ``None``: spots only.
+    transductive
+        Sections without training spots (held-out sections) whose images ``tissue=<int>`` may also tile (still
+        without the footprints of their spots). This is transductive use of a test image: its morphology, not
+        its expression, enters training; the benchmark never sets it. Unknown names raise.
 
     Returns
     -------
@@ -128,7 +151,9 @@ def adapt(
     Also writes to the table:
 
     - ``.uns[key_added]``: central identity, panel genes, training spots, arguments, losses (and the local
-      decoder's first/last loss when ``decoder_steps > 0``; c2lst 0.1.0 wrote it to ``.uns["c2lst"]["adapt"]``);
+      decoder's first/last loss when ``decoder_steps > 0``; with ``tissue``: ``n_tissue_tiles``,
+      ``tissue_sections`` (the sections or files they came from), ``tissue_source`` and ``transductive``;
+      c2lst 0.1.0 wrote it to ``.uns["c2lst"]["adapt"]``);
     - ``.var["c2lst_panel"]`` / ``.uns["c2lst_panel"]`` when a new panel had to be chosen.
     """
     start = logg.info("adapting the central model to the local spots")
@@ -155,6 +180,12 @@ def adapt(
         raise ValueError(f"no patches in .obsm[{patch_key!r}] (obsm keys: {list(table.obsm)}); run "
                          "c2lst.pp.extract_patches(sdata) first or pass an existing `patch_key`.")
     mask = _train_mask(table.n_obs, train_mask, train_fraction, seed)
+    tiles, tissue_record = None, {}
+    if tissue is not None:  # unlabelled tissue tiles of the local stage (counts and names recorded, never pixels)
+        tiles, tissue_record = local_tissue(sdata, table, table_key, tissue, transductive, mask, cfg.tile_px,
+                                            patch_key, int(seed))
+    elif transductive:
+        raise ValueError("`transductive` needs `tissue=<int>` (tiles drawn from the sections' images).")
     gp = _panel(table, panel, mask, cfg.n_top_genes)
     genes = gp.standardize(gp.expression(table))[mask]
     patches = resize_tiles(as_tiles(np.asarray(table.obsm[patch_key])[mask], name=f"obsm[{patch_key!r}]"),
@@ -163,7 +194,7 @@ def adapt(
         local = adapt_local(model, patches, genes, gp.to_dict(), steps=int(steps), batch_size=int(batch_size),
                             lr=float(lr), cond_dropout=float(cond_dropout), lora_rank=int(lora_rank), seed=int(seed),
                             decoder_steps=int(decoder_steps), mixed_precision=mixed_precision,
-                            progress=settings.progress_bar)
+                            progress=settings.progress_bar, tissue=tiles)
     share = local.n_trainable / model.n_params
     conditioned = local.n_conditioned / model.n_params
     if conditioned > MAX_ADAPTER_SHARE:
@@ -171,7 +202,7 @@ def adapt(
                      "smaller panel or lora_rank.")
     train_spots = [str(s) for s in table.obs_names[mask]]
     local.summary |= {"train_spots": train_spots, "table_key": table_key, "patch_key": patch_key,
-                      "adapter_share": share}
+                      "adapter_share": share, **tissue_record}
     record = {
         "central": {"config": cfg.name, "weights_sha256": model.weights_sha256},
         "panel_genes": list(gp.genes), "panel_identity": gp.identity(), "train_spots": train_spots,
@@ -179,7 +210,7 @@ def adapt(
                    "cond_dropout": float(cond_dropout), "lora_rank": int(lora_rank), "seed": int(seed),
                    "decoder_steps": int(decoder_steps), "mixed_precision": mixed_precision, "patch_key": patch_key},
         "loss_first": local.summary["loss_first"], "loss_last": local.summary["loss_last"],
-        "n_trainable": local.n_trainable, "n_conditioned": local.n_conditioned,
+        "n_trainable": local.n_trainable, "n_conditioned": local.n_conditioned, **tissue_record,
     }
     decoder = ""
     if "decoder" in local.summary:
@@ -187,6 +218,7 @@ def adapt(
         record |= {"decoder_loss_first": first, "decoder_loss_last": last}
         decoder = f"; local decoder loss {first:.4f} -> {last:.4f}"
     table.uns[key_added] = record
+    decoder += f"; {len(tiles)} tissue tiles" if tiles is not None else ""
     logg.info(f"    added .uns[{key_added!r}] ({mask.sum()} training spots, {local.n_trainable:,} adapter "
               f"params = {share:.2%} of central, gene-conditioned {conditioned:.2%}; loss "
               f"{local.summary['loss_first']:.4f} -> {local.summary['loss_last']:.4f}{decoder})", time=start)

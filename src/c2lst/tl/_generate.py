@@ -126,7 +126,8 @@ def generate(
     steps
         Denoising steps.
     guidance_scale
-        Classifier-free guidance (1 = conditional only, 0 = central model).
+        Classifier-free guidance (1 = conditional only, 0 = unconditional: the central model, or the
+        local-unconditional model of an adapter trained with ``tissue``).
     strength
         Share of the denoising path run, in ``(0, 1]``. 1 samples each patch from pure noise;
         below 1 each patch starts from its source spot's own patch (``"spots"``/``"mixup"`` only), noised to
