@@ -107,7 +107,7 @@ def test_held_out_section_tiles_never_reach_adapt(tmp_path, monkeypatch):
 
     monkeypatch.setattr(c2lst.tl, "adapt", spy)
     monkeypatch.setattr(c2lst.tl, "pretrain", spy_pretrain)
-    run_benchmark(("S0", "S1"), quick=True, out_dir=tmp_path / "out", cache_dir=cache, n_top=3,
+    run_benchmark(("S0", "S1"), quick=True, out_dir=tmp_path / "out", cache_dir=cache, n_top_genes=3,
                   conditions=("c2l", "c2l_tissue", "local_only_tissue"), tissue_tiles=12)
     assert seen[0] is None and len(seen) == 3  # c2l, then the two tissue conditions
     held = {t.tobytes() for t in data["S0"].tissue}  # quick mode holds out the first section
@@ -219,7 +219,7 @@ def test_benchmark_tiles_equal_tl_generate_bit_for_bit(tmp_path):
     fold = make_fold(data, "S1", 0.5, seed=2, n_top_genes=5)
     central = c2lst.tl.pretrain(np.concatenate([s.patches for s in fold.train]), config="tiny", steps=4, seed=0)
     recipe = replace(RECIPE, n_top_genes=5, adapt_steps=3, decoder_steps=2, generate_steps=2)
-    tiles, profiles, src, _ = diffusion_pairs(central, fold, recipe=recipe, adapt_batch_size=4, out_px=64)
+    tiles, profiles, src, _, _ = diffusion_pairs(central, fold, recipe=recipe, adapt_batch_size=4, out_px=64)
     assert len(tiles) == len(profiles) == len(src) == 2 * len(fold.patches)
 
     # the user's way: every spot and gene of the two training sections, the paired spots as the training mask
@@ -247,7 +247,7 @@ def test_benchmark_tiles_equal_tl_generate_bit_for_bit(tmp_path):
     assert syn.obs["mix_weight"].between(*RECIPE.mix_range).all()
     assert syn.uns["c2lst_synthetic"]["params"]["train_spots"] == list(table.obs_names[mask])
     # another seed gives other tiles (the equality above is not trivial)
-    other, _, _, _ = diffusion_pairs(central, replace(fold, seed=3), recipe=recipe, adapt_batch_size=4, out_px=64)
+    other, _, _, _, _ = diffusion_pairs(central, replace(fold, seed=3), recipe=recipe, adapt_batch_size=4, out_px=64)
     assert not np.array_equal(other, tiles)
 
 

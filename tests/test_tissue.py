@@ -234,11 +234,11 @@ def test_adapt_with_given_tiles(tiny_sdata, central):
     tiles = np.random.default_rng(0).integers(40, 220, size=(12, 48, 48, 3), dtype=np.uint8)  # channel-last
     kw = {"steps": 2, "batch_size": 4, "decoder_steps": 0, "overwrite": True}
     c2lst.tl.adapt(tiny_sdata, central, tissue=tiles, **kw)
-    rec = tiny_sdata.tables["table"].uns["c2lst"]["adapt"]
+    rec = tiny_sdata.tables["table"].uns["c2lst_adapt"]
     assert rec["n_tissue_tiles"] == 12 and rec["tissue_source"] == "array" and rec["tissue_sections"] == []
     histo = HistologyTiles(tiles.transpose(0, 3, 1, 2), np.array(["a.png"] * 6 + ["b.png"] * 6), 100 / 48, 100.0)
     c2lst.tl.adapt(tiny_sdata, central, tissue=histo, **kw)
-    assert tiny_sdata.tables["table"].uns["c2lst"]["adapt"]["tissue_sections"] == ["a.png", "b.png"]
+    assert tiny_sdata.tables["table"].uns["c2lst_adapt"]["tissue_sections"] == ["a.png", "b.png"]
     wrong = HistologyTiles(tiles.transpose(0, 3, 1, 2), np.array(["a.png"] * 12), 200 / 48, 200.0)
     for bad, match in ((wrong, "200 µm across"), ("many", "`tissue` must be"), (True, "`tissue` must be"),
                        (0, "positive number"), (tiles.astype(np.float32), "uint8")):

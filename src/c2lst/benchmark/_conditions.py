@@ -69,7 +69,7 @@ def fold_sdata(fold: Fold, *, held_out: bool = False) -> SpatialData:
 def diffusion_pairs(central: Any, fold: Fold, *, recipe: RecipeConfig = RECIPE, adapt_batch_size: int | None = None,
                     batch_size: int = 64, out_px: int, sdata: SpatialData | None = None,
                     key_added: str = "c2lst_synthetic", tissue: np.ndarray | None = None,
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float], Any]:
     """Adapt ``central`` on the fold's paired spots and generate tiles for spatial-mixup profiles, through ``tl``.
 
     Runs :func:`c2lst.tl.adapt` (``train_mask``: the paired spots) and :func:`c2lst.tl.generate`
@@ -80,9 +80,9 @@ def diffusion_pairs(central: Any, fold: Fold, *, recipe: RecipeConfig = RECIPE, 
 
     Returns
     -------
-    ``(patches, profiles, source_rows, timings)``
+    ``(patches, profiles, source_rows, timings, local)``
         The synthetic patches at ``out_px``, their lognorm conditioning profiles, the source row of each tile in
-        the fold and the stage timings.
+        the fold, the stage timings and the adapted :class:`~c2lst.LocalModel`.
     """
     from .. import tl
 
@@ -103,7 +103,7 @@ def diffusion_pairs(central: Any, fold: Fold, *, recipe: RecipeConfig = RECIPE, 
     src = table.obs_names.get_indexer(syn.obs["source_spot"])
     tiles = resize_tiles(np.asarray(syn.obsm["c2lst_patch"]), out_px)
     syn.obsm["c2lst_patch"] = tiles
-    return tiles, np.asarray(syn.X, dtype=np.float32), src, {"adapt_s": t1 - t0, "generate_s": t2 - t1}
+    return tiles, np.asarray(syn.X, dtype=np.float32), src, {"adapt_s": t1 - t0, "generate_s": t2 - t1}, local
 
 
 def synthetic_table(sdata: SpatialData, key: str, src: np.ndarray, patches: np.ndarray, profiles: np.ndarray,

@@ -17,7 +17,14 @@ from .._deprecation import renamed_kwargs
 from ..core.predictor import Predictor, check_extra_options
 from ..core.recipe import RECIPE, RecipeConfig, spatial_mixup
 from ..files import check_output
-from ..metrics import handcrafted_features, pearson_per_gene, synthetic_report
+from ..metrics import (
+    fidelity_floor,
+    floor_halves,
+    handcrafted_features,
+    pearson_per_gene,
+    reconstruction_ceiling,
+    synthetic_report,
+)
 from ._conditions import CachedFeatures, diffusion_pairs, fold_sdata, synthetic_table
 from ._data import CONDITIONS, PATCH_PX, SECTIONS, TISSUE_CONDITIONS, TISSUE_TILES, load_sections
 from ._fold import fold_tissue, make_fold, n_paired
@@ -359,7 +366,7 @@ def run_benchmark(
                         the_recipe = replace(recipe, adapt_steps=adapt_steps or gen_model.config.adapt_steps)
                         synthetic = f"c2lst_synthetic_{_GENERATOR[cond]}"
                         with meter.stage("diffusion"):
-                            extra_p, _, src, tms = diffusion_pairs(
+                            extra_p, _, src, tms, local = diffusion_pairs(
                                 gen_model, fold, recipe=the_recipe, adapt_batch_size=8 if quick else None,
                                 batch_size=256 if _cuda() else 64, out_px=PATCH_PX, sdata=sdata, key_added=synthetic,
                                 tissue=tissue if with_tissue else None)
@@ -367,7 +374,8 @@ def run_benchmark(
                         tiles[_GENERATOR[cond]] = synthetic, src
                         with meter.stage("synthetic_metrics"):
                             syn_rows.append({"condition": cond, "test_section": test.name, "fraction": fraction,
-                                             "seed": seed, **_synthetic_metrics(hand, patches, extra_p, test.patches, seed)})
+                                             "seed": seed, **_synthetic_metrics(hand, patches, extra_p, test.patches, seed),
+                                             **_ceiling(hand, local, test.patches, seed)})
                     norm = group_norm and cond != "handcrafted"
                     enc = "handcrafted" if cond == "handcrafted" else encoder
                     with meter.stage("fit"):
@@ -420,3 +428,18 @@ def _mixup_predictor(encoder: str, hand: CachedFeatures, cent: CachedFeatures | 
 def _synthetic_metrics(hand: CachedFeatures, train_patches: np.ndarray, synthetic: np.ndarray, heldout: np.ndarray,
                        seed: int) -> dict[str, float]:
     return synthetic_report(hand(train_patches), hand(synthetic), train_patches, synthetic, hand(heldout), seed=seed)
+
+
+def _ceiling(hand: CachedFeatures, local: Any, heldout: np.ndarray, seed: int) -> dict[str, float]:
+    """Score the generator's realism ceiling on the held-out section, which it never saw.
+
+    Its autoencoder (with the local decoder) reconstructs one half (B) of the held-out spots' patches, scored
+    against the other half (A) as :func:`c2lst.metrics.fidelity_floor` scores B itself: ``*_ceiling`` against
+    ``*_heldout_floor``, and ``mae_ceiling``.
+    """
+    _, b = floor_halves(len(heldout), seed=seed)
+    recon = local.reconstruct(heldout[b])
+    f_held, f_recon = hand(heldout), hand(recon)
+    floor = fidelity_floor(f_held, f_recon, seed=seed)
+    out = {f"{k.removesuffix('_floor')}_heldout_floor": v for k, v in floor.items() if k.endswith("_floor")}
+    return out | reconstruction_ceiling(f_held, f_recon, heldout[b], recon, seed=seed)
