@@ -15,6 +15,14 @@ pytestmark = pytest.mark.usefixtures("no_progress_bar")
 GREEN = (0, 255, 0)
 
 
+def _tiles(sdata, **kw) -> np.ndarray:
+    """The tile array of pp.tissue_tiles (a HistologyTiles whose .source names each tile's section)."""
+    res = c2lst.pp.tissue_tiles(sdata, **kw)
+    assert isinstance(res, c2lst.io.HistologyTiles) and len(res.source) == len(res.tiles)
+    assert res.tile_um == kw.get("tile_um", 100.0) and res.mpp == res.tile_um / res.tiles.shape[-1]
+    return res.tiles
+
+
 def _keys(tiles: np.ndarray) -> set[bytes]:
     return {t.tobytes() for t in tiles}
 
@@ -66,17 +74,17 @@ def central():
 def test_tissue_tiles_grid_budget_and_seed(tiny_sdata, monkeypatch):
     from c2lst.pp import _tissue
 
-    tiles = c2lst.pp.tissue_tiles(tiny_sdata, tile_px=32)
+    tiles = _tiles(tiny_sdata, tile_px=32)
     # 600 px at 2.03 µm/px: 1215 µm, 12 x 12 tiles of 100 µm, all tissue (the texture has no background)
     assert tiles.shape == (144, 3, 32, 32) and tiles.dtype == np.uint8
-    assert c2lst.pp.tissue_tiles(tiny_sdata, tile_px=32, stride_um=50).shape[0] == 23 * 23
-    some = c2lst.pp.tissue_tiles(tiny_sdata, tile_px=32, max_tiles=20, seed=1)
+    assert _tiles(tiny_sdata, tile_px=32, stride_um=50).shape[0] == 23 * 23
+    some = _tiles(tiny_sdata, tile_px=32, max_tiles=20, seed=1)
     assert len(some) == 20 and _keys(some) <= _keys(tiles)
-    assert np.array_equal(some, c2lst.pp.tissue_tiles(tiny_sdata, tile_px=32, max_tiles=20, seed=1))
-    assert not np.array_equal(some, c2lst.pp.tissue_tiles(tiny_sdata, tile_px=32, max_tiles=20, seed=2))
+    assert np.array_equal(some, _tiles(tiny_sdata, tile_px=32, max_tiles=20, seed=1))
+    assert not np.array_equal(some, _tiles(tiny_sdata, tile_px=32, max_tiles=20, seed=2))
     monkeypatch.setattr(_tissue, "CANDIDATES_PER_READ", 7)  # the draw does not depend on how the image is read
-    assert np.array_equal(some, c2lst.pp.tissue_tiles(tiny_sdata, tile_px=32, max_tiles=20, seed=1))
-    assert np.array_equal(tiles, c2lst.pp.tissue_tiles(tiny_sdata, tile_px=32))
+    assert np.array_equal(some, _tiles(tiny_sdata, tile_px=32, max_tiles=20, seed=1))
+    assert np.array_equal(tiles, _tiles(tiny_sdata, tile_px=32))
 
 
 def test_white_background_is_not_tissue(tiny_writer, tmp_path):
@@ -87,7 +95,7 @@ def test_white_background_is_not_tissue(tiny_writer, tmp_path):
     rgb[:, :300] = 255  # the left half is background
     Image.fromarray(rgb).save(image)
     sdata = c2lst.io.read_legacy_st(counts, spots, image)
-    tiles = c2lst.pp.tissue_tiles(sdata, tile_px=32)
+    tiles = _tiles(sdata, tile_px=32)
     assert len(tiles) == 12 * 6  # the right half's 6 of 12 columns (300 px = 608 µm: the 7th column is half white)
     rgb[:] = 255
     Image.fromarray(rgb).save(image)
@@ -107,9 +115,9 @@ def test_tiles_touching_excluded_spots_are_dropped(tiny_writer, tmp_path):
         t = tiles.astype(int)
         return ((t[:, 1] > 200) & (t[:, 0] < 60) & (t[:, 2] < 60)).any(axis=(1, 2))
 
-    every = c2lst.pp.tissue_tiles(sdata, tile_px=32)
+    every = _tiles(sdata, tile_px=32)
     assert green(every).sum() >= 5  # the painted spots are in some tiles...
-    kept = c2lst.pp.tissue_tiles(sdata, tile_px=32, exclude_spots=exclude)
+    kept = _tiles(sdata, tile_px=32, exclude_spots=exclude)
     assert not green(kept).any()  # ...and in none once their spots are excluded
     assert _keys(kept) <= _keys(every) and 5 <= len(every) - len(kept) <= 5 * 9  # at most 3 x 3 tiles a spot
 
@@ -157,8 +165,8 @@ def test_held_out_section_gives_no_tile_unless_transductive(two_sections, centra
     in_a = (table.obs["library_id"] == "A").to_numpy()
     mask = in_a.copy()
     mask[np.flatnonzero(in_a)[::2]] = False  # A partly paired; B held out
-    tiles_a = _keys(c2lst.pp.tissue_tiles(two_sections, library_ids=["A"], tile_px=px))
-    tiles_b = _keys(c2lst.pp.tissue_tiles(two_sections, library_ids=["B"], tile_px=px))
+    tiles_a = _keys(_tiles(two_sections, library_ids=["A"], tile_px=px))
+    tiles_b = _keys(_tiles(two_sections, library_ids=["B"], tile_px=px))
     kw = {"train_mask": mask, "steps": 2, "batch_size": 4, "seed": 0, "overwrite": True}
 
     c2lst.tl.adapt(two_sections, central, tissue=500, **kw)
@@ -172,7 +180,7 @@ def test_held_out_section_gives_no_tile_unless_transductive(two_sections, centra
     c2lst.tl.adapt(two_sections, central, tissue=500, transductive=["B"], **kw)
     got = _keys(seen["tissue"])
     assert got & tiles_b and got <= tiles_a | tiles_b
-    assert not got & (tiles_b - _keys(c2lst.pp.tissue_tiles(two_sections, library_ids=["B"], tile_px=px,
+    assert not got & (tiles_b - _keys(_tiles(two_sections, library_ids=["B"], tile_px=px,
                                                                exclude_spots=~in_a)))  # B's spots stay out
     assert table.uns["c2lst_adapt"]["tissue_sections"] == ["A", "B"]
     assert table.uns["c2lst_adapt"]["transductive"] == ["B"]

@@ -54,7 +54,7 @@ def _read(name: str, root: Path) -> Section:
     sdata = io.read_legacy_st(folder / f"{name}.tsv.gz", folder / f"{name}_selection.tsv", images[0])
     pp.extract_patches(sdata, patch_um=PATCH_UM, patch_px=PATCH_PX)
     # the section's own image, nothing excluded: a fold hands tl.adapt the tiles of its training sections only
-    tissue = pp.tissue_tiles(sdata, tile_um=PATCH_UM, tile_px=PATCH_PX)
+    tissue = pp.tissue_tiles(sdata, tile_um=PATCH_UM, tile_px=PATCH_PX).tiles
     table = sdata.tables["table"]
     x = table.X.toarray() if sp.issparse(table.X) else np.asarray(table.X)
     return Section(name, np.asarray(table.obsm["c2lst_patch"]), x.astype(np.float32), x.sum(axis=1, dtype=np.float64),

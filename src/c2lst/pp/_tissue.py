@@ -11,7 +11,7 @@ import numpy as np
 from .._logging import info
 from .._settings import settings
 from .._utils import resolve_table, spot_mpp, table_region_attrs
-from ..io._histology import tissue_mask
+from ..io._histology import HistologyTiles, tissue_mask
 from ._patches import _cut, _Level, _levels, _shapes_to_image
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ def _exclude_mask(exclude_spots: Any, n: int) -> np.ndarray:
     return arr
 
 
-def section_tissue_tiles(
+def tissue_tiles(
     sdata: SpatialData,
     *,
     library_ids: Sequence[str] | None = None,
@@ -186,8 +186,71 @@ def section_tissue_tiles(
     max_tiles: int | None = None,
     seed: int = 0,
     mpp: float | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`tissue_tiles`, also returning the section (library id) of each tile."""
+) -> HistologyTiles:
+    """Cut unlabelled tissue tiles on a grid over the H&E image of each section.
+
+    Between and around its spots a section's image holds thousands of tiles of the lab's own morphology,
+    stain and scanner; :func:`c2lst.tl.adapt` (``tissue=``) trains the local stage on them. Tiles of
+    ``tile_um`` microns lie on a grid ``stride_um`` apart, aligned with the image axes and centred on the
+    image; each is read window by window from the (multiscale, dask) image at the coarsest stored level
+    still at least as fine as ``tile_um / tile_px`` µm/px (the same anti-aliased resampling as
+    :func:`extract_patches`; a slide is never loaded whole), and kept when at least ``min_tissue`` of its
+    pixels are stained tissue (the tissue detector of :func:`c2lst.io.read_histology`: HSV saturation at least
+    0.08, not near-black). Tiles touching the footprint of an ``exclude_spots`` spot are dropped before any
+    pixel is read, so that the pixels of held-out spots never enter training: the footprint is the spot's circle
+    and the ``tile_um`` patch :func:`extract_patches` cuts around it (its bounding box in the image), widened by
+    two tile pixels (what the anti-aliasing kernels reach).
+
+    Parameters
+    ----------
+    sdata
+        ``SpatialData`` with the H&E image(s), the spot circles and a table annotating them (as read by
+        :mod:`c2lst.io`).
+    library_ids
+        Sections to tile (values of ``table.obs["library_id"]``); default: every section of the table.
+    image_key
+        Image of the section: one name (one section), or a dict from library id to image name; default: the
+        only image, else ``"<library_id>_image"`` (the readers' naming).
+    table_key
+        Table to use when ``sdata`` has several.
+    tile_um
+        Physical side of a tile in microns (use the ``patch_um`` of the spot patches; 100 µm = one ST spot).
+    tile_px
+        Side of a tile in pixels (8 to 1024).
+    stride_um
+        Distance between neighbouring tiles in microns; default ``tile_um`` (non-overlapping tiles).
+    min_tissue
+        Minimum fraction of tissue pixels for a tile to be kept (0 to 1).
+    exclude_spots
+        Boolean mask over the table's spots (one per row): tiles overlapping these spots' footprints are dropped
+        (e.g. ``~train_mask``, the held-out spots). Default: none.
+    max_tiles
+        Keep at most this many tiles: a uniform seeded draw among all tissue tiles of the sections (grid
+        positions are scanned in a seeded order and the scan stops once enough tissue tiles are found).
+    seed
+        Seed of that draw.
+    mpp
+        Microns per unit of the circles' coordinates; default ``table.uns["c2lst"]["spatial"]["mpp"]``.
+
+    Returns
+    -------
+    :class:`~c2lst.io.HistologyTiles`, the container of :func:`c2lst.io.read_histology`: ``.tiles``, uint8
+    ``(n, 3, tile_px, tile_px)`` (the layout of :func:`extract_patches`' ``.obsm`` patches), ordered by section
+    and grid position; ``.source``, the section (library id) of each tile; ``.mpp``, ``.tile_um`` and
+    ``.params`` (the arguments). Pass it to :func:`c2lst.tl.adapt` (``tissue=``) or :func:`c2lst.tl.pretrain`.
+    Nothing is written to ``sdata``.
+
+    Raises
+    ------
+    ValueError
+        For bad sizes or fractions, an AnnData input, an unknown library id, a section without an image, a
+        non-RGB image, an ``exclude_spots`` that is not a boolean mask over the spots, or when no tile passes
+        the tissue filter.
+    """
+    began = info(f"cutting {tile_um:g} µm tissue tiles at {tile_px} px")
+    params = {"library_ids": None if library_ids is None else [str(v) for v in library_ids], "tile_um": tile_um,
+              "tile_px": tile_px, "stride_um": stride_um, "min_tissue": min_tissue, "max_tiles": max_tiles,
+              "seed": seed, "n_excluded_spots": 0 if exclude_spots is None else int(np.sum(exclude_spots))}
     stride_um = tile_um if stride_um is None else stride_um
     _check(tile_um, tile_px, stride_um, min_tissue, max_tiles, mpp)
     sd, table, _ = resolve_table(sdata, table_key)
@@ -237,86 +300,8 @@ def section_tissue_tiles(
         first = np.argsort(rank[cand], kind="stable")[:max_tiles]
         cand, tiles = cand[first], tiles[first]
     by_position = np.argsort(cand, kind="stable")  # by section, then grid position
-    return tiles[by_position], np.asarray([grids[which[c]].name for c in cand[by_position]], dtype=object)
-
-
-def tissue_tiles(
-    sdata: SpatialData,
-    *,
-    library_ids: Sequence[str] | None = None,
-    image_key: str | Mapping[str, str] | None = None,
-    table_key: str | None = None,
-    tile_um: float = 100.0,
-    tile_px: int = 64,
-    stride_um: float | None = None,
-    min_tissue: float = 0.5,
-    exclude_spots: Any = None,
-    max_tiles: int | None = None,
-    seed: int = 0,
-    mpp: float | None = None,
-) -> np.ndarray:
-    """Cut unlabelled tissue tiles on a grid over the H&E image of each section.
-
-    Between and around its spots a section's image holds thousands of tiles of the lab's own morphology,
-    stain and scanner; :func:`c2lst.tl.adapt` (``tissue=``) trains the local stage on them. Tiles of
-    ``tile_um`` microns lie on a grid ``stride_um`` apart, aligned with the image axes and centred on the
-    image; each is read window by window from the (multiscale, dask) image at the coarsest stored level
-    still at least as fine as ``tile_um / tile_px`` µm/px (the same anti-aliased resampling as
-    :func:`extract_patches`; a slide is never loaded whole), and kept when at least ``min_tissue`` of its
-    pixels are stained tissue (the tissue detector of :func:`c2lst.io.read_histology`: HSV saturation at least
-    0.08, not near-black). Tiles touching the footprint of an ``exclude_spots`` spot are dropped before any
-    pixel is read, so that the pixels of held-out spots never enter training: the footprint is the spot's circle
-    and the ``tile_um`` patch :func:`extract_patches` cuts around it (its bounding box in the image), widened by
-    two tile pixels (what the anti-aliasing kernels reach).
-
-    Parameters
-    ----------
-    sdata
-        ``SpatialData`` with the H&E image(s), the spot circles and a table annotating them (as read by
-        :mod:`c2lst.io`).
-    library_ids
-        Sections to tile (values of ``table.obs["library_id"]``); default: every section of the table.
-    image_key
-        Image of the section: one name (one section), or a dict from library id to image name; default: the
-        only image, else ``"<library_id>_image"`` (the readers' naming).
-    table_key
-        Table to use when ``sdata`` has several.
-    tile_um
-        Physical side of a tile in microns (use the ``patch_um`` of the spot patches; 100 µm = one ST spot).
-    tile_px
-        Side of a tile in pixels (8 to 1024).
-    stride_um
-        Distance between neighbouring tiles in microns; default ``tile_um`` (non-overlapping tiles).
-    min_tissue
-        Minimum fraction of tissue pixels for a tile to be kept (0 to 1).
-    exclude_spots
-        Boolean mask over the table's spots (one per row): tiles overlapping these spots' footprints are dropped
-        (e.g. ``~train_mask``, the held-out spots). Default: none.
-    max_tiles
-        Keep at most this many tiles: a uniform seeded draw among all tissue tiles of the sections (grid
-        positions are scanned in a seeded order and the scan stops once enough tissue tiles are found).
-    seed
-        Seed of that draw.
-    mpp
-        Microns per unit of the circles' coordinates; default ``table.uns["c2lst"]["spatial"]["mpp"]``.
-
-    Returns
-    -------
-    uint8 ``(n, 3, tile_px, tile_px)`` tiles (the layout of :func:`extract_patches`' ``.obsm`` patches), ordered
-    by section and grid position. Nothing is written to ``sdata``.
-
-    Raises
-    ------
-    ValueError
-        For bad sizes or fractions, an AnnData input, an unknown library id, a section without an image, a
-        non-RGB image, an ``exclude_spots`` that is not a boolean mask over the spots, or when no tile passes
-        the tissue filter.
-    """
-    start = info(f"cutting {tile_um:g} µm tissue tiles at {tile_px} px")
-    tiles, source = section_tissue_tiles(
-        sdata, library_ids=library_ids, image_key=image_key, table_key=table_key, tile_um=tile_um, tile_px=tile_px,
-        stride_um=stride_um, min_tissue=min_tissue, exclude_spots=exclude_spots, max_tiles=max_tiles, seed=seed,
-        mpp=mpp)
+    source = np.asarray([str(grids[which[c]].name) for c in cand[by_position]], dtype=object)
     counts = {str(k): int(v) for k, v in zip(*np.unique(source.astype(str), return_counts=True), strict=True)}
-    info(f"    {len(tiles)} tissue tiles ({counts})", time=start)
-    return tiles
+    info(f"    {len(cand)} tissue tiles ({counts})", time=began)
+    return HistologyTiles(tiles=tiles[by_position], source=source, mpp=tile_um / tile_px, tile_um=float(tile_um),
+                          params=params)

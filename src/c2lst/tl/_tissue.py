@@ -8,7 +8,7 @@ import numpy as np
 
 from ..core.images import as_tiles, resize_tiles
 from ..io._histology import HistologyTiles
-from ..pp._tissue import section_tissue_tiles
+from ..pp._tissue import tissue_tiles
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -79,8 +79,9 @@ def local_tissue(sdata: SpatialData | AnnData, table: AnnData, table_key: str | 
         libs = _sections(table, mask, transductive)
         if libs is not None and not libs:
             raise ValueError("no section holds training spots; select training spots with `train_mask`.")
-        tiles, source = section_tissue_tiles(sdata, library_ids=libs, table_key=table_key, tile_um=patch_um,
-                                             tile_px=tile_px, exclude_spots=~mask, max_tiles=int(tissue), seed=seed)
+        drawn = tissue_tiles(sdata, library_ids=libs, table_key=table_key, tile_um=patch_um, tile_px=tile_px,
+                             exclude_spots=~mask, max_tiles=int(tissue), seed=seed)
+        tiles, source = drawn.tiles, drawn.source
         record = {"tissue_source": "sections", "tissue_sections": sorted({str(s) for s in source} - {""}),
                   "tissue_budget": int(tissue)}
     record |= {"n_tissue_tiles": len(tiles), "transductive": [str(t) for t in transductive]}
