@@ -57,6 +57,9 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     assert set(syn["condition"]) == {"c2l", "local_only", "c2l_tissue", "local_only_tissue"}
     assert {"frechet", "precision", "nn_ratio"} <= set(syn.columns)
     assert {"frechet_floor", "frechet_vs_half", "n_floor"} <= set(syn.columns)  # 12 paired spots: 6 per half
+    # each generator's ceiling on the held-out section: reconstructions of half B against half A, beside B itself
+    assert {"frechet_ceiling", "frechet_heldout_floor", "precision_ceiling", "mae_ceiling"} <= set(syn.columns)
+    assert (syn["mae_ceiling"] > 0).all() and (syn["frechet_ceiling"] > syn["frechet_heldout_floor"]).all()
     text = (out / "summary.md").read_text()
     assert "| handcrafted |" in text and "f=0.5" in text and "top-3 training HVGs" in text
     # the colour-driven genes are learnable: the floor beats chance on held-out spots

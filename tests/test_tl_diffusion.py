@@ -292,3 +292,22 @@ def test_central_default_is_shipped():
     assert not any(p.suffix in {".pt", ".pth", ".bin", ".pkl"} for p in CENTRAL_DIR.rglob("*"))
     size_mb = sum(p.stat().st_size for p in CENTRAL_DIR.rglob("*") if p.is_file()) / 2**20
     assert size_mb < 50
+
+
+def test_mixed_precision_auto_follows_the_hardware(monkeypatch):
+    """'auto' is bf16 only where bf16 runs natively (probed, never assumed); other values pass through."""
+    import torch
+
+    from c2lst.core import runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for probes, expected in (({"_is_avx512_bf16_supported": True}, "bf16"), ({"_is_amx_tile_supported": True}, "bf16"),
+                             ({}, "no")):
+        for name in runtime._CPU_BF16_PROBES:
+            value = probes.get(name, False)
+            monkeypatch.setattr(torch.cpu, name, lambda value=value: value, raising=False)
+        assert runtime.native_bf16() is (expected == "bf16")
+        assert runtime.resolve_mixed_precision("auto") == expected
+        assert runtime.resolve_mixed_precision("no") == "no" and runtime.resolve_mixed_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="mixed_precision"):
+        runtime.resolve_mixed_precision("fp8")

@@ -12,8 +12,12 @@ from ..files import write_atomic
 from ..metrics._benchmark import benchmark_summary, paired_difference
 from ._report import fraction_cells
 
-ORDER = ("handcrafted", "real", "augment", "mixup", "spatial_mixup", "c2l", "local_only", "c2l_augment", "c2l_tissue",
-         "local_only_tissue")
+ORDER = ("handcrafted", "real", "augment", "mixup", "spatial_mixup", "c2l", "c2l_tissue", "local_only",
+         "local_only_tissue", "c2l_augment")
+CURRENT, CURRENT_SYNTHETIC = "current_loso.csv", "current_synthetic.csv"  # c2lst benchmark rows of the current code
+REALISM = ("frechet_vs_half", "frechet_floor", "precision_vs_half", "precision_floor", "coverage_vs_half",
+           "nuclei_count_real", "nuclei_count_synthetic", "frechet_ceiling", "frechet_heldout_floor",
+           "precision_ceiling", "precision_heldout_floor", "coverage_ceiling", "mae_ceiling")
 META = "other_measurements.json"
 FIDELITY = ("frechet", "kid", "precision", "recall", "coverage", "diversity_ratio", "out_of_range",
             "nuclei_count_real", "nuclei_count_synthetic", "nn_ratio")
@@ -72,6 +76,38 @@ def _loso(rows: pd.DataFrame) -> list[str]:
     return out + _table(["condition", *[f"f = {f:g}" for f in fr]], body) + [""]
 
 
+def _per_fold(rows: pd.DataFrame) -> list[str]:
+    """Per held-out section: each generator's r and its paired difference to ``real``, for each (f, seed)."""
+    gens = [c for c in ORDER if c in set(rows["condition"]) and c in ("c2l", "c2l_tissue", "local_only",
+                                                                         "local_only_tissue", "c2l_augment")]
+    if not gens or "real" not in set(rows["condition"]):
+        return []
+    wide = rows.pivot_table(index=["fraction", "seed", "test_section"], columns="condition", values="pcc")
+    wide = wide.dropna(subset=[*gens, "real"], how="any")
+    if wide.empty:
+        return []
+    body = [[f"{f:g}", int(seed), test, f"{r['real']:.4f}", *[f"{r[g]:.4f} ({r[g] - r['real']:+.4f})" for g in gens]]
+            for (f, seed, test), r in wide.iterrows()]
+    for (f, seed), d in wide.groupby(level=["fraction", "seed"]):
+        cells = [f"{d[g].mean():.4f} ({(d[g] - d['real']).mean():+.4f}; {int((d[g] > d['real']).sum())}/{len(d)} "
+                 "folds up)" for g in gens]
+        body.append([f"{f:g}", int(seed), "**mean**", f"{d['real'].mean():.4f}", *cells])
+    return ["Per held-out section (r, and the difference to `real` on the same fold):", "",
+            *_table(["f", "seed", "held out", "real", *gens], body), ""]
+
+
+def _realism(df: pd.DataFrame) -> list[str]:
+    """Means per generator of the like-for-like realism metrics and of the realism ceiling on held-out sections."""
+    cols = [c for c in REALISM if c in df.columns]
+    body = [[cond, len(d), *[f"{d[c].mean():.3f}" for c in cols]] for cond, d in df.groupby("condition", sort=True)]
+    return ["Means over the rows (folds × seeds) per generator. *_vs_half: the tiles generated for the paired spots' "
+            "profiles against one half of those spots' patches, at the other half's size; *_floor: the two real "
+            "halves against each other. *_ceiling: the generator's autoencoder (with its local decoder) "
+            "reconstructing half B of the held-out section's patches, against half A; *_heldout_floor: half B "
+            "itself against half A; mae_ceiling: mean absolute pixel error of those reconstructions (0-255). "
+            "Handcrafted features.", "", *_table(["generator", "rows", *cols], body), ""]
+
+
 def _stack(df: pd.DataFrame) -> list[str]:
     cols = [c for c in df.columns if c not in ("tiles", "test", "fraction", "seed")]
     body = []
@@ -112,6 +148,13 @@ def _fidelity(df: pd.DataFrame, cols: Sequence[str]) -> list[str]:
             *_table(["tiles", "rows", *cols], body), ""]
 
 
+def _rows_as_table(df: pd.DataFrame) -> list[str]:
+    """Every row and column, numbers to four significant digits."""
+    def cell(v: object) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    return _table(list(df.columns), [[cell(v) for v in r] for r in df.itertuples(index=False)]) + [""]
+
+
 def _another_patient(df: pd.DataFrame) -> list[str]:
     """Mean r over the held-out sections per case and fraction, for each ``group_norm`` variant."""
     variants = list(dict.fromkeys(df["group_norm"]))
@@ -136,6 +179,21 @@ def _rerun(df: pd.DataFrame, committed: pd.DataFrame | None) -> list[str]:
         rows.append([r["condition"], r["test_section"], f"{r['fraction']:g}", int(r["seed"]), f"{r['pcc']:.6f}",
                      "" if ref is None else f"{ref:.6f}", "" if ref is None else f"{r['pcc'] - ref:+.1e}"])
     return _table(["condition", "held out", "f", "seed", "re-run r", "committed r", "difference"], rows) + [""]
+
+
+def _current(folder: Path, meta: dict) -> list[str]:
+    """Render the rows ``c2lst benchmark`` measured on the current code, when ``current_loso.csv`` is there."""
+    if not (folder / CURRENT).is_file():
+        return []
+    rows = pd.read_csv(folder / CURRENT, float_precision="round_trip")
+    out = ["## The current code: leave one section out (her2st C2–C6)", "",
+           "Each fold trains on four sections, of which a fraction f of each section's spots is paired (seeded), and "
+           "scores the fifth. Panel, normalisation and every fitted quantity come from the paired spots only.", "",
+           *_source(CURRENT, meta), *_loso(rows), *_per_fold(rows)]
+    if (folder / CURRENT_SYNTHETIC).is_file():
+        out += ["### Realism of the generated tiles and the ceiling", "", *_source(CURRENT_SYNTHETIC, meta),
+                *_realism(pd.read_csv(folder / CURRENT_SYNTHETIC))]
+    return out
 
 
 def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str | Path | None = None) -> Path:
@@ -182,7 +240,8 @@ def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str
              "steps, spatial mixup within a section with w ~ U(0.5, 1), strength 0.8, guidance 2, 20 steps, 2 tiles "
              "per spot, synthetic rows at weight 0.25 with aligned moments). Each table gives the command that "
              "re-creates its rows.", "",
-             "## Prediction from H&E: leave one section out (her2st C2–C6)", "",
+             *_current(folder, meta),
+             "## Prediction from H&E: leave one section out (her2st C2–C6), the committed rows", "",
              "Each fold trains on four sections, of which a fraction f of each section's spots is paired (seeded), and "
              "scores the fifth. Panel, normalisation and every fitted quantity come from the paired spots only. "
              "Figure: `benchmarks/measured/pcc_vs_fraction.png`.", "",
@@ -194,6 +253,7 @@ def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str
                  "tile_fidelity_floor_025.csv", lambda d: _fidelity(d, FLOOR)),
                 ("Synthetic tile fidelity, f = 0.25", "tile_fidelity_025.csv", lambda d: _fidelity(d, FIDELITY)),
                 ("group_norm on another patient (simulated), seed 0", "another_patient.csv", _another_patient),
+                ("Pretraining throughput on this CPU, fp32 and bf16", "train_throughput.csv", _rows_as_table),
                 ("The committed rows re-created through c2lst.tl", "rerun_through_tl.csv",
                  lambda d: _rerun(d, pd.read_csv(folder / "synthetic_rows_scores.csv")
                                   if (folder / "synthetic_rows_scores.csv").is_file() else None)))

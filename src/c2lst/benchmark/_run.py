@@ -430,6 +430,9 @@ def _synthetic_metrics(hand: CachedFeatures, train_patches: np.ndarray, syntheti
     return synthetic_report(hand(train_patches), hand(synthetic), train_patches, synthetic, hand(heldout), seed=seed)
 
 
+PRDC_K = 5  # the k of fidelity_floor's and reconstruction_ceiling's PRDC (their default)
+
+
 def _ceiling(hand: CachedFeatures, local: Any, heldout: np.ndarray, seed: int) -> dict[str, float]:
     """Score the generator's realism ceiling on the held-out section, which it never saw.
 
@@ -437,6 +440,8 @@ def _ceiling(hand: CachedFeatures, local: Any, heldout: np.ndarray, seed: int) -
     against the other half (A) as :func:`c2lst.metrics.fidelity_floor` scores B itself: ``*_ceiling`` against
     ``*_heldout_floor``, and ``mae_ceiling``.
     """
+    if len(heldout) < 2 * (PRDC_K + 1):  # each half needs PRDC_K + 1 rows
+        return {}
     _, b = floor_halves(len(heldout), seed=seed)
     recon = local.reconstruct(heldout[b])
     f_held, f_recon = hand(heldout), hand(recon)
