@@ -19,10 +19,6 @@ REALISM = ("frechet_vs_half", "frechet_floor", "precision_vs_half", "precision_f
            "nuclei_count_real", "nuclei_count_synthetic", "frechet_ceiling", "frechet_heldout_floor",
            "precision_ceiling", "precision_heldout_floor", "coverage_ceiling", "mae_ceiling")
 META = "other_measurements.json"
-FIDELITY = ("frechet", "kid", "precision", "recall", "coverage", "diversity_ratio", "out_of_range",
-            "nuclei_count_real", "nuclei_count_synthetic", "nn_ratio")
-FLOOR = ("frechet_vs_half", "frechet_floor", "precision_vs_half", "precision_floor", "recall_vs_half", "recall_floor",
-         "nuclei_count_real", "nuclei_count_synthetic", "nn_ratio")
 
 
 def _table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
@@ -77,7 +73,7 @@ def _loso(rows: pd.DataFrame) -> list[str]:
 
 
 def _per_fold(rows: pd.DataFrame) -> list[str]:
-    """Per held-out section: each generator's r and its paired difference to ``real``, for each (f, seed)."""
+    """Per held-out section: each generator's r and its paired difference to ``real``, averaged over seeds."""
     gens = [c for c in ORDER if c in set(rows["condition"]) and c in ("c2l", "c2l_tissue", "local_only",
                                                                          "local_only_tissue", "c2l_augment")]
     if not gens or "real" not in set(rows["condition"]):
@@ -86,14 +82,20 @@ def _per_fold(rows: pd.DataFrame) -> list[str]:
     wide = wide.dropna(subset=[*gens, "real"], how="any")
     if wide.empty:
         return []
-    body = [[f"{f:g}", int(seed), test, f"{r['real']:.4f}", *[f"{r[g]:.4f} ({r[g] - r['real']:+.4f})" for g in gens]]
-            for (f, seed, test), r in wide.iterrows()]
-    for (f, seed), d in wide.groupby(level=["fraction", "seed"]):
-        cells = [f"{d[g].mean():.4f} ({(d[g] - d['real']).mean():+.4f}; {int((d[g] > d['real']).sum())}/{len(d)} "
-                 "folds up)" for g in gens]
-        body.append([f"{f:g}", int(seed), "**mean**", f"{d['real'].mean():.4f}", *cells])
-    return ["Per held-out section (r, and the difference to `real` on the same fold):", "",
-            *_table(["f", "seed", "held out", "real", *gens], body), ""]
+    for g in gens:
+        wide[f"{g}_diff"] = wide[g] - wide["real"]
+    body = []
+    for f, d in wide.groupby(level="fraction"):
+        n_seeds = d.index.get_level_values("seed").nunique()
+        per_test = d.groupby(level="test_section").mean()
+        for test, r in per_test.iterrows():
+            body.append([f"{f:g}", n_seeds, test, f"{r['real']:.4f}",
+                         *[f"{r[g]:.4f} ({r[f'{g}_diff']:+.4f})" for g in gens]])
+        body.append([f"{f:g}", n_seeds, "**mean**", f"{per_test['real'].mean():.4f}",
+                     *[f"{per_test[g].mean():.4f} ({per_test[f'{g}_diff'].mean():+.4f}; "
+                       f"{int((per_test[f'{g}_diff'] > 0).sum())}/{len(per_test)} folds up)" for g in gens]])
+    return ["Per held-out section, averaged over the seeds (r, and the paired difference to `real`):", "",
+            *_table(["f", "seeds", "held out", "real", *gens], body), ""]
 
 
 def _realism(df: pd.DataFrame) -> list[str]:
@@ -141,13 +143,6 @@ def _weighing(df: pd.DataFrame) -> list[str]:
     return out + _table(["f", "seeds", "real", *cols], body) + [""]
 
 
-def _fidelity(df: pd.DataFrame, cols: Sequence[str]) -> list[str]:
-    cols = [c for c in cols if c in df.columns]
-    body = [[tiles, len(d), *[f"{d[c].mean():.3f}" for c in cols]] for tiles, d in df.groupby("tiles", sort=True)]
-    return ["Means over the rows (folds × seeds) of each tile set:", "",
-            *_table(["tiles", "rows", *cols], body), ""]
-
-
 def _rows_as_table(df: pd.DataFrame) -> list[str]:
     """Every row and column, numbers to four significant digits."""
     def cell(v: object) -> str:
@@ -169,16 +164,19 @@ def _another_patient(df: pd.DataFrame) -> list[str]:
 def _rerun(df: pd.DataFrame, committed: pd.DataFrame | None) -> list[str]:
     """Compare the rows re-created by ``c2lst benchmark`` with the committed ones (same fold, fraction and seed)."""
     old = {"real": "real", "c2l": "align_0.25"}  # the committed columns of these conditions (one standardisation)
-    rows = []
-    for _, r in df.iterrows():
-        ref = None
-        if committed is not None and old.get(r["condition"]) in committed:
-            hit = committed[(committed["test"] == r["test_section"]) & (committed["fraction"] == r["fraction"])
-                            & (committed["seed"] == r["seed"])]
-            ref = float(hit[old[r["condition"]]].iloc[0]) if len(hit) else None
-        rows.append([r["condition"], r["test_section"], f"{r['fraction']:g}", int(r["seed"]), f"{r['pcc']:.6f}",
-                     "" if ref is None else f"{ref:.6f}", "" if ref is None else f"{r['pcc'] - ref:+.1e}"])
-    return _table(["condition", "held out", "f", "seed", "re-run r", "committed r", "difference"], rows) + [""]
+    body = []
+    for cond, d in df.groupby("condition", sort=False):
+        diffs = []
+        for _, r in d.iterrows():
+            if committed is not None and old.get(cond) in committed:
+                hit = committed[(committed["test"] == r["test_section"]) & (committed["fraction"] == r["fraction"])
+                                & (committed["seed"] == r["seed"])]
+                if len(hit):
+                    diffs.append(r["pcc"] - float(hit[old[cond]].iloc[0]))
+        body.append([cond, len(d), f"{d['pcc'].mean():.6f}", len(diffs),
+                     f"{np.max(np.abs(diffs)):.1e}" if diffs else "–"])
+    return _table(["condition", "folds re-run", "mean re-run r", "folds committed", "largest |difference|"],
+                  body) + [""]
 
 
 def _current(folder: Path, meta: dict) -> list[str]:
@@ -200,8 +198,7 @@ def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str
     """Write the benchmark results page from the committed tables of ``measured``.
 
     Reads ``loso_per_section.csv`` (the leave-one-section-out rows of every condition), ``stack_scores.csv``,
-    ``synthetic_rows_scores.csv``, ``local_only_scores.csv``, ``tile_fidelity_floor_025.csv``,
-    ``tile_fidelity_025.csv``, ``another_patient.csv``, ``rerun_through_tl.csv`` (each optional but the first) and ``other_measurements.json`` (the commands behind
+    ``synthetic_rows_scores.csv``, ``local_only_scores.csv``, ``another_patient.csv``, ``rerun_through_tl.csv`` (each optional but the first) and ``other_measurements.json`` (the commands behind
     each table and the tables of the other benchmark scripts), and renders every summary from the rows: no
     number on the page is typed by hand.
 
@@ -233,8 +230,9 @@ def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str
              "Written by `python -m c2lst.benchmark report benchmarks/measured` "
              "(`c2lst.benchmark.write_results_page`) from the tables in `benchmarks/measured/`; do not edit by hand. "
              "How the recipe got here, and what was tried: `docs/benchmark_history.md`.", "",
-             "Code version: the rows were measured with the code up to commit 9869514 (2026-11-25 to 2026-12-04), "
-             "partly by one-off scripts that are now conditions and options of `c2lst benchmark`, which now runs "
+             "Code version: the first section holds the rows `c2lst benchmark` measured on the current code "
+             "(2026-12-05). The later sections hold the committed rows, measured with the code up to commit 9869514 "
+             "(2026-11-25 to 2026-12-04), partly by one-off scripts that are now conditions and options of `c2lst benchmark`, which now runs "
              "every condition through `c2lst.tl` (`tl.adapt`, `tl.generate`, `tl.predict`, `tl.evaluate`; feature-space "
              "mixup fits the predictor directly) with the recipe `c2lst.core.recipe.RECIPE` (panel 50, 300 adaptation "
              "steps, spatial mixup within a section with w ~ U(0.5, 1), strength 0.8, guidance 2, 20 steps, 2 tiles "
@@ -249,9 +247,6 @@ def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str
     sections = (("Classic augmentation stacked with the c2l rows", "stack_scores.csv", _stack),
                 ("How the predictor weighs the synthetic rows", "synthetic_rows_scores.csv", _weighing),
                 ("The local-only ablation (no central pretraining)", "local_only_scores.csv", _weighing),
-                ("Synthetic tiles against a real-vs-real floor at the same size, f = 0.25",
-                 "tile_fidelity_floor_025.csv", lambda d: _fidelity(d, FLOOR)),
-                ("Synthetic tile fidelity, f = 0.25", "tile_fidelity_025.csv", lambda d: _fidelity(d, FIDELITY)),
                 ("group_norm on another patient (simulated), seed 0", "another_patient.csv", _another_patient),
                 ("Pretraining throughput on this CPU, fp32 and bf16", "train_throughput.csv", _rows_as_table),
                 ("The committed rows re-created through c2lst.tl", "rerun_through_tl.csv",
