@@ -248,9 +248,6 @@ def tissue_tiles(
         the tissue filter.
     """
     began = info(f"cutting {tile_um:g} µm tissue tiles at {tile_px} px")
-    params = {"library_ids": None if library_ids is None else [str(v) for v in library_ids], "tile_um": tile_um,
-              "tile_px": tile_px, "stride_um": stride_um, "min_tissue": min_tissue, "max_tiles": max_tiles,
-              "seed": seed, "n_excluded_spots": 0 if exclude_spots is None else int(np.sum(exclude_spots))}
     stride_um = tile_um if stride_um is None else stride_um
     _check(tile_um, tile_px, stride_um, min_tissue, max_tiles, mpp)
     sd, table, _ = resolve_table(sdata, table_key)
@@ -303,5 +300,8 @@ def tissue_tiles(
     source = np.asarray([str(grids[which[c]].name) for c in cand[by_position]], dtype=object)
     counts = {str(k): int(v) for k, v in zip(*np.unique(source.astype(str), return_counts=True), strict=True)}
     info(f"    {len(cand)} tissue tiles ({counts})", time=began)
+    params = {"library_ids": None if library_ids is None else list(library_ids), "tile_um": tile_um,
+              "tile_px": tile_px, "stride_um": stride_um, "min_tissue": min_tissue, "max_tiles": max_tiles,
+              "seed": seed, "n_excluded_spots": int(exclude.sum())}  # recorded once every argument is validated
     return HistologyTiles(tiles=tiles[by_position], source=source, mpp=tile_um / tile_px, tile_um=float(tile_um),
                           params=params)
