@@ -148,33 +148,34 @@ def test_recipe_old_field_names():
     assert all(np.array_equal(a, b) for a, b in zip(new, old, strict=True))
 
 
+def _pp_tl_functions():
+    """``(qualified name, function)`` of every public function of ``c2lst.pp`` and ``c2lst.tl``."""
+    for mod in (c2lst.pp, c2lst.tl):
+        for name in mod.__all__:
+            func = getattr(mod, name)
+            if inspect.isfunction(func):
+                yield f"{mod.__name__}.{name}", func
+
+
 def test_shared_parameter_docs_fill_every_function():
     from c2lst._docs import PARAMS
 
-    for mod in (c2lst.pp, c2lst.tl):
-        for name in mod.__all__:
-            func = getattr(mod, name)
-            if not inspect.isfunction(func):
-                continue
-            doc = inspect.getdoc(func)
-            assert not re.search(r"^\{\w+\}$", doc, re.M), f"{name}: unfilled placeholder"
-            params = set(inspect.signature(func).parameters)
-            for key in params & {"table_key", "copy", "seed", "library_key", "patch_key", "train_mask"}:
-                assert f"\n{key}\n" in doc, f"{mod.__name__}.{name} does not document {key}"
-            if {"copy", "key_added"} <= params:
-                assert PARAMS["copy"].split("\n", 1)[1].strip()[:40] in doc, f"{name}: copy text not shared"
+    for name, func in _pp_tl_functions():
+        doc = inspect.getdoc(func)
+        assert not re.search(r"^\{\w+\}$", doc, re.M), f"{name}: unfilled placeholder"
+        params = set(inspect.signature(func).parameters)
+        for key in params & {"table_key", "copy", "seed", "library_key", "patch_key", "train_mask"}:
+            assert f"\n{key}\n" in doc, f"{name} does not document {key}"
+        if {"copy", "key_added"} <= params:
+            assert PARAMS["copy"].split("\n", 1)[1].strip()[:40] in doc, f"{name}: copy text not shared"
 
 
 def test_writers_follow_one_signature_convention():
-    for mod in (c2lst.pp, c2lst.tl):
-        for name in mod.__all__:
-            func = getattr(mod, name)
-            if not inspect.isfunction(func):
-                continue
-            params = list(inspect.signature(func).parameters.values())
-            positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
-            assert len(positional) <= 2, f"{name}: only the data object and the model are positional"
-            names = {p.name for p in params}
-            if "key_added" in names:  # a writer
-                assert {"copy", "overwrite"} <= names, f"{mod.__name__}.{name} writes but lacks copy/overwrite"
-            assert not names & {"n_top", "panel_size", "n_neighbors"}, f"{name}: old spelling"
+    for name, func in _pp_tl_functions():
+        params = list(inspect.signature(func).parameters.values())
+        positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+        assert len(positional) <= 2, f"{name}: only the data object and the model are positional"
+        names = {p.name for p in params}
+        if "key_added" in names:  # a writer
+            assert {"copy", "overwrite"} <= names, f"{name} writes but lacks copy/overwrite"
+        assert not names & {"n_top", "panel_size", "n_neighbors"}, f"{name}: old spelling"
