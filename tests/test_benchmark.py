@@ -60,6 +60,9 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     # each generator's ceiling on the held-out section: reconstructions of half B against half A, beside B itself
     assert {"frechet_ceiling", "frechet_heldout_floor", "precision_ceiling", "mae_ceiling"} <= set(syn.columns)
     assert (syn["mae_ceiling"] > 0).all() and (syn["frechet_ceiling"] > syn["frechet_heldout_floor"]).all()
+    # tl.evaluate_conditioning on the held-out section, read by the fold's real-pairs predictor
+    assert (syn["cond_n"] == df["n_test"].iloc[0]).all() and syn["cond_delta_r"].between(-1, 1).all()
+    assert (syn["cond_loss_own"] > 0).all() and "t_conditioning_s" in df.columns
     text = (out / "summary.md").read_text()
     assert "| handcrafted |" in text and "f=0.5" in text and "top-3 training HVGs" in text
     # the colour-driven genes are learnable: the floor beats chance on held-out spots
@@ -371,3 +374,23 @@ def test_recipe_config_is_checked():
                        ({"mix_range": (0.7, 0.3)}, "mix_range"), ({"decoder_steps": -1}, "decoder_steps")):
         with pytest.raises(ValueError, match=match):
             replace(RECIPE, **bad)
+
+
+def test_adapter_variants_are_labelled_on_the_results_page():
+    from c2lst.benchmark._results import _conditioning, _per_fold, labelled
+
+    rows = pd.DataFrame([{"condition": c, "test_section": t, "fraction": 0.25, "seed": s, "pcc": p,
+                          "local_unconditional": c != "real" and lu}
+                         for c, lu, seeds, base in (("real", False, (0, 1), 0.30), ("c2l", False, (0, 1), 0.31),
+                                                    ("c2l", True, (0,), 0.35))
+                         for s in seeds for t, p in (("A", base), ("B", base + 0.02 * (s + 1)))])
+    lab = labelled(rows)
+    assert sorted(set(lab["condition"])) == ["c2l", "c2l+local", "real"]
+    text = "\n".join(_per_fold(lab))
+    assert "c2l+local (1 seed)" in text and "| 0.25 | 2 | **mean** |" in text
+    # c2l+local is paired with real on its own seed only: A +0.05, B +0.05
+    assert "0.3600 (+0.0500; 2/2 folds up)" in text and "0.3250 (+0.0100; 2/2 folds up)" in text
+    syn = pd.DataFrame({"condition": ["c2l", "c2l"], "local_unconditional": [False, True],
+                        "cond_profile_share": [np.nan, 0.4], "cond_delta_r": [np.nan, 0.5]})
+    table = "\n".join(_conditioning(labelled(syn)))
+    assert "| c2l+local | 1 | 0.400 | 0.500 |" in table and "| c2l |" not in table

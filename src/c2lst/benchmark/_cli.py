@@ -63,6 +63,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group-norm", action="store_true",
                    help="non-floor predictors standardise each section's features on its own patches")
     p.add_argument("--local-steps", type=int, default=2000, help="pretraining steps of the local-only baseline")
+    p.add_argument("--local-unconditional", action=argparse.BooleanOptionalAction, default=RECIPE.local_unconditional,
+                   help="adapt with the modulation's unconditional local component (tl.adapt(local_unconditional=True)); "
+                        "default: the recipe's (%(default)s)")
     p.add_argument("--tissue-tiles", type=int, default=TISSUE_TILES, metavar="N",
                    help="unlabelled tissue tiles of the training sections per fold for c2l_tissue and "
                         "local_only_tissue (seeded draw; default %(default)s)")
@@ -82,7 +85,8 @@ def run_command(args: argparse.Namespace) -> int:
                             strength=args.strength, local_steps=args.local_steps, n_augment=args.n_augment,
                             augment_weight=args.augment_weight, synthetic_weight=args.synthetic_weight,
                             synthetic_align=args.synthetic_align, group_norm=args.group_norm,
-                            test_sections=args.test_sections, tissue_tiles=args.tissue_tiles)
+                            test_sections=args.test_sections, tissue_tiles=args.tissue_tiles,
+                            local_unconditional=args.local_unconditional)
     print(f"{len(results)} runs; results.csv, summary.md and pcc_vs_fraction.png in {args.out}/")
     return 0
 

@@ -92,7 +92,8 @@ def diffusion_pairs(central: Any, fold: Fold, *, recipe: RecipeConfig = RECIPE, 
     t0 = time.perf_counter()
     local = tl.adapt(sdata, central, panel=fold.panel, train_mask=paired, steps=recipe.adapt_steps,
                      batch_size=adapt_batch_size, decoder_steps=recipe.decoder_steps, table_key="table",
-                     seed=fold.seed, overwrite=True, tissue=tissue)
+                     seed=fold.seed, overwrite=True, tissue=tissue,
+                     local_unconditional=True if recipe.local_unconditional else None)
     t1 = time.perf_counter()
     tl.generate(sdata, local, source="mixup", n_per_profile=recipe.n_per_profile, n_neighs=recipe.n_neighs,
                 mix_range=recipe.mix_range, library_key="library_id", steps=recipe.generate_steps,

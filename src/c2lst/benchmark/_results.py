@@ -72,30 +72,50 @@ def _loso(rows: pd.DataFrame) -> list[str]:
     return out + _table(["condition", *[f"f = {f:g}" for f in fr]], body) + [""]
 
 
+GENERATORS = ("c2l", "c2l_tissue", "local_only", "local_only_tissue", "c2l_augment")
+
+
+def labelled(df: pd.DataFrame) -> pd.DataFrame:
+    """Name the adapter variant in the condition: ``c2l+local`` for rows adapted with ``local_unconditional``."""
+    if "local_unconditional" not in df.columns:
+        return df
+    flag = df["local_unconditional"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    return df.assign(condition=np.where(flag, df["condition"].astype(str) + "+local", df["condition"].astype(str)))
+
+
 def _per_fold(rows: pd.DataFrame) -> list[str]:
-    """Per held-out section: each generator's r and its paired difference to ``real``, averaged over seeds."""
-    gens = [c for c in ORDER if c in set(rows["condition"]) and c in ("c2l", "c2l_tissue", "local_only",
-                                                                         "local_only_tissue", "c2l_augment")]
-    if not gens or "real" not in set(rows["condition"]):
+    """Per held-out section: each generator's r and its paired difference to ``real``, averaged over its seeds."""
+    present = set(rows["condition"])
+    gens = [c for c in ORDER if c in present and c in GENERATORS]
+    gens += sorted(c for c in present if "+" in c and c.split("+")[0] in GENERATORS)
+    if not gens or "real" not in present:
         return []
     wide = rows.pivot_table(index=["fraction", "seed", "test_section"], columns="condition", values="pcc")
-    wide = wide.dropna(subset=[*gens, "real"], how="any")
-    if wide.empty:
-        return []
-    for g in gens:
-        wide[f"{g}_diff"] = wide[g] - wide["real"]
-    body = []
+    body, header = [], {}
     for f, d in wide.groupby(level="fraction"):
+        d = d.dropna(subset=["real"])
+        real = d.groupby(level="test_section")["real"].mean()
+        cells = {}
+        for g in [g for g in gens if g in d and d[g].notna().any()]:
+            dg = d[[g, "real"]].dropna()
+            per_test = dg.groupby(level="test_section").mean()
+            cells[g] = (per_test[g], per_test[g] - per_test["real"])
+            n_g = dg.index.get_level_values("seed").nunique()
+            header[g] = g if n_g == d.index.get_level_values("seed").nunique() else f"{g} ({n_g} seed{'s' * (n_g > 1)})"
+        if not cells:
+            continue
         n_seeds = d.index.get_level_values("seed").nunique()
-        per_test = d.groupby(level="test_section").mean()
-        for test, r in per_test.iterrows():
-            body.append([f"{f:g}", n_seeds, test, f"{r['real']:.4f}",
-                         *[f"{r[g]:.4f} ({r[f'{g}_diff']:+.4f})" for g in gens]])
-        body.append([f"{f:g}", n_seeds, "**mean**", f"{per_test['real'].mean():.4f}",
-                     *[f"{per_test[g].mean():.4f} ({per_test[f'{g}_diff'].mean():+.4f}; "
-                       f"{int((per_test[f'{g}_diff'] > 0).sum())}/{len(per_test)} folds up)" for g in gens]])
-    return ["Per held-out section, averaged over the seeds (r, and the paired difference to `real`):", "",
-            *_table(["f", "seeds", "held out", "real", *gens], body), ""]
+        for test in real.index:
+            body.append([f"{f:g}", n_seeds, test, f"{real[test]:.4f}",
+                         *[f"{cells[g][0][test]:.4f} ({cells[g][1][test]:+.4f})" if g in cells and test in cells[g][0]
+                           else "–" for g in gens]])
+        body.append([f"{f:g}", n_seeds, "**mean**", f"{real.mean():.4f}",
+                     *[f"{cells[g][0].mean():.4f} ({cells[g][1].mean():+.4f}; {int((cells[g][1] > 0).sum())}/"
+                       f"{len(cells[g][1])} folds up)" if g in cells else "–" for g in gens]])
+    if not body:
+        return []
+    return ["Per held-out section, averaged over the seeds (r, and the paired difference to `real` on the same seeds):",
+            "", *_table(["f", "seeds", "held out", "real", *[header.get(g, g) for g in gens]], body), ""]
 
 
 def _realism(df: pd.DataFrame) -> list[str]:
@@ -108,6 +128,30 @@ def _realism(df: pd.DataFrame) -> list[str]:
             "reconstructing half B of the held-out section's patches, against half A; *_heldout_floor: half B "
             "itself against half A; mae_ceiling: mean absolute pixel error of those reconstructions (0-255). "
             "Handcrafted features.", "", *_table(["generator", "rows", *cols], body), ""]
+
+
+CONDITIONING = ("cond_conditioning_gain", "cond_profile_gain", "cond_profile_share", "cond_own_wins", "cond_delta_r",
+                "cond_delta_r_pooled", "cond_r_generated", "cond_r_real")
+
+
+def _conditioning(df: pd.DataFrame) -> list[str]:
+    """Means per generator of ``tl.evaluate_conditioning``'s scores on the held-out sections (rows that have them)."""
+    cols = [c for c in CONDITIONING if c in df.columns]
+    if not cols:
+        return []
+    df = df.dropna(subset=cols[:1])
+    if df.empty:
+        return []
+    body = [[cond, len(d), *[f"{d[c].mean():.3f} ± {d[c].std(ddof=1):.3f}" if len(d) > 1 else f"{d[c].mean():.3f}"
+                             for c in cols]] for cond, d in df.groupby("condition", sort=True)]
+    return ["### Conditioning on the held-out section", "",
+            "tl.evaluate_conditioning on every spot of the held-out section (never seen by the adapter), each contrasted "
+            "with a partner spot of its section; the predictor reading the generated tiles is the fold's `real` one. "
+            "Mean ± sd over the rows (folds × seeds) that have these columns. conditioning_gain: share of the "
+            "unconditional denoising error the own profile removes; profile_share: the part of that gain a partner's "
+            "profile does not give; delta_r: per-gene r between the change of the predictor's reading and the change "
+            "of the profile, tiles of one seed; r_generated / r_real: the predictor on the own-profile tiles / on the "
+            "real patches.", "", *_table(["generator", "rows", *[c.removeprefix("cond_") for c in cols]], body), ""]
 
 
 def _stack(df: pd.DataFrame) -> list[str]:
@@ -183,14 +227,15 @@ def _current(folder: Path, meta: dict) -> list[str]:
     """Render the rows ``c2lst benchmark`` measured on the current code, when ``current_loso.csv`` is there."""
     if not (folder / CURRENT).is_file():
         return []
-    rows = pd.read_csv(folder / CURRENT, float_precision="round_trip")
+    rows = labelled(pd.read_csv(folder / CURRENT, float_precision="round_trip"))
     out = ["## The current code: leave one section out (her2st C2–C6)", "",
            "Each fold trains on four sections, of which a fraction f of each section's spots is paired (seeded), and "
            "scores the fifth. Panel, normalisation and every fitted quantity come from the paired spots only.", "",
            *_source(CURRENT, meta), *_loso(rows), *_per_fold(rows)]
     if (folder / CURRENT_SYNTHETIC).is_file():
         out += ["### Realism of the generated tiles and the ceiling", "", *_source(CURRENT_SYNTHETIC, meta),
-                *_realism(pd.read_csv(folder / CURRENT_SYNTHETIC))]
+                *_realism(synthetic := labelled(pd.read_csv(folder / CURRENT_SYNTHETIC)))]
+        out += _conditioning(synthetic)
     return out
 
 

@@ -151,6 +151,7 @@ def run_benchmark(
     cache_dir: str | Path | None = None,
     n_jobs: int = 1,
     tissue_tiles: int = TISSUE_TILES,
+    local_unconditional: bool = RECIPE.local_unconditional,
 ) -> pd.DataFrame:
     """Run the data-limited prediction benchmark and write its tables and figure.
 
@@ -249,6 +250,9 @@ def run_benchmark(
     tissue_tiles
         Tissue tiles per fold of ``c2l_tissue`` and ``local_only_tissue``: a seeded draw (the fold's seed) from the
         tissue tiles of the training sections' images (:func:`c2lst.pp.tissue_tiles`, cached with the sections).
+    local_unconditional
+        Adapt every diffusion condition with the modulation's unconditional local component
+        (``tl.adapt(local_unconditional=True)``; the recipe's ``local_unconditional``).
 
     Returns
     -------
@@ -309,7 +313,8 @@ def run_benchmark(
         the_central = None
     recipe = RecipeConfig(n_top_genes=n_top_genes, adapt_steps=adapt_steps or RECIPE.adapt_steps, decoder_steps=decoder_steps,
                           n_per_profile=n_per_profile, generate_steps=sample_steps, guidance_scale=guidance_scale,
-                          strength=strength, synthetic_weight=synthetic_weight, synthetic_align=synthetic_align)
+                          strength=strength, synthetic_weight=synthetic_weight, synthetic_align=synthetic_align,
+                          local_unconditional=bool(local_unconditional))
     if quick:  # a smoke test: a handful of steps, one tile per spot
         recipe = replace(recipe, adapt_steps=4, decoder_steps=4, n_per_profile=1, generate_steps=3)
         adapt_steps = 4
@@ -318,7 +323,7 @@ def run_benchmark(
             "decoder_steps": decoder_steps, "augment_weight": augment_weight, "strength": strength, "guidance_scale": guidance_scale,
             "synthetic_weight": synthetic_weight, "synthetic_align": synthetic_align, "group_norm": group_norm,
             "fractions": list(fractions), "seeds": list(seeds), "conditions": list(conditions),
-            "tissue_tiles": int(tissue_tiles),
+            "tissue_tiles": int(tissue_tiles), "local_unconditional": bool(local_unconditional),
             "data_s": meter_data.seconds["data"], "data_mb": meter_data.peak_mb["data"]}
     hand = CachedFeatures(lambda p: handcrafted_features(p, n_jobs=n_jobs), "handcrafted")
     cent = CachedFeatures(lambda p: the_central.features(p, seed=0), "central") if the_central is not None else None
@@ -374,8 +379,12 @@ def run_benchmark(
                         tiles[_GENERATOR[cond]] = synthetic, src
                         with meter.stage("synthetic_metrics"):
                             syn_rows.append({"condition": cond, "test_section": test.name, "fraction": fraction,
-                                             "seed": seed, **_synthetic_metrics(hand, patches, extra_p, test.patches, seed),
+                                             "seed": seed, "local_unconditional": recipe.local_unconditional, **_synthetic_metrics(hand, patches, extra_p, test.patches, seed),
                                              **_ceiling(hand, local, test.patches, seed)})
+                        with meter.stage("conditioning"):
+                            syn_rows[-1] |= _conditioning(sdata, local, train, fold, recipe=the_recipe, seed=seed,
+                                                          encoder=encoder, central=the_central,
+                                                          group_norm=group_norm, quick=quick)
                     norm = group_norm and cond != "handcrafted"
                     enc = "handcrafted" if cond == "handcrafted" else encoder
                     with meter.stage("fit"):
@@ -402,6 +411,7 @@ def run_benchmark(
                                  "n_train": len(patches), "n_extra": n_syn + model.fit_info.get("n_augmented", 0),
                                  "n_mixup": n_per_profile * len(patches) if cond == "mixup" else 0,
                                  "n_tissue": len(tissue) if cond in TISSUE_CONDITIONS else 0,
+                                 "local_unconditional": cond in DIFFUSION and recipe.local_unconditional,
                                  "n_test": len(test.patches),
                                  "extra_weight": (model.fit_info["extra_weight"] if n_syn  # else augment's
                                                   else model.fit_info["augment_weight"] if n_aug else float("nan")),
@@ -428,6 +438,23 @@ def _mixup_predictor(encoder: str, hand: CachedFeatures, cent: CachedFeatures | 
 def _synthetic_metrics(hand: CachedFeatures, train_patches: np.ndarray, synthetic: np.ndarray, heldout: np.ndarray,
                        seed: int) -> dict[str, float]:
     return synthetic_report(hand(train_patches), hand(synthetic), train_patches, synthetic, hand(heldout), seed=seed)
+
+
+def _conditioning(sdata: Any, local: Any, train: np.ndarray, fold: Any, *, recipe: RecipeConfig, seed: int,
+                  encoder: str, central: Any, group_norm: bool, quick: bool) -> dict[str, float]:
+    """``cond_*`` columns: :func:`c2lst.tl.evaluate_conditioning` on the held-out section's spots.
+
+    The predictor reading the generated patches is the fold's ``real`` condition's (real pairs only).
+    """
+    from .. import tl
+
+    real = tl.predict(sdata, train_mask=train, synthetic=None, encoder=encoder, central=central, panel=fold.panel,
+                      table_key="table", batch_key="library_id" if group_norm else None, seed=seed,
+                      outside_panel="nan", overwrite=True, **({"epochs": 2 if quick else 30} if encoder == "cnn" else {}))
+    scores = tl.evaluate_conditioning(sdata, local, predictor=real, n_draws=2 if quick else 8,
+                                      steps=recipe.generate_steps, guidance_scale=recipe.guidance_scale,
+                                      strength=recipe.strength, table_key="table", seed=seed, overwrite=True)
+    return {f"cond_{k}": v for k, v in scores.items()}
 
 
 PRDC_K = 5  # the k of fidelity_floor's and reconstruction_ceiling's PRDC (their default)

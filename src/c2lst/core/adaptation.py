@@ -29,7 +29,8 @@ from .training import lr_at
 def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, panel: dict[str, Any], *,
                 steps: int, batch_size: int, lr: float, cond_dropout: float, lora_rank: int, seed: int,
                 decoder_steps: int = 0, mixed_precision: str = "no", progress: bool = False,
-                tissue: np.ndarray | None = None, tissue_share: float = 0.5) -> LocalModel:
+                tissue: np.ndarray | None = None, tissue_share: float = 0.5,
+                local_unconditional: bool | None = None) -> LocalModel:
     """Fit a gene adapter on paired spots; the central weights are never updated.
 
     Each step draws a batch of spots (seeded by ``(seed, k)``), applies random flips/90° rotations,
@@ -75,6 +76,11 @@ def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, p
         uint8 ``(m, 3, H, W)`` unlabelled tissue tiles (resized to the tile size), or ``None``.
     tissue_share
         Share of each batch taken by tissue tiles, in ``(0, 1)``; used only with ``tissue``.
+    local_unconditional
+        Give the modulation its unconditional local component (``GeneModulation(local=True)``), trained with
+        every sample, so that the gene-conditioned part learns what is specific to a profile and classifier-free
+        guidance contrasts a profile with the locally adapted model instead of the central one. ``None``: only
+        with ``tissue``.
 
     Returns
     -------
@@ -86,6 +92,7 @@ def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, p
     if has_tissue and batch_size < 2:
         raise ValueError(f"training on tissue tiles needs `batch_size` >= 2 (spots and tiles in each batch), got "
                          f"{batch_size}.")
+    with_local = has_tissue if local_unconditional is None else bool(local_unconditional)
     n_tissue = min(batch_size - 1, max(1, math.floor(tissue_share * batch_size + 0.5))) if has_tissue else 0
     n_spots = batch_size - n_tissue
     accelerator = make_accelerator(mixed_precision)
@@ -95,7 +102,7 @@ def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, p
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init-modulation"))
         modulation = GeneModulation.for_unet(central.unet, genes.shape[1], hidden=cfg.gene_hidden,
-                                             cond_dim=cfg.cond_dim, local=has_tissue).to(device)
+                                             cond_dim=cfg.cond_dim, local=with_local).to(device)
         lora_unet = add_lora(central.unet, lora_rank).to(device) if lora_rank > 0 else None
     params = list(modulation.parameters())
     if lora_unet is not None:
@@ -160,6 +167,7 @@ def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, p
         "seed": seed, "n_spots": len(x_all), "loss_first": float(np.mean(losses[:tail])),
         "loss_last": float(np.mean(losses[-tail:])), "seconds": seconds,
         "img_per_s": steps * batch_size / max(seconds, 1e-9), "device": str(device), "decoder_steps": decoder_steps,
+        "local_unconditional": with_local,
     }
     if t_all is not None:
         local.summary |= {"n_tissue": len(t_all), "tissue_share": tissue_share, "tissue_per_batch": n_tissue}

@@ -49,6 +49,8 @@ class RecipeConfig:
         Ridge sample weight of the synthetic rows (real rows weigh 1), or ``"cv"``.
     synthetic_align
         ``"moments"``: the synthetic rows' features standardised on their own moments; ``None``: not.
+    local_unconditional
+        Adapt with the modulation's unconditional local component (``tl.adapt(local_unconditional=True)``).
     """
 
     n_top_genes: int = 50
@@ -62,6 +64,7 @@ class RecipeConfig:
     strength: float = 0.8
     synthetic_weight: float | str = SYNTHETIC_WEIGHT
     synthetic_align: str | None = SYNTHETIC_ALIGN
+    local_unconditional: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n_top_genes", "adapt_steps", "n_per_profile", "n_neighs", "generate_steps"):

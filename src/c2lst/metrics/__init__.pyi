@@ -1,5 +1,6 @@
 """Pure array metrics (numpy / scipy / scikit-image). Never imports anndata or spatialdata."""
 from ._composition import composition_distances
+from ._conditioning import conditioning_scores, profile_response
 from ._embedding import embed_2d
 from ._features import check_patches, handcrafted_feature_names, handcrafted_features, nuclei_stats
 from ._fidelity import (
@@ -21,6 +22,7 @@ from ._synthetic import reconstruction_ceiling, synthetic_report
 __all__ = [
     "check_patches",
     "composition_distances",
+    "conditioning_scores",
     "diversity_ratio",
     "embed_2d",
     "fidelity_floor",
@@ -38,6 +40,7 @@ __all__ = [
     "out_of_range_share",
     "pearson_per_gene",
     "prdc",
+    "profile_response",
     "reconstruction_ceiling",
     "spatial_weights",
     "standardize_on_real",

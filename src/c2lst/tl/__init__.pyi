@@ -1,5 +1,6 @@
 """Tools: central pretraining, local adaptation, generation, prediction, evaluation."""
 from ._adapt import adapt
+from ._conditioning import evaluate_conditioning
 from ._evaluate import evaluate, evaluate_synthetic
 from ._generate import generate
 from ._pipeline import run
@@ -10,6 +11,7 @@ from ._pretrain import pretrain
 __all__ = [
     "adapt",
     "evaluate",
+    "evaluate_conditioning",
     "evaluate_synthetic",
     "generate",
     "predict",

@@ -83,6 +83,7 @@ def adapt(
     copy: bool = False,
     tissue: int | np.ndarray | HistologyTiles | None = None,
     transductive: Sequence[str] = (),
+    local_unconditional: bool | None = None,
 ) -> LocalModel | tuple[SpatialData | AnnData, LocalModel]:
     """Adapt a frozen central model to a section's paired spots with gene-conditioned modulation.
 
@@ -144,6 +145,11 @@ def adapt(
         Sections without training spots (held-out sections) whose images ``tissue=<int>`` may also tile (still
         without the footprints of their spots). This is transductive use of a test image: its morphology, not
         its expression, enters training; the benchmark never sets it. Unknown names raise.
+    local_unconditional
+        Give the modulation its unconditional, zero-initialised local component (trained with every sample) even
+        without ``tissue``: the gene-conditioned part then learns what is specific to a profile, and guidance
+        contrasts a profile with the locally adapted model rather than the central one. ``None`` (default): only
+        with ``tissue``.
 
     Returns
     -------
@@ -175,6 +181,8 @@ def adapt(
         raise ValueError(f"`cond_dropout` must be in [0, 1), got {cond_dropout}.")
     if not isinstance(lora_rank, int | np.integer) or lora_rank < 0:
         raise ValueError(f"`lora_rank` must be a non-negative integer, got {lora_rank!r}.")
+    if local_unconditional is not None and not isinstance(local_unconditional, bool | np.bool_):
+        raise ValueError(f"`local_unconditional` must be True, False or None, got {local_unconditional!r}.")
     check_key(table.uns, key_added, where=".uns", overwrite=overwrite)
     if patch_key not in table.obsm:
         raise ValueError(f"no patches in .obsm[{patch_key!r}] (obsm keys: {list(table.obsm)}); run "
@@ -194,7 +202,7 @@ def adapt(
         local = adapt_local(model, patches, genes, gp.to_dict(), steps=int(steps), batch_size=int(batch_size),
                             lr=float(lr), cond_dropout=float(cond_dropout), lora_rank=int(lora_rank), seed=int(seed),
                             decoder_steps=int(decoder_steps), mixed_precision=mixed_precision,
-                            progress=settings.progress_bar, tissue=tiles)
+                            progress=settings.progress_bar, tissue=tiles, local_unconditional=local_unconditional)
     share = local.n_trainable / model.n_params
     conditioned = local.n_conditioned / model.n_params
     if conditioned > MAX_ADAPTER_SHARE:
@@ -208,7 +216,8 @@ def adapt(
         "panel_genes": list(gp.genes), "panel_identity": gp.identity(), "train_spots": train_spots,
         "params": {"steps": int(steps), "batch_size": int(batch_size), "lr": float(lr),
                    "cond_dropout": float(cond_dropout), "lora_rank": int(lora_rank), "seed": int(seed),
-                   "decoder_steps": int(decoder_steps), "mixed_precision": mixed_precision, "patch_key": patch_key},
+                   "decoder_steps": int(decoder_steps), "mixed_precision": mixed_precision, "patch_key": patch_key,
+                   "local_unconditional": bool(local.modulation.local)},
         "loss_first": local.summary["loss_first"], "loss_last": local.summary["loss_last"],
         "n_trainable": local.n_trainable, "n_conditioned": local.n_conditioned, **tissue_record,
     }
