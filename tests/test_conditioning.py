@@ -113,3 +113,34 @@ def test_adapt_local_unconditional(sdata, central):
     assert not plain.modulation.local and table.uns["c2lst_adapt"]["params"]["local_unconditional"] is False
     with pytest.raises(ValueError, match="local_unconditional"):
         c2lst.tl.adapt(sdata, central, steps=1, local_unconditional="yes", overwrite=True)
+
+
+def test_adapt_pca_conditioning(sdata, central, tmp_path):
+    import torch
+
+    table = sdata.tables["table"]
+    local = c2lst.tl.adapt(sdata, central, steps=3, batch_size=4, decoder_steps=0, seed=0, n_comps=3)
+    mod = local.modulation
+    assert mod.n_comps == 3 and mod.projection.shape == (local.n_genes, 3)
+    assert table.uns["c2lst_adapt"]["params"]["n_comps"] == 3 and local.summary["n_comps"] == 3
+    panel = c2lst.pp.GenePanel.from_dict(local.panel)
+    genes = panel.standardize(panel.expression(table))
+    scores = (genes - genes.mean(axis=0)) @ mod.projection.numpy()
+    np.testing.assert_allclose(np.cov(scores.T), np.eye(3), atol=1e-4)  # whitened principal axes
+    # saved and loaded with the adapter: the same predictions
+    local.save(tmp_path / "adapter")
+    back = LocalModel.load(tmp_path / "adapter", central)
+    z = torch.randn(3, central.config.latent_channels, 8, 8, generator=torch.Generator().manual_seed(1))
+    t, g = torch.tensor([5, 300, 900]), torch.from_numpy(genes[:3])
+    with torch.no_grad():
+        assert torch.equal(local.eps(z, t, g), back.eps(z, t, g))
+        ref = central.unet(z, t).sample
+        fresh = GeneModulation.for_unet(central.unet, local.n_genes, hidden=8, cond_dim=8, n_comps=3)
+        fresh.fit_projection(torch.from_numpy(genes))
+        with fresh.applied(central.unet, g):  # zero-initialised: still exactly the central model
+            assert torch.equal(central.unet(z, t).sample, ref)
+        assert not torch.equal(fresh.embed(g), fresh.embed(torch.from_numpy(genes[3:6])))  # the profile is read
+    with pytest.raises(ValueError, match="n_comps"):
+        c2lst.tl.adapt(sdata, central, steps=1, n_comps=-1, overwrite=True)
+    with pytest.raises(ValueError, match="n_comps"):
+        GeneModulation.for_unet(central.unet, 4, hidden=8, cond_dim=8, n_comps=5)

@@ -76,11 +76,15 @@ GENERATORS = ("c2l", "c2l_tissue", "local_only", "local_only_tissue", "c2l_augme
 
 
 def labelled(df: pd.DataFrame) -> pd.DataFrame:
-    """Name the adapter variant in the condition: ``c2l+local`` for rows adapted with ``local_unconditional``."""
-    if "local_unconditional" not in df.columns:
-        return df
-    flag = df["local_unconditional"].astype("boolean").fillna(False).to_numpy(dtype=bool)
-    return df.assign(condition=np.where(flag, df["condition"].astype(str) + "+local", df["condition"].astype(str)))
+    """Name the adapter variant in the condition: ``+local`` (``local_unconditional``), ``+pcaK`` (``n_comps=K``)."""
+    label = df["condition"].astype(str).to_numpy(dtype=object)
+    if "local_unconditional" in df.columns:
+        flag = df["local_unconditional"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+        label = np.where(flag, label + "+local", label)
+    if "n_comps" in df.columns:
+        k = df["n_comps"].fillna(0).astype(int).to_numpy()
+        label = np.array([f"{c}+pca{n}" if n > 0 else c for c, n in zip(label, k, strict=True)], dtype=object)
+    return df.assign(condition=label)
 
 
 def _per_fold(rows: pd.DataFrame) -> list[str]:

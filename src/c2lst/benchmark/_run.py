@@ -152,6 +152,7 @@ def run_benchmark(
     n_jobs: int = 1,
     tissue_tiles: int = TISSUE_TILES,
     local_unconditional: bool = RECIPE.local_unconditional,
+    n_comps: int = RECIPE.n_comps,
 ) -> pd.DataFrame:
     """Run the data-limited prediction benchmark and write its tables and figure.
 
@@ -253,6 +254,8 @@ def run_benchmark(
     local_unconditional
         Adapt every diffusion condition with the modulation's unconditional local component
         (``tl.adapt(local_unconditional=True)``; the recipe's ``local_unconditional``).
+    n_comps
+        Principal components of the panel the diffusion conditions' gene encoder reads (``tl.adapt(n_comps=)``).
 
     Returns
     -------
@@ -314,7 +317,7 @@ def run_benchmark(
     recipe = RecipeConfig(n_top_genes=n_top_genes, adapt_steps=adapt_steps or RECIPE.adapt_steps, decoder_steps=decoder_steps,
                           n_per_profile=n_per_profile, generate_steps=sample_steps, guidance_scale=guidance_scale,
                           strength=strength, synthetic_weight=synthetic_weight, synthetic_align=synthetic_align,
-                          local_unconditional=bool(local_unconditional))
+                          local_unconditional=bool(local_unconditional), n_comps=int(n_comps))
     if quick:  # a smoke test: a handful of steps, one tile per spot
         recipe = replace(recipe, adapt_steps=4, decoder_steps=4, n_per_profile=1, generate_steps=3)
         adapt_steps = 4
@@ -324,6 +327,7 @@ def run_benchmark(
             "synthetic_weight": synthetic_weight, "synthetic_align": synthetic_align, "group_norm": group_norm,
             "fractions": list(fractions), "seeds": list(seeds), "conditions": list(conditions),
             "tissue_tiles": int(tissue_tiles), "local_unconditional": bool(local_unconditional),
+            "n_comps": int(n_comps),
             "data_s": meter_data.seconds["data"], "data_mb": meter_data.peak_mb["data"]}
     hand = CachedFeatures(lambda p: handcrafted_features(p, n_jobs=n_jobs), "handcrafted")
     cent = CachedFeatures(lambda p: the_central.features(p, seed=0), "central") if the_central is not None else None
@@ -379,7 +383,8 @@ def run_benchmark(
                         tiles[_GENERATOR[cond]] = synthetic, src
                         with meter.stage("synthetic_metrics"):
                             syn_rows.append({"condition": cond, "test_section": test.name, "fraction": fraction,
-                                             "seed": seed, "local_unconditional": recipe.local_unconditional, **_synthetic_metrics(hand, patches, extra_p, test.patches, seed),
+                                             "seed": seed, "local_unconditional": recipe.local_unconditional,
+                                             "n_comps": recipe.n_comps, **_synthetic_metrics(hand, patches, extra_p, test.patches, seed),
                                              **_ceiling(hand, local, test.patches, seed)})
                         with meter.stage("conditioning"):
                             syn_rows[-1] |= _conditioning(sdata, local, train, fold, recipe=the_recipe, seed=seed,
@@ -412,6 +417,7 @@ def run_benchmark(
                                  "n_mixup": n_per_profile * len(patches) if cond == "mixup" else 0,
                                  "n_tissue": len(tissue) if cond in TISSUE_CONDITIONS else 0,
                                  "local_unconditional": cond in DIFFUSION and recipe.local_unconditional,
+                                 "n_comps": recipe.n_comps if cond in DIFFUSION else 0,
                                  "n_test": len(test.patches),
                                  "extra_weight": (model.fit_info["extra_weight"] if n_syn  # else augment's
                                                   else model.fit_info["augment_weight"] if n_aug else float("nan")),

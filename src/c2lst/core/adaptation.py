@@ -30,7 +30,7 @@ def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, p
                 steps: int, batch_size: int, lr: float, cond_dropout: float, lora_rank: int, seed: int,
                 decoder_steps: int = 0, mixed_precision: str = "no", progress: bool = False,
                 tissue: np.ndarray | None = None, tissue_share: float = 0.5,
-                local_unconditional: bool | None = None) -> LocalModel:
+                local_unconditional: bool | None = None, n_comps: int = 0) -> LocalModel:
     """Fit a gene adapter on paired spots; the central weights are never updated.
 
     Each step draws a batch of spots (seeded by ``(seed, k)``), applies random flips/90° rotations,
@@ -81,6 +81,10 @@ def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, p
         every sample, so that the gene-conditioned part learns what is specific to a profile and classifier-free
         guidance contrasts a profile with the locally adapted model instead of the central one. ``None``: only
         with ``tissue``.
+    n_comps
+        The gene encoder reads this many whitened principal-component scores of the profile, fitted on ``genes``
+        (``GeneModulation(n_comps=)``, :meth:`~c2lst.core.modulation.GeneModulation.fit_projection`); 0: the
+        standardised panel itself.
 
     Returns
     -------
@@ -102,7 +106,10 @@ def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, p
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init-modulation"))
         modulation = GeneModulation.for_unet(central.unet, genes.shape[1], hidden=cfg.gene_hidden,
-                                             cond_dim=cfg.cond_dim, local=with_local).to(device)
+                                             cond_dim=cfg.cond_dim, local=with_local,
+                                             n_comps=n_comps).to(device)
+        if n_comps:
+            modulation.fit_projection(torch.from_numpy(np.asarray(genes, dtype=np.float32)).to(device))
         lora_unet = add_lora(central.unet, lora_rank).to(device) if lora_rank > 0 else None
     params = list(modulation.parameters())
     if lora_unet is not None:
@@ -167,7 +174,7 @@ def adapt_local(central: CentralModel, patches: np.ndarray, genes: np.ndarray, p
         "seed": seed, "n_spots": len(x_all), "loss_first": float(np.mean(losses[:tail])),
         "loss_last": float(np.mean(losses[-tail:])), "seconds": seconds,
         "img_per_s": steps * batch_size / max(seconds, 1e-9), "device": str(device), "decoder_steps": decoder_steps,
-        "local_unconditional": with_local,
+        "local_unconditional": with_local, "n_comps": n_comps,
     }
     if t_all is not None:
         local.summary |= {"n_tissue": len(t_all), "tissue_share": tissue_share, "tissue_per_batch": n_tissue}

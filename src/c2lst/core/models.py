@@ -558,10 +558,10 @@ class LocalModel:
         return path
 
     def modulation_settings(self) -> dict[str, int | bool]:
-        """Gene-encoder widths and whether there is a local component (what :meth:`load` rebuilds the modulation from)."""
+        """Gene-encoder widths, PCA input and local component (what :meth:`load` rebuilds the modulation from)."""
         enc = self.modulation.encoder
-        return {"n_genes": enc[0].in_features, "hidden": enc[0].out_features, "cond_dim": enc[2].out_features,
-                "local": self.modulation.local}
+        return {"n_genes": self.modulation.n_genes, "hidden": enc[0].out_features, "cond_dim": enc[2].out_features,
+                "local": self.modulation.local, "n_comps": self.modulation.n_comps}
 
     @classmethod
     def load(cls, path: str | Path, central: CentralModel, *, panel: Any = None) -> LocalModel:
@@ -597,7 +597,8 @@ class LocalModel:
         state = load_tensors(path / LOCAL_WEIGHTS, sha256=meta["adapter_sha256"], what="local adapter")
         s = meta["modulation"]
         modulation = GeneModulation.for_unet(central.unet, s["n_genes"], hidden=s["hidden"], cond_dim=s["cond_dim"],
-                                             local=bool(s.get("local", False)))  # older adapters have none
+                                             local=bool(s.get("local", False)),  # older adapters have none
+                                             n_comps=int(s.get("n_comps", 0)))
         _load_prefixed(modulation, state, "modulation.", f"the adapter weights in {path}")
         lora_unet = None
         if meta["lora_rank"] > 0:

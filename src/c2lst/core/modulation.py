@@ -60,12 +60,21 @@ class GeneModulation(nn.Module):
         Channels of each modulated GroupNorm (see :func:`resnet_norms`).
     local
         Add the unconditional, zero-initialised local component (``local_time``, ``local_film``).
+    n_comps
+        With ``n_comps > 0`` the gene encoder reads ``n_comps`` principal-component scores of the profile instead of
+        the profile: a fixed ``(n_genes, n_comps)`` buffer ``projection`` (set with :meth:`fit_projection` on the
+        training profiles; saved with the adapter). 0: the encoder reads the standardised panel.
     """
 
     def __init__(self, n_genes: int, hidden: int, cond_dim: int, time_embed_dim: int,
-                 norm_channels: list[int], *, local: bool = False) -> None:
+                 norm_channels: list[int], *, local: bool = False, n_comps: int = 0) -> None:
         super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(n_genes, hidden), nn.SiLU(), nn.Linear(hidden, cond_dim), nn.SiLU())
+        if n_comps < 0 or n_comps > n_genes:
+            raise ValueError(f"`n_comps` must be in [0, {n_genes}] (the panel size), got {n_comps}.")
+        self.n_genes = n_genes
+        self.register_buffer("projection", torch.zeros(n_genes, n_comps) if n_comps else None)
+        self.encoder = nn.Sequential(nn.Linear(n_comps or n_genes, hidden), nn.SiLU(), nn.Linear(hidden, cond_dim),
+                                     nn.SiLU())
         self.time_shift = _zero_linear(cond_dim, time_embed_dim)
         self.film = nn.ModuleList(_zero_linear(cond_dim, 2 * c) for c in norm_channels)
         self.local_time = nn.Parameter(torch.zeros(time_embed_dim)) if local else None
@@ -76,12 +85,49 @@ class GeneModulation(nn.Module):
         """Whether the modulation has the unconditional local component."""
         return self.local_time is not None
 
+    @property
+    def n_comps(self) -> int:
+        """Principal components the gene encoder reads (0: the standardised panel itself)."""
+        return 0 if self.projection is None else int(self.projection.shape[1])
+
     @classmethod
     def for_unet(cls, unet: UNet2DModel, n_genes: int, *, hidden: int, cond_dim: int,
-                 local: bool = False) -> GeneModulation:
-        """Modulation sized for ``unet`` (``local``: with the unconditional local component)."""
+                 local: bool = False, n_comps: int = 0) -> GeneModulation:
+        """Modulation sized for ``unet`` (``local``: with the unconditional local component; ``n_comps``: PCA input)."""
         time_dim = unet.time_embedding.linear_2.out_features
-        return cls(n_genes, hidden, cond_dim, time_dim, [n.num_channels for n in resnet_norms(unet)], local=local)
+        return cls(n_genes, hidden, cond_dim, time_dim, [n.num_channels for n in resnet_norms(unet)], local=local,
+                   n_comps=n_comps)
+
+    @torch.no_grad()
+    def fit_projection(self, genes: torch.Tensor) -> None:
+        """Set ``projection`` to the whitened principal axes of the (training) profiles ``genes`` ``(n, n_genes)``.
+
+        The scores ``(genes - mean) @ projection`` have unit variance on ``genes``; each axis' sign makes its largest
+        loading positive (deterministic). The centring is folded into the encoder's first bias, so a zero profile
+        maps to the scores of the training mean.
+        """
+        if self.projection is None:
+            raise ValueError("this modulation reads the panel itself (n_comps=0); there is no projection to fit.")
+        x = genes.detach().double()
+        if x.ndim != 2 or x.shape[1] != self.n_genes or len(x) < 2:
+            raise ValueError(f"need at least two profiles of {self.n_genes} genes, got shape {tuple(x.shape)}.")
+        mean = x.mean(dim=0)
+        _, sv, vt = torch.linalg.svd(x - mean, full_matrices=False)
+        k = self.n_comps
+        if len(sv) < k:
+            raise ValueError(f"{len(x)} profiles give {len(sv)} principal components, fewer than n_comps={k}; lower "
+                             "`n_comps` or train on more spots.")
+        axes = vt[:k].T  # (n_genes, k)
+        sign = torch.sign(axes.gather(0, axes.abs().argmax(dim=0, keepdim=True)))
+        scale = (sv[:k] / (len(x) - 1) ** 0.5).clamp_min(1e-6)
+        proj = axes * sign / scale
+        self.projection.copy_(proj.to(self.projection))
+        first = self.encoder[0]
+        first.bias.sub_((mean.to(proj) @ proj @ first.weight.double().T).to(first.bias))
+
+    def embed(self, genes: torch.Tensor) -> torch.Tensor:
+        """Return the gene embedding ``c`` of standardised profiles (through the projection when there is one)."""
+        return self.encoder(genes if self.projection is None else genes @ self.projection.to(genes.dtype))
 
     @contextmanager
     def applied(self, unet: UNet2DModel, genes: torch.Tensor, keep: torch.Tensor | None = None) -> Iterator[None]:
@@ -101,7 +147,7 @@ class GeneModulation(nn.Module):
         if len(norms) != len(self.film):
             raise ValueError(f"the modulation was built for {len(self.film)} ResNet norms, the UNet has {len(norms)}.")
         dtype = next(unet.parameters()).dtype
-        c = self.encoder(genes.to(dtype))
+        c = self.embed(genes.to(dtype))
         gate = torch.ones(len(genes), 1, dtype=c.dtype, device=c.device) if keep is None else keep.to(c).view(-1, 1)
         time_shift = self.time_shift(c) * gate
         if self.local_time is not None:

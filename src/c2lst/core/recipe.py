@@ -51,6 +51,8 @@ class RecipeConfig:
         ``"moments"``: the synthetic rows' features standardised on their own moments; ``None``: not.
     local_unconditional
         Adapt with the modulation's unconditional local component (``tl.adapt(local_unconditional=True)``).
+    n_comps
+        Principal components of the panel the gene encoder reads (``tl.adapt(n_comps=)``; 0: the panel).
     """
 
     n_top_genes: int = 50
@@ -65,6 +67,7 @@ class RecipeConfig:
     synthetic_weight: float | str = SYNTHETIC_WEIGHT
     synthetic_align: str | None = SYNTHETIC_ALIGN
     local_unconditional: bool = False
+    n_comps: int = 0
 
     def __post_init__(self) -> None:
         for name in ("n_top_genes", "adapt_steps", "n_per_profile", "n_neighs", "generate_steps"):

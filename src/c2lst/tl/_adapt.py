@@ -84,6 +84,7 @@ def adapt(
     tissue: int | np.ndarray | HistologyTiles | None = None,
     transductive: Sequence[str] = (),
     local_unconditional: bool | None = None,
+    n_comps: int = 0,
 ) -> LocalModel | tuple[SpatialData | AnnData, LocalModel]:
     """Adapt a frozen central model to a section's paired spots with gene-conditioned modulation.
 
@@ -150,6 +151,10 @@ def adapt(
         without ``tissue``: the gene-conditioned part then learns what is specific to a profile, and guidance
         contrasts a profile with the locally adapted model rather than the central one. ``None`` (default): only
         with ``tissue``.
+    n_comps
+        The gene encoder reads this many whitened principal-component scores of the training spots' standardised
+        panel (fitted on the training spots; saved with the adapter) instead of the panel itself; 0 (default): the
+        panel.
 
     Returns
     -------
@@ -183,6 +188,8 @@ def adapt(
         raise ValueError(f"`lora_rank` must be a non-negative integer, got {lora_rank!r}.")
     if local_unconditional is not None and not isinstance(local_unconditional, bool | np.bool_):
         raise ValueError(f"`local_unconditional` must be True, False or None, got {local_unconditional!r}.")
+    if not isinstance(n_comps, int | np.integer) or n_comps < 0:
+        raise ValueError(f"`n_comps` must be a non-negative integer (0: the panel itself), got {n_comps!r}.")
     check_key(table.uns, key_added, where=".uns", overwrite=overwrite)
     if patch_key not in table.obsm:
         raise ValueError(f"no patches in .obsm[{patch_key!r}] (obsm keys: {list(table.obsm)}); run "
@@ -202,7 +209,8 @@ def adapt(
         local = adapt_local(model, patches, genes, gp.to_dict(), steps=int(steps), batch_size=int(batch_size),
                             lr=float(lr), cond_dropout=float(cond_dropout), lora_rank=int(lora_rank), seed=int(seed),
                             decoder_steps=int(decoder_steps), mixed_precision=mixed_precision,
-                            progress=settings.progress_bar, tissue=tiles, local_unconditional=local_unconditional)
+                            progress=settings.progress_bar, tissue=tiles, local_unconditional=local_unconditional,
+                            n_comps=int(n_comps))
     share = local.n_trainable / model.n_params
     conditioned = local.n_conditioned / model.n_params
     if conditioned > MAX_ADAPTER_SHARE:
@@ -217,7 +225,7 @@ def adapt(
         "params": {"steps": int(steps), "batch_size": int(batch_size), "lr": float(lr),
                    "cond_dropout": float(cond_dropout), "lora_rank": int(lora_rank), "seed": int(seed),
                    "decoder_steps": int(decoder_steps), "mixed_precision": mixed_precision, "patch_key": patch_key,
-                   "local_unconditional": bool(local.modulation.local)},
+                   "local_unconditional": bool(local.modulation.local), "n_comps": int(n_comps)},
         "loss_first": local.summary["loss_first"], "loss_last": local.summary["loss_last"],
         "n_trainable": local.n_trainable, "n_conditioned": local.n_conditioned, **tissue_record,
     }
