@@ -113,6 +113,8 @@ def test_adapt_local_unconditional(sdata, central):
     assert not plain.modulation.local and table.uns["c2lst_adapt"]["params"]["local_unconditional"] is False
     with pytest.raises(ValueError, match="local_unconditional"):
         c2lst.tl.adapt(sdata, central, steps=1, local_unconditional="yes", overwrite=True)
+    with pytest.raises(ValueError, match="`tissue` tiles train"):
+        c2lst.tl.adapt(sdata, central, steps=1, tissue=4, local_unconditional=False, overwrite=True)
 
 
 def test_adapt_pca_conditioning(sdata, central, tmp_path):

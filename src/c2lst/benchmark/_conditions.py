@@ -93,7 +93,7 @@ def diffusion_pairs(central: Any, fold: Fold, *, recipe: RecipeConfig = RECIPE, 
     local = tl.adapt(sdata, central, panel=fold.panel, train_mask=paired, steps=recipe.adapt_steps,
                      batch_size=adapt_batch_size, decoder_steps=recipe.decoder_steps, table_key="table",
                      seed=fold.seed, overwrite=True, tissue=tissue,
-                     local_unconditional=True if recipe.local_unconditional else None, n_comps=recipe.n_comps)
+                     local_unconditional=recipe.local_unconditional or tissue is not None, n_comps=recipe.n_comps)
     t1 = time.perf_counter()
     tl.generate(sdata, local, source="mixup", n_per_profile=recipe.n_per_profile, n_neighs=recipe.n_neighs,
                 mix_range=recipe.mix_range, library_key="library_id", steps=recipe.generate_steps,

@@ -14,6 +14,7 @@ from .._utils import as_mask, check_key, check_optimizer_args, resolve_table, re
 from ..core.adaptation import adapt_local
 from ..core.images import as_tiles, resize_tiles
 from ..core.models import CentralModel, LocalModel
+from ..core.recipe import RECIPE
 from ..core.runtime import torch_threads
 from ..pp._panel import GenePanel, gene_panel
 from ._tissue import local_tissue
@@ -84,7 +85,7 @@ def adapt(
     tissue: int | np.ndarray | HistologyTiles | None = None,
     transductive: Sequence[str] = (),
     local_unconditional: bool | None = None,
-    n_comps: int = 0,
+    n_comps: int = RECIPE.n_comps,
 ) -> LocalModel | tuple[SpatialData | AnnData, LocalModel]:
     """Adapt a frozen central model to a section's paired spots with gene-conditioned modulation.
 
@@ -147,10 +148,10 @@ def adapt(
         without the footprints of their spots). This is transductive use of a test image: its morphology, not
         its expression, enters training; the benchmark never sets it. Unknown names raise.
     local_unconditional
-        Give the modulation its unconditional, zero-initialised local component (trained with every sample) even
-        without ``tissue``: the gene-conditioned part then learns what is specific to a profile, and guidance
-        contrasts a profile with the locally adapted model rather than the central one. ``None`` (default): only
-        with ``tissue``.
+        Give the modulation its unconditional, zero-initialised local component (trained with every sample): the
+        gene-conditioned part then learns what is specific to a profile, and guidance contrasts a profile with the
+        locally adapted model rather than the central one. ``None`` (default): the recipe's
+        (:data:`c2lst.core.recipe.RECIPE`), and always with ``tissue`` (the tiles train that component).
     n_comps
         The gene encoder reads this many whitened principal-component scores of the training spots' standardised
         panel (fitted on the training spots; saved with the adapter) instead of the panel itself; 0 (default): the
@@ -188,6 +189,11 @@ def adapt(
         raise ValueError(f"`lora_rank` must be a non-negative integer, got {lora_rank!r}.")
     if local_unconditional is not None and not isinstance(local_unconditional, bool | np.bool_):
         raise ValueError(f"`local_unconditional` must be True, False or None, got {local_unconditional!r}.")
+    if local_unconditional is False and tissue is not None:
+        raise ValueError("`tissue` tiles train the modulation's unconditional local component; pass "
+                         "local_unconditional=True or None with `tissue`, or drop `tissue`.")
+    with_local = (bool(RECIPE.local_unconditional or tissue is not None) if local_unconditional is None
+                  else bool(local_unconditional))
     if not isinstance(n_comps, int | np.integer) or n_comps < 0:
         raise ValueError(f"`n_comps` must be a non-negative integer (0: the panel itself), got {n_comps!r}.")
     check_key(table.uns, key_added, where=".uns", overwrite=overwrite)
@@ -209,7 +215,7 @@ def adapt(
         local = adapt_local(model, patches, genes, gp.to_dict(), steps=int(steps), batch_size=int(batch_size),
                             lr=float(lr), cond_dropout=float(cond_dropout), lora_rank=int(lora_rank), seed=int(seed),
                             decoder_steps=int(decoder_steps), mixed_precision=mixed_precision,
-                            progress=settings.progress_bar, tissue=tiles, local_unconditional=local_unconditional,
+                            progress=settings.progress_bar, tissue=tiles, local_unconditional=with_local,
                             n_comps=int(n_comps))
     share = local.n_trainable / model.n_params
     conditioned = local.n_conditioned / model.n_params
