@@ -77,15 +77,18 @@ A patch encoder (handcrafted colour/texture/nuclei features, the default; `encod
 central model's denoiser features, which scored lower on the her2st benchmark) and a ridge head, fitted on the training spots, scored on the held-out spots."""),
     new_code_cell("""\
 central = c2lst.datasets.central_default()
-c2lst.tl.predict(sdata, train_mask=train, synthetic=None, encoder=ENCODER, central=central, seed=0,
-                 key_added="pred_real")
+real_model = c2lst.tl.predict(sdata, train_mask=train, synthetic=None, encoder=ENCODER, central=central, seed=0,
+                              key_added="pred_real")
 real_only = c2lst.tl.evaluate(sdata, train_mask=train, layer="pred_real", key_added="eval_real")
 real_only.head()"""),
     new_markdown_cell("""\
 ## Central → local
 
 The central model was pretrained on public histology-only tiles (no genes, no her2st tissue). Adaptation
-trains a small gene-conditioned modulation of it on the training spots; the central weights never change."""),
+trains a small gene-conditioned modulation of it on the training spots; the central weights never change.
+The modulation also has an unconditional local component, shared by every spot: it learns the local tissue and
+stain, so the gene-conditioned part learns what is specific to each profile (`local_unconditional`, the
+recipe's default)."""),
     new_code_cell("""\
 local = c2lst.tl.adapt(sdata, central, panel=panel, train_mask=train, steps=ADAPT_STEPS, seed=0)
 local"""),
@@ -101,6 +104,13 @@ sdata.tables["c2lst_synthetic"]"""),
 fig = c2lst.pl.synthetic_grid(sdata, groupby="cluster", n=6)"""),
     new_code_cell("""\
 fig = c2lst.pl.embedding_overlap(sdata, method="pca" if TINY else "umap")"""),
+    new_markdown_cell("""\
+Does the profile matter? `tl.evaluate_conditioning` pairs every held-out spot with another spot of its section.
+`profile_share`: the part of the conditioning's denoising gain that only the spot's own profile gives;
+`delta_r`: how well the real-pairs predictor's reading of two patches generated with one seed, for the two
+profiles, follows the difference between the profiles."""),
+    new_code_cell("""\
+c2lst.tl.evaluate_conditioning(sdata, local, predictor=real_model, steps=DENOISE_STEPS, n_draws=2 if TINY else 8)"""),
     new_markdown_cell("""\
 ## Real + synthetic
 

@@ -26,6 +26,7 @@ from .checkpoint import (
     sha256_file,
     state_sha256,
 )
+from .conditioning import denoising_errors
 from .configs import DiffusionConfig
 from .images import as_tiles, resize_tiles, to_model, to_uint8
 from .modulation import GeneModulation
@@ -509,35 +510,23 @@ class LocalModel:
         losses, _ = self.denoising_losses(patches, genes, seed=seed, n_draws=n_draws, conditional=conditional)
         return float(losses.mean())
 
-    @torch.no_grad()
     def denoising_losses(self, patches: np.ndarray, genes: np.ndarray, *, seed: int = 0, n_draws: int = 8,
                          conditional: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Noise-prediction MSE of every pair and draw, with the timestep it was drawn at.
 
         The draws are those of :meth:`denoising_loss` (seeded by ``(seed, i, j)``), so losses can be compared
-        per timestep range between conditionings.
+        per timestep range between conditionings (:func:`c2lst.core.conditioning.denoising_errors` with
+        ``timesteps="random"``).
 
         Returns
         -------
         ``(losses, timesteps)``, both ``(n_pairs, n_draws)``: the MSE over latent elements and the timestep.
         """
-        tiles = as_tiles(patches, name="patches")
-        g = self._genes(genes)
-        if len(g) != len(tiles):
-            raise ValueError(f"{len(tiles)} patches but {len(g)} expression profiles.")
-        z = self.central.encode(to_model(tiles, self.central.tile_px, device=self.device))
-        noise_sched = DDPMScheduler.from_config(self.central.scheduler_config)
-        keep = torch.full((len(z),), float(conditional), device=self.device)
-        losses, steps = np.empty((len(z), n_draws)), np.empty((len(z), n_draws), dtype=np.int64)
-        for j in range(n_draws):
-            gens = [generator(seed, "denoising-loss", i, j) for i in range(len(z))]
-            t = torch.cat([torch.randint(0, self.central.config.num_train_timesteps, (1,), generator=gn)
-                           for gn in gens]).to(self.device)
-            noise = randn(z.shape, gens, like=z)
-            pred = self.eps(noise_sched.add_noise(z, noise, t), t, g, keep)
-            losses[:, j] = ((pred.float() - noise) ** 2).flatten(1).mean(dim=1).cpu().numpy()
-            steps[:, j] = t.cpu().numpy()
-        return losses, steps
+        if len(self._genes(genes)) != len(patches):  # checked even when unconditional
+            raise ValueError(f"{len(patches)} patches but {len(genes)} expression profiles.")
+        errors, steps = denoising_errors(self, patches, [genes if conditional else None], n_draws=n_draws, seed=seed,
+                                         timesteps="random", batch_size=max(1, len(patches)))
+        return errors[0], steps
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:

@@ -12,7 +12,7 @@ def conditioning_scores(own: np.ndarray, partner: np.ndarray, unconditional: np.
     Parameters
     ----------
     own, partner, unconditional
-        ``(n,)`` errors of the same noisy latents (:func:`c2lst.core.conditioning.denoising_losses`).
+        ``(n,)`` errors of the same noisy latents (:func:`c2lst.core.conditioning.denoising_errors`, averaged over draws).
 
     Returns
     -------

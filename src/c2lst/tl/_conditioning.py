@@ -9,7 +9,7 @@ from .. import _logging as logg
 from .._docs import doc_params
 from .._settings import settings
 from .._utils import LIBRARY_KEY, as_mask, check_key, returned, section_labels, writable
-from ..core.conditioning import denoising_losses
+from ..core.conditioning import denoising_errors
 from ..core.images import resize_tiles
 from ..core.models import LocalModel
 from ..core.recipe import RECIPE, synthesis_seeds
@@ -89,8 +89,9 @@ def evaluate_conditioning(
     Each scored spot is contrasted with a partner spot of its own section (a seeded derangement), so that what
     is measured is the spot's own profile, not the section's average one.
 
-    1. Denoising (:func:`c2lst.core.conditioning.denoising_losses`): the spot's real patch is noised at
-       ``n_draws`` timesteps and denoised given its own profile, its partner's and none.
+    1. Denoising (:func:`c2lst.core.conditioning.denoising_errors`): the spot's real patch is noised at
+       ``n_draws`` timesteps spread evenly over the schedule and denoised given its own profile, its partner's and
+       none.
        ``profile_share`` is the part of the conditioning's gain that is specific to the own profile.
     2. With ``predictor``: for each spot two patches are generated with the same seed (from the spot's own patch
        when ``strength < 1``, as :func:`c2lst.tl.generate` does), one for its own profile and one for its
@@ -162,8 +163,9 @@ def evaluate_conditioning(
     patches = np.asarray(table.obsm[patch_key])[rows]
     own_z, partner_z = panel.standardize(expr), panel.standardize(expr[partner])
     with torch_threads(settings.n_threads):
-        losses = denoising_losses(local, patches, own_z, partner_z, n_draws=n_draws, seed=seed, batch_size=batch_size)
-        scores = conditioning_scores(*losses)
+        errors, _ = denoising_errors(local, patches, [own_z, partner_z, None], n_draws=n_draws, seed=seed,
+                                     batch_size=batch_size)
+        scores = conditioning_scores(*errors.mean(axis=2))
         if predictor is not None:
             scores |= _predicted_response(local, predictor, panel, patches, expr, partner, steps=steps,
                                           guidance_scale=guidance_scale, strength=strength, seed=seed,
