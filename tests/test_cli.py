@@ -42,6 +42,9 @@ def test_option_names_follow_the_api():
     adapt = parser.parse_args(["adapt", "s.zarr", "--adapter", "a", "--n-top-genes", "7", "--library-key", "slide"])
     assert adapt.n_top_genes == 7 and adapt.library_key == "slide"
     assert parser.parse_args(["adapt", "s.zarr", "--adapter", "a", "--panel-size", "9"]).n_top_genes == 9  # old name
+    assert adapt.local_unconditional is None and adapt.n_comps == 0  # tl.adapt's defaults: the recipe's
+    variant = parser.parse_args(["adapt", "s.zarr", "--adapter", "a", "--no-local-unconditional", "--n-comps", "8"])
+    assert variant.local_unconditional is False and variant.n_comps == 8
     generate = parser.parse_args(["generate", "s.zarr", "--adapter", "a", "--n-neighs", "3"])
     assert generate.n_neighs == 3 and generate.library_key == "library_id"
     assert parser.parse_args(["evaluate", "s.zarr"]).library_key == "library_id"

@@ -8,6 +8,7 @@ import c2lst
 from c2lst.core import CentralModel
 from c2lst.core.models import LocalModel
 from c2lst.core.modulation import GeneModulation
+from c2lst.core.recipe import RECIPE
 from c2lst.metrics import conditioning_scores, profile_response
 from c2lst.tl._conditioning import partner_spots
 
@@ -109,8 +110,11 @@ def test_adapt_local_unconditional(sdata, central):
         off = local.eps(z, t, torch.zeros(2, local.n_genes), keep=torch.zeros(2))
         ref = central.unet(z, t).sample
     assert not torch.allclose(off, ref)
-    plain = c2lst.tl.adapt(sdata, central, steps=2, batch_size=4, decoder_steps=0, overwrite=True)
+    plain = c2lst.tl.adapt(sdata, central, steps=2, batch_size=4, decoder_steps=0, overwrite=True,
+                           local_unconditional=False)
     assert not plain.modulation.local and table.uns["c2lst_adapt"]["params"]["local_unconditional"] is False
+    default = c2lst.tl.adapt(sdata, central, steps=1, batch_size=4, decoder_steps=0, overwrite=True)
+    assert default.modulation.local is RECIPE.local_unconditional  # the recipe's choice
     with pytest.raises(ValueError, match="local_unconditional"):
         c2lst.tl.adapt(sdata, central, steps=1, local_unconditional="yes", overwrite=True)
     with pytest.raises(ValueError, match="`tissue` tiles train"):

@@ -225,7 +225,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
                       flavor=args.panel_flavor, include=args.include, overwrite=args.overwrite)
     local = tl.adapt(sdata, central, train_mask=mask, steps=args.steps, decoder_steps=args.decoder_steps,
                      table_key=name, seed=args.seed, overwrite=args.overwrite, tissue=args.tissue_tiles,
-                     transductive=args.transductive or ())
+                     transductive=args.transductive or (), local_unconditional=args.local_unconditional,
+                     n_comps=args.n_comps)
     local.save(args.adapter, overwrite=args.overwrite)
     write_store(sdata, source, args.out, [name], overwrite=args.overwrite)
     print(f"saved adapter to {args.adapter} ({int(mask.sum())} training spots, {local.n_trainable:,} parameters)")
@@ -524,6 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tissue-tiles", type=int, metavar="N",
                    help="also train the local stage on N unlabelled tissue tiles of the training sections' images "
                         "(spots outside the split excluded; default: none)")
+    p.add_argument("--local-unconditional", action=argparse.BooleanOptionalAction, default=None,
+                   help="the modulation's unconditional local component (default: the recipe's, and always with "
+                        "--tissue-tiles)")
+    p.add_argument("--n-comps", type=int, default=RECIPE.n_comps, metavar="K",
+                   help="the gene encoder reads K principal components of the panel (default %(default)s: the panel)")
     p.add_argument("--transductive", nargs="+", metavar="NAME",
                    help="sections without training spots whose images --tissue-tiles may tile too (transductive use "
                         "of a test image)")
