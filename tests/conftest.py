@@ -131,3 +131,22 @@ def tiny_sdata(tiny_files):
     import c2lst
 
     return c2lst.io.read_legacy_st(*tiny_files)
+
+
+@pytest.fixture
+def tiny_patched(tiny_sdata):
+    """:func:`tiny_sdata` with 100 µm spot patches at 32 px in ``.obsm["c2lst_patch"]``."""
+    import c2lst
+
+    c2lst.pp.extract_patches(tiny_sdata, patch_um=100, patch_px=32)
+    return tiny_sdata
+
+
+@pytest.fixture(scope="module")
+def tiny_central(tmp_path_factory):
+    """A tiny central model pretrained for 8 steps on random tiles, saved under a temporary folder (one per module)."""
+    import c2lst
+
+    tiles = np.random.default_rng(0).integers(60, 230, size=(48, 3, 40, 40), dtype=np.uint8)
+    return c2lst.tl.pretrain(tiles, config="tiny", steps=8, batch_size=8, seed=0,
+                             out=tmp_path_factory.mktemp("central") / "model")

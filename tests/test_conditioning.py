@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 import c2lst
-from c2lst.core import CentralModel
 from c2lst.core.models import LocalModel
 from c2lst.core.modulation import GeneModulation
 from c2lst.core.recipe import RECIPE
@@ -13,18 +12,6 @@ from c2lst.metrics import conditioning_scores, profile_response
 from c2lst.tl._conditioning import partner_spots
 
 pytestmark = pytest.mark.usefixtures("no_progress_bar")
-
-
-@pytest.fixture
-def sdata(tiny_sdata):
-    c2lst.pp.extract_patches(tiny_sdata, patch_um=100, patch_px=32)
-    return tiny_sdata
-
-
-@pytest.fixture(scope="module")
-def central() -> CentralModel:
-    tiles = np.random.default_rng(0).integers(60, 230, size=(48, 3, 40, 40), dtype=np.uint8)
-    return c2lst.tl.pretrain(tiles, config="tiny", steps=8, batch_size=8, seed=0)
 
 
 def test_conditioning_scores_values():
@@ -58,7 +45,8 @@ def test_partner_spots_stay_in_their_section():
         partner_spots(np.array(["a", "a", "b"]), seed=0)
 
 
-def test_evaluate_conditioning(sdata, central):
+def test_evaluate_conditioning(tiny_patched, tiny_central):
+    sdata, central = tiny_patched, tiny_central
     table = sdata.tables["table"]
     mask = np.zeros(table.n_obs, bool)
     mask[::2] = True  # 13 training spots, 12 held out
@@ -97,7 +85,8 @@ def test_evaluate_conditioning(sdata, central):
         c2lst.tl.evaluate_conditioning(sdata, everyone, overwrite=True)
 
 
-def test_adapt_local_unconditional(sdata, central):
+def test_adapt_local_unconditional(tiny_patched, tiny_central):
+    sdata, central = tiny_patched, tiny_central
     import torch
 
     table = sdata.tables["table"]
@@ -121,7 +110,8 @@ def test_adapt_local_unconditional(sdata, central):
         c2lst.tl.adapt(sdata, central, steps=1, tissue=4, local_unconditional=False, overwrite=True)
 
 
-def test_adapt_pca_conditioning(sdata, central, tmp_path):
+def test_adapt_pca_conditioning(tiny_patched, tiny_central, tmp_path):
+    sdata, central = tiny_patched, tiny_central
     import torch
 
     table = sdata.tables["table"]

@@ -16,17 +16,13 @@ pytestmark = pytest.mark.usefixtures("no_progress_bar")
 
 
 @pytest.fixture
-def sdata(tiny_sdata):
-    c2lst.pp.extract_patches(tiny_sdata, patch_um=100, patch_px=32)
-    return tiny_sdata
+def sdata(tiny_patched):
+    return tiny_patched
 
 
 @pytest.fixture(scope="module")
-def central(tmp_path_factory) -> CentralModel:
-    rng = np.random.default_rng(0)
-    tiles = rng.integers(60, 230, size=(48, 3, 40, 40), dtype=np.uint8)
-    return c2lst.tl.pretrain(tiles, config="tiny", steps=8, batch_size=8, seed=0,
-                             out=tmp_path_factory.mktemp("central") / "model")
+def central(tiny_central) -> CentralModel:
+    return tiny_central
 
 
 def test_pretrain_bad_inputs(tmp_path):

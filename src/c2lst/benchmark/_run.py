@@ -383,7 +383,8 @@ def run_benchmark(
                         tiles[_GENERATOR[cond]] = synthetic, src
                         with meter.stage("synthetic_metrics"):
                             syn_rows.append({"condition": cond, "test_section": test.name, "fraction": fraction,
-                                             "seed": seed, "local_unconditional": recipe.local_unconditional,
+                                             "seed": seed,
+                                             "local_unconditional": recipe.local_unconditional and not with_tissue,
                                              "n_comps": recipe.n_comps, **_synthetic_metrics(hand, patches, extra_p, test.patches, seed),
                                              **_ceiling(hand, local, test.patches, seed)})
                         with meter.stage("conditioning"):
@@ -416,7 +417,9 @@ def run_benchmark(
                                  "n_train": len(patches), "n_extra": n_syn + model.fit_info.get("n_augmented", 0),
                                  "n_mixup": n_per_profile * len(patches) if cond == "mixup" else 0,
                                  "n_tissue": len(tissue) if cond in TISSUE_CONDITIONS else 0,
-                                 "local_unconditional": cond in DIFFUSION and recipe.local_unconditional,
+                                 # the recipe's variant; tissue conditions have the local component in any case
+                                 "local_unconditional": (cond in DIFFUSION and cond not in TISSUE_CONDITIONS
+                                                         and recipe.local_unconditional),
                                  "n_comps": recipe.n_comps if cond in DIFFUSION else 0,
                                  "n_test": len(test.patches),
                                  "extra_weight": (model.fit_info["extra_weight"] if n_syn  # else augment's
