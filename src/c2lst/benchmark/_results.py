@@ -284,7 +284,8 @@ def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str
              "(2026-11-25 to 2026-12-04), partly by one-off scripts that are now conditions and options of `c2lst benchmark`, which now runs "
              "every condition through `c2lst.tl` (`tl.adapt`, `tl.generate`, `tl.predict`, `tl.evaluate`; feature-space "
              "mixup fits the predictor directly) with the recipe `c2lst.core.recipe.RECIPE` (panel 50, 300 adaptation "
-             "steps, spatial mixup within a section with w ~ U(0.5, 1), strength 0.8, guidance 2, 20 steps, 2 tiles "
+             "steps, since 2026-12-05 with the modulation's unconditional local component (rows labelled +local; "
+             "`--no-local-unconditional` gives the rows without it), spatial mixup within a section with w ~ U(0.5, 1), strength 0.8, guidance 2, 20 steps, 2 tiles "
              "per spot, synthetic rows at weight 0.25 with aligned moments). Each table gives the command that "
              "re-creates its rows.", "",
              *_current(folder, meta),
