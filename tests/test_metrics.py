@@ -203,3 +203,14 @@ def test_embed_2d_pca_and_umap():
     assert M.embed_2d(a, b, method="umap", seed=0).shape == (50, 2)
     with pytest.raises(ValueError, match="method"):
         M.embed_2d(a, b, method="tsne")
+
+
+def test_finite_mean_skips_nan_and_is_nan_when_nothing_is_finite():
+    import warnings
+
+    from c2lst.metrics._regression import finite_mean
+
+    assert finite_mean(np.array([0.2, np.nan, 0.4])) == pytest.approx(0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Mean of empty slice"
+        assert np.isnan(finite_mean(np.array([np.nan, np.nan])))

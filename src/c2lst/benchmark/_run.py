@@ -25,6 +25,7 @@ from ..metrics import (
     reconstruction_ceiling,
     synthetic_report,
 )
+from ..metrics._regression import finite_mean
 from ._conditions import CachedFeatures, diffusion_pairs, fold_sdata, synthetic_table
 from ._data import CONDITIONS, PATCH_PX, SECTIONS, TISSUE_CONDITIONS, TISSUE_TILES, load_sections
 from ._fold import fold_tissue, make_fold, n_paired
@@ -424,7 +425,7 @@ def run_benchmark(
                                  "n_test": len(test.patches),
                                  "extra_weight": (model.fit_info["extra_weight"] if n_syn  # else augment's
                                                   else model.fit_info["augment_weight"] if n_aug else float("nan")),
-                                 "pcc": float(np.nanmean(r)) if np.isfinite(r).any() else float("nan"),
+                                 "pcc": finite_mean(r),
                                  "n_genes": int(np.isfinite(r).sum()), **meter.row()})
                     logg.info(f"    {cond:<11s} test {test.name} f={fraction:<4} seed {seed}: PCC {rows[-1]['pcc']:.3f} "
                               f"({meter.total:.1f}s)")

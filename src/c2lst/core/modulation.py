@@ -103,8 +103,8 @@ class GeneModulation(nn.Module):
         """Set ``projection`` to the whitened principal axes of the (training) profiles ``genes`` ``(n, n_genes)``.
 
         The scores ``(genes - mean) @ projection`` have unit variance on ``genes``; each axis' sign makes its largest
-        loading positive (deterministic). The centring is folded into the encoder's first bias, so a zero profile
-        maps to the scores of the training mean.
+        loading positive (deterministic). The centring is folded into the encoder's first bias, so the encoder reads
+        ``genes @ projection`` and computes what it would on the centred scores.
         """
         if self.projection is None:
             raise ValueError("this modulation reads the panel itself (n_comps=0); there is no projection to fit.")

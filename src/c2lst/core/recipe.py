@@ -51,8 +51,9 @@ class RecipeConfig:
         ``"moments"``: the synthetic rows' features standardised on their own moments; ``None``: not.
     local_unconditional
         Adapt with the modulation's unconditional local component (``tl.adapt(local_unconditional=True)``): on
-        her2st (f = 0.25, five folds) it lowered the generated tiles' Fréchet distance from 61.1 to 46.4 and raised
-        the held-out profile share from 0.10 to 0.24 and delta r from 0.32 to 0.35, at an equal gain over real pairs.
+        her2st (f = 0.25, five folds, three seeds; ``benchmarks/README.md``) the generated tiles' Fréchet distance fell
+        from 59.4 to 45.5, and on seed 0 the held-out profile share rose from 0.10 to 0.24 and delta r from 0.32 to
+        0.35, at a gain over real pairs within the seed spread of the former one.
     n_comps
         Principal components of the panel the gene encoder reads (``tl.adapt(n_comps=)``; 0: the panel).
     """

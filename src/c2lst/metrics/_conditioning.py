@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._regression import pearson_per_gene
+from ._regression import finite_mean, pearson_per_gene
 
 
 def conditioning_scores(own: np.ndarray, partner: np.ndarray, unconditional: np.ndarray) -> dict[str, float]:
@@ -57,6 +57,6 @@ def profile_response(delta_predicted: np.ndarray, delta_profile: np.ndarray) -> 
     r = pearson_per_gene(dy, dp)
     a, b = (dp - dp.mean(axis=0)).ravel(), (dy - dy.mean(axis=0)).ravel()
     denom = np.sqrt((a @ a) * (b @ b))
-    return {"delta_r": float(np.nanmean(r)) if np.isfinite(r).any() else float("nan"),
+    return {"delta_r": finite_mean(r),
             "delta_r_pooled": float(a @ b / denom) if denom > 0 else float("nan"),
             "n_genes": float(np.isfinite(r).sum())}

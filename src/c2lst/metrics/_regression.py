@@ -43,6 +43,15 @@ def pearson_per_gene(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     return out
 
 
+def finite_mean(values: np.ndarray) -> float:
+    """Return the mean over the non-NaN entries of ``values``; NaN, without a warning, when none is finite.
+
+    For per-gene correlations, which are NaN for constant genes.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+
+
 def mse_per_gene(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """Mean squared error per gene, ``(n_genes,)``."""
     t, p = _pair(y_true, y_pred)

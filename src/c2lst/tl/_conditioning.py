@@ -16,6 +16,7 @@ from ..core.recipe import RECIPE, synthesis_seeds
 from ..core.runtime import torch_threads
 from ..core.seeding import derive_seed
 from ..metrics import conditioning_scores, pearson_per_gene, profile_response
+from ..metrics._regression import finite_mean
 from ..pp._panel import GenePanel
 from ._generate import _source_table
 
@@ -206,6 +207,5 @@ def _predicted_response(local: LocalModel, predictor: Any, panel: GenePanel, pat
     real = predictor.predict(patches, groups=np.zeros(len(patches), dtype=int))[:, pcols]
     y = expr[:, ecols]
     out = profile_response(on_own - on_partner, y - y[partner])
-    r_gen, r_real = pearson_per_gene(y, on_own), pearson_per_gene(y, real)
-    return out | {"r_generated": float(np.nanmean(r_gen)) if np.isfinite(r_gen).any() else float("nan"),
-                  "r_real": float(np.nanmean(r_real)) if np.isfinite(r_real).any() else float("nan")}
+    return out | {"r_generated": finite_mean(pearson_per_gene(y, on_own)),
+                  "r_real": finite_mean(pearson_per_gene(y, real))}
