@@ -50,6 +50,14 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     c2l = df.set_index("condition").loc["c2l"]  # adaptation and generation are parts of the diffusion stage
     assert 0 < c2l["t_adapt_s"] and 0 < c2l["t_generate_s"] and c2l["t_adapt_s"] + c2l["t_generate_s"] <= c2l["t_diffusion_s"]
     assert df.set_index("condition").loc["mixup", "n_mixup"] == 24
+    # the diffusion-feature conditions read the real pairs only; real_adapted reuses the fold's c2l adapter
+    pcc = df.set_index("condition")["pcc"]
+    assert extra["real_central"] == extra["real_adapted"] == extra["real_adapted_only"] == 0
+    assert len({pcc["real"], pcc["real_central"], pcc["real_adapted"], pcc["real_adapted_only"]}) == 4
+    assert np.isnan(df.set_index("condition").loc["real_adapted", "t_adapt_s"])
+    alone = run_benchmark(("S0", "S1"), quick=True, out_dir=tmp_path / "alone", cache_dir=cache, n_top_genes=3,
+                          conditions=("real_adapted_only",))  # adapts its own modulation: the same as c2l's
+    assert alone.loc[0, "t_adapt_s"] > 0 and alone.loc[0, "pcc"] == pcc["real_adapted_only"]
     assert {"t_fit_s", "mem_fit_mb", "t_diffusion_s", "t_pretrain_local_s"} <= set(df.columns)
     for name in ("results.csv", "synthetic.csv", "summary.md", "meta.json", "pcc_vs_fraction.png"):
         assert (out / name).stat().st_size > 0
@@ -394,3 +402,4 @@ def test_adapter_variants_are_labelled_on_the_results_page():
                         "cond_profile_share": [np.nan, 0.4], "cond_delta_r": [np.nan, 0.5]})
     table = "\n".join(_conditioning(labelled(syn)))
     assert "| c2l+local | 1 | 0.400 | 0.500 |" in table and "| c2l |" not in table
+

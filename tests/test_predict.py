@@ -398,8 +398,12 @@ def test_evaluate_moran_through_squidpy_smooth_high_shuffled_near_zero():
     xy = np.c_[xx.ravel(), yy.ravel()].astype(float)
     smooth = np.c_[np.sin(xx / 4.0).ravel(), (xx + yy).ravel() / 40.0]
     shuffled = smooth[np.random.default_rng(0).permutation(len(smooth))]
+    import torch
+
+    threads = torch.get_num_threads()
     measured, predicted = _moran(smooth, shuffled, xy, ["wave", "ramp"], n_neighs=6)
     assert (measured > 0.8).all() and (np.abs(predicted) < 0.1).all()
+    assert torch.get_num_threads() == threads  # squidpy's numba code would set numba's count (the cores)
     agree = _moran_agreement(measured, predicted)
     assert agree["moran_mean_diff"] < -0.7 and agree["moran_mean_abs_diff"] == pytest.approx(-agree["moran_mean_diff"])
     assert np.isnan(_moran_agreement(measured[:1], predicted[:1])["moran_r"])

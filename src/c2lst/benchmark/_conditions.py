@@ -66,6 +66,18 @@ def fold_sdata(fold: Fold, *, held_out: bool = False) -> SpatialData:
     return SpatialData(tables={"table": table})
 
 
+def adapt_fold(central: Any, fold: Fold, sdata: SpatialData, *, recipe: RecipeConfig = RECIPE,
+               adapt_batch_size: int | None = None, tissue: np.ndarray | None = None) -> Any:
+    """:func:`c2lst.tl.adapt` of ``central`` on the fold's paired spots (``obs["paired"]``) with ``recipe``'s settings."""
+    from .. import tl
+
+    paired = sdata.tables["table"].obs["paired"].to_numpy(dtype=bool)
+    return tl.adapt(sdata, central, panel=fold.panel, train_mask=paired, steps=recipe.adapt_steps,
+                    batch_size=adapt_batch_size, decoder_steps=recipe.decoder_steps, table_key="table",
+                    seed=fold.seed, overwrite=True, tissue=tissue,
+                    local_unconditional=recipe.local_unconditional or tissue is not None, n_comps=recipe.n_comps)
+
+
 def diffusion_pairs(central: Any, fold: Fold, *, recipe: RecipeConfig = RECIPE, adapt_batch_size: int | None = None,
                     batch_size: int = 64, out_px: int, sdata: SpatialData | None = None,
                     key_added: str = "c2lst_synthetic", tissue: np.ndarray | None = None,
@@ -88,12 +100,8 @@ def diffusion_pairs(central: Any, fold: Fold, *, recipe: RecipeConfig = RECIPE, 
 
     sdata = fold_sdata(fold) if sdata is None else sdata
     table = sdata.tables["table"]
-    paired = table.obs["paired"].to_numpy(dtype=bool)
     t0 = time.perf_counter()
-    local = tl.adapt(sdata, central, panel=fold.panel, train_mask=paired, steps=recipe.adapt_steps,
-                     batch_size=adapt_batch_size, decoder_steps=recipe.decoder_steps, table_key="table",
-                     seed=fold.seed, overwrite=True, tissue=tissue,
-                     local_unconditional=recipe.local_unconditional or tissue is not None, n_comps=recipe.n_comps)
+    local = adapt_fold(central, fold, sdata, recipe=recipe, adapt_batch_size=adapt_batch_size, tissue=tissue)
     t1 = time.perf_counter()
     tl.generate(sdata, local, source="mixup", n_per_profile=recipe.n_per_profile, n_neighs=recipe.n_neighs,
                 mix_range=recipe.mix_range, library_key="library_id", steps=recipe.generate_steps,

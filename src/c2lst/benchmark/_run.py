@@ -1,4 +1,4 @@
-"""The data-limited benchmark: leave one section out, fractions of paired training spots, ten conditions."""
+"""The data-limited benchmark: leave one section out, fractions of paired training spots, thirteen conditions."""
 from __future__ import annotations
 
 import threading
@@ -26,8 +26,16 @@ from ..metrics import (
     synthetic_report,
 )
 from ..metrics._regression import finite_mean
-from ._conditions import CachedFeatures, diffusion_pairs, fold_sdata, synthetic_table
-from ._data import CONDITIONS, PATCH_PX, SECTIONS, TISSUE_CONDITIONS, TISSUE_TILES, load_sections
+from ._conditions import CachedFeatures, adapt_fold, diffusion_pairs, fold_sdata, synthetic_table
+from ._data import (
+    CONDITIONS,
+    FEATURE_CONDITIONS,
+    PATCH_PX,
+    SECTIONS,
+    TISSUE_CONDITIONS,
+    TISSUE_TILES,
+    load_sections,
+)
 from ._fold import fold_tissue, make_fold, n_paired
 
 DIFFUSION = ("c2l", "c2l_augment", "local_only", "c2l_tissue", "local_only_tissue")
@@ -181,7 +189,12 @@ def run_benchmark(
       training sections' images (``tl.adapt(tissue=...)``: unconditional samples of the local component, local
       decoder); the held-out section's image is never tiled for training;
     - ``local_only_tissue``: ``local_only`` given the same tissue tiles, in its pretraining (with the training
-      sections' patches) and its adaptation: against ``c2l_tissue`` it isolates central pretraining.
+      sections' patches) and its adaptation: against ``c2l_tissue`` it isolates central pretraining;
+    - ``real_central``, ``real_adapted``, ``real_adapted_only``: the real pairs read through a diffusion model's
+      features (``tl.predict(encoder="central", central=...)``, whatever ``encoder`` is): the central model's or
+      the fold's adapted model's (``LocalModel.features``: the ``c2l`` condition's adapter, or when ``c2l`` is not
+      run the same modulation adapted once per fold without the local decoder, which features do not read), with
+      the handcrafted features appended, or the adapted model's alone.
 
     The generation settings default to :data:`c2lst.core.recipe.RECIPE`, the recipe of :func:`c2lst.tl.run`; the
     diffusion conditions call :func:`c2lst.tl.adapt` and :func:`c2lst.tl.generate` on a ``SpatialData`` of the
@@ -309,7 +322,7 @@ def run_benchmark(
                 n_paired(section, fraction)
 
     needs_central = ((encoder == "central" and any(c != "handcrafted" for c in conditions))
-                     or any(c in DIFFUSION for c in conditions))
+                     or any(c in DIFFUSION or c in FEATURE_CONDITIONS for c in conditions))
     if needs_central:
         the_central = (_quick_central(np.concatenate([s.patches for s in data[1:]]), 0) if quick and central is None
                        else _resolve_central(central))
@@ -344,6 +357,7 @@ def run_benchmark(
                 sdata = fold_sdata(fold, held_out=True)  # the paired spots + the held-out section, as for a user
                 train = sdata.tables["table"].obs["paired"].to_numpy(dtype=bool)
                 tiles: dict[str, tuple[str, np.ndarray]] = {}  # generator -> (its synthetic table, source rows)
+                adapted: dict[str, Any] = {}  # generator -> its LocalModel (c2l's is read by the real_adapted rows)
                 # the training sections' tissue tiles only (never the held-out section's), the same for every fraction
                 tissue = (fold_tissue(fold, tissue_tiles, seed) if any(c in TISSUE_CONDITIONS for c in conditions)
                           else None)
@@ -382,6 +396,7 @@ def run_benchmark(
                                 tissue=tissue if with_tissue else None)
                         meter.parts.update({f"{k[:-2]}": v for k, v in tms.items()})
                         tiles[_GENERATOR[cond]] = synthetic, src
+                        adapted[_GENERATOR[cond]] = local
                         with meter.stage("synthetic_metrics"):
                             syn_rows.append({"condition": cond, "test_section": test.name, "fraction": fraction,
                                              "seed": seed,
@@ -394,6 +409,15 @@ def run_benchmark(
                                                           group_norm=group_norm, quick=quick)
                     norm = group_norm and cond != "handcrafted"
                     enc = "handcrafted" if cond == "handcrafted" else encoder
+                    feature_model, feature_kw = the_central, {"epochs": 2 if quick else 30} if enc == "cnn" else {}
+                    if cond in FEATURE_CONDITIONS:  # real pairs, features of the central or the fold's adapted model
+                        source, with_hand = FEATURE_CONDITIONS[cond]
+                        if source == "adapted" and "c2l" not in adapted:  # the c2l condition's adapter, or the same
+                            with meter.stage("adapt"):  # modulation; the local decoder (trained after it) is not read
+                                adapted["c2l"] = adapt_fold(the_central, fold, sdata, recipe=replace(recipe, decoder_steps=0),
+                                                            adapt_batch_size=8 if quick else None)
+                        enc, feature_kw = "central", {"handcrafted": with_hand}
+                        feature_model = adapted["c2l"] if source == "adapted" else the_central
                     with meter.stage("fit"):
                         if cond == "mixup":  # feature-space mixup has no tl counterpart: the predictor itself
                             model = _mixup_predictor(enc, hand, cent, seed, norm, quick)
@@ -402,13 +426,13 @@ def run_benchmark(
                             r = pearson_per_gene(fold.truth(), pred)
                         else:
                             model = tl.predict(
-                                sdata, train_mask=train, synthetic=synthetic, encoder=enc, central=the_central,
+                                sdata, train_mask=train, synthetic=synthetic, encoder=enc, central=feature_model,
                                 panel=fold.panel, table_key="table", synthetic_weight=weight, synthetic_align=align,
                                 n_augment=n_aug, augment_weight=augment_weight,
                                 batch_key="library_id" if norm else None,
                                 groupby="library_id" if synthetic and isinstance(weight, str) and not norm else None,
                                 seed=seed, outside_panel="nan",  # scored on the panel: no imputation
-                                overwrite=True, **({"epochs": 2 if quick else 30} if enc == "cnn" else {}))
+                                overwrite=True, **feature_kw)
                     if cond != "mixup":
                         with meter.stage("evaluate"):
                             ev = tl.evaluate(sdata, train_mask=train, table_key="table", overwrite=True)
@@ -419,9 +443,11 @@ def run_benchmark(
                                  "n_mixup": n_per_profile * len(patches) if cond == "mixup" else 0,
                                  "n_tissue": len(tissue) if cond in TISSUE_CONDITIONS else 0,
                                  # the recipe's variant; tissue conditions have the local component in any case
-                                 "local_unconditional": (cond in DIFFUSION and cond not in TISSUE_CONDITIONS
+                                 "local_unconditional": ((cond in DIFFUSION and cond not in TISSUE_CONDITIONS
+                                                          or FEATURE_CONDITIONS.get(cond, ("",))[0] == "adapted")
                                                          and recipe.local_unconditional),
-                                 "n_comps": recipe.n_comps if cond in DIFFUSION else 0,
+                                 "n_comps": (recipe.n_comps if cond in DIFFUSION
+                                             or FEATURE_CONDITIONS.get(cond, ("",))[0] == "adapted" else 0),
                                  "n_test": len(test.patches),
                                  "extra_weight": (model.fit_info["extra_weight"] if n_syn  # else augment's
                                                   else model.fit_info["augment_weight"] if n_aug else float("nan")),

@@ -4,8 +4,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import shutil
-from collections.abc import Sequence
-from functools import cached_property
+from collections.abc import Callable, Sequence
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,16 @@ class CentralModel:
         -------
         ``(n, F)`` float32 features, ``F = sum(unet_channels) + unet_channels[-1]``.
         """
+        return self.pooled_features(patches, partial(unet_features, self.unet), t=t, batch_size=batch_size, seed=seed)
+
+    @torch.no_grad()
+    def pooled_features(self, patches: np.ndarray, pooled: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *,
+                        t: int = 50, batch_size: int = 64, seed: int = 0) -> np.ndarray:
+        """:meth:`features` with another network reading the noisy latents: ``pooled(latents, timesteps) -> (n, F)``.
+
+        The patches are encoded and noised exactly as in :meth:`features` (e.g. :meth:`LocalModel.features` reads
+        them with the adapted UNet).
+        """
         tiles = as_tiles(patches, name="patches")
         if not 0 <= t < self.config.num_train_timesteps:
             raise ValueError(f"`t` must be in [0, {self.config.num_train_timesteps}), got {t}.")
@@ -193,7 +203,7 @@ class CentralModel:
             gens = [generator(seed, "features", hashlib.sha256(tile.tobytes()).hexdigest()) for tile in chunk]
             timesteps = torch.full((len(z),), t, dtype=torch.long, device=z.device)
             noisy = scheduler.add_noise(z, randn(z.shape, gens, like=z), timesteps)
-            out.append(unet_features(self.unet, noisy, timesteps).float().cpu().numpy())
+            out.append(pooled(noisy, timesteps).float().cpu().numpy())
         return np.concatenate(out).astype(np.float32, copy=False)
 
     # ------------------------------------------------------------------ persistence
@@ -404,6 +414,31 @@ class LocalModel:
     def reconstruct(self, patches: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
         """:meth:`CentralModel.reconstruct` with the local decoder when there is one."""
         return self.central.reconstruct(patches, batch_size=batch_size, autoencoder=self.decoder)
+
+    def identity(self) -> dict[str, Any]:
+        """``{"central": ..., "adapter_sha256": ...}``: what a predictor reading :meth:`features` records and checks."""
+        return {"central": self.central.identity(), "adapter_sha256": state_sha256(self.adapter_state())}
+
+    @torch.no_grad()
+    def features(self, patches: np.ndarray, *, t: int = 50, batch_size: int = 64, seed: int = 0) -> np.ndarray:
+        """Diffusion features of RGB patches from the locally adapted model, without any expression profile.
+
+        :meth:`CentralModel.features` (same encoding, noise and pooling) read by the adapted UNet: the LoRA copy
+        when there is one, with the modulation's unconditional local component and the gene conditioning off
+        (the profile is what a predictor is to find). An adapter without local component or LoRA gives the
+        central model's features exactly.
+
+        Returns
+        -------
+        ``(n, F)`` float32 features, ``F = sum(unet_channels) + unet_channels[-1]``.
+        """
+
+        def pooled(latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+            off = torch.zeros(len(latents), device=latents.device)
+            with self.modulation.applied(self.unet, torch.zeros(len(latents), self.n_genes, device=latents.device), off):
+                return unet_features(self.unet, latents, timesteps)
+
+        return self.central.pooled_features(patches, pooled, t=t, batch_size=batch_size, seed=seed)
 
     # ------------------------------------------------------------------ prediction
     def eps(self, latents: torch.Tensor, t: torch.Tensor, genes: torch.Tensor,

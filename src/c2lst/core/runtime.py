@@ -48,6 +48,22 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@contextmanager
+def keep_torch_threads() -> Iterator[None]:
+    """Restore torch's intra-op thread count after the block.
+
+    numba's parallel code (e.g. ``squidpy.gr.spatial_autocorr``) shares the OpenMP runtime with torch and sets its
+    thread count to numba's; torch's results on the CPU depend on the thread count, so a later seeded run would
+    differ from the same run before the block.
+    """
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def make_accelerator(mixed_precision: str) -> Accelerator:
     """Create the ``Accelerator`` of one training run (CPU when no CUDA device is visible).
 

@@ -84,13 +84,16 @@ def _moran(measured: np.ndarray, predicted: np.ndarray, xy: np.ndarray, genes: l
     import squidpy as sq
     from anndata import AnnData
 
+    from ..core.runtime import keep_torch_threads
+
     tmp = AnnData(X=measured.astype(np.float32), layers={"pred": predicted.astype(np.float32)},
                   obsm={"spatial": xy}, var=pd.DataFrame(index=genes))
     sq.gr.spatial_neighbors_knn(tmp, n_neighs=min(n_neighs, len(xy) - 1))
     out = []
     for layer in (None, "pred"):
-        df = sq.gr.spatial_autocorr(tmp, mode="moran", genes=genes, layer=layer, n_perms=None, copy=True,
-                                    show_progress_bar=False, n_jobs=1)
+        with keep_torch_threads():  # squidpy's numba code would leave torch on numba's thread count
+            df = sq.gr.spatial_autocorr(tmp, mode="moran", genes=genes, layer=layer, n_perms=None, copy=True,
+                                        show_progress_bar=False, n_jobs=1)
         out.append(df["I"].reindex(genes).to_numpy(dtype=np.float64))
     return out[0], out[1]
 

@@ -199,8 +199,10 @@ def predict(
         features lowered the ridge's held-out r by 0.035-0.061 against handcrafted features alone, in all 60
         runs; a central model pretrained on your tissue may do better (``benchmarks/README.md``).
     central
-        Central model for ``encoder="central"``: a ``CentralModel``, its checkpoint directory, or ``None`` for
-        :func:`c2lst.datasets.central_default`.
+        Diffusion model for ``encoder="central"``: a ``CentralModel``, its checkpoint directory, ``None`` for
+        :func:`c2lst.datasets.central_default`, or the ``LocalModel`` of :func:`c2lst.tl.adapt`: then the features
+        are the locally adapted model's (``LocalModel.features``: its unconditional local component, no profile).
+        On the her2st benchmark those lowered r like the central model's (``benchmarks/README.md``).
     head
         ``"ridge"`` (per-gene penalty by leave-one-out CV on the training spots) or ``"mlp"``.
     panel

@@ -57,7 +57,8 @@ class Predictor:
     genes
         Names of the predicted genes, in target-column order (stored with the model).
     central
-        Model with a ``features`` method; required for ``encoder="central"``.
+        Model with a ``features`` method; required for ``encoder="central"``: a ``CentralModel``, or an adapted
+        ``LocalModel`` (the features of the locally adapted model, without any profile).
     central_t
         Diffusion timestep at which central features are read.
     seed
@@ -444,6 +445,7 @@ class Predictor:
         path
             Directory holding ``config.json`` and ``model.safetensors``.
         central
-            The central model, required when the predictor uses ``encoder="central"``; its identity is checked.
+            The model the predictor read its features from (a ``CentralModel`` or a ``LocalModel``), required when
+            the predictor uses ``encoder="central"``; its identity is checked.
         """
         return load_predictor(cls, path, central=central)

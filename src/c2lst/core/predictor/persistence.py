@@ -58,7 +58,8 @@ def load_predictor(cls: type[Predictor], path: str | Path, *, central: FeatureMo
     if cfg["encoder"] == "central" and cfg.get("central_identity") and central is not None:
         got = central.identity() if callable(getattr(central, "identity", None)) else None
         if got != cfg["central_identity"]:
-            raise ValueError("the central model passed is not the one this predictor was fitted with; pass that model.")
+            raise ValueError("the model passed as `central` is not the one this predictor read its features from; pass "
+                             "that model (the same CentralModel, or the same adapted LocalModel).")
     tensors = {k: v.numpy() for k, v in load_tensors(d / PREDICTOR_WEIGHTS, sha256=sha, what="predictor").items()}
     kwargs = {k: cfg[k] for k in keys[:12]}
     kwargs["alphas"] = tuple(kwargs["alphas"])
