@@ -55,9 +55,15 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     assert extra["real_central"] == extra["real_adapted"] == extra["real_adapted_only"] == 0
     assert len({pcc["real"], pcc["real_central"], pcc["real_adapted"], pcc["real_adapted_only"]}) == 4
     assert np.isnan(df.set_index("condition").loc["real_adapted", "t_adapt_s"])
+    assert (df["alpha_cv"] == "loo").all()
     alone = run_benchmark(("S0", "S1"), quick=True, out_dir=tmp_path / "alone", cache_dir=cache, n_top_genes=3,
                           conditions=("real_adapted_only",))  # adapts its own modulation: the same as c2l's
     assert alone.loc[0, "t_adapt_s"] > 0 and alone.loc[0, "pcc"] == pcc["real_adapted_only"]
+    _fake_sections(tmp_path / "three", n_sections=3)  # two training sections to hold out in turn
+    held = run_benchmark(("S0", "S1", "S2"), fractions=(0.5,), seeds=(0,), test_sections=("S0",),
+                         out_dir=tmp_path / "held", cache_dir=tmp_path / "three", n_top_genes=3,
+                         conditions=("handcrafted", "real", "mixup"), alpha_cv="groups", group_norm=True)
+    assert held.set_index("condition")["alpha_cv"].to_dict() == {"handcrafted": "loo", "real": "groups", "mixup": "groups"}
     assert {"t_fit_s", "mem_fit_mb", "t_diffusion_s", "t_pretrain_local_s"} <= set(df.columns)
     for name in ("results.csv", "synthetic.csv", "summary.md", "meta.json", "pcc_vs_fraction.png"):
         assert (out / name).stat().st_size > 0
@@ -402,4 +408,7 @@ def test_adapter_variants_are_labelled_on_the_results_page():
                         "cond_profile_share": [np.nan, 0.4], "cond_delta_r": [np.nan, 0.5]})
     table = "\n".join(_conditioning(labelled(syn)))
     assert "| c2l+local | 1 | 0.400 | 0.500 |" in table and "| c2l |" not in table
+    penalties = pd.DataFrame({"condition": ["real", "real_adapted"], "alpha_cv": ["groups", "loo"],
+                              "local_unconditional": [False, True]})
+    assert labelled(penalties)["condition"].tolist() == ["real+groupcv", "real_adapted+local"]
 

@@ -237,6 +237,10 @@ def test_predict_bad_input(sdata, tmp_path):
         c2lst.tl.predict(sdata, train_mask=_mask(n), encoder="central", central=str(tmp_path / "nope"), synthetic=None)
     with pytest.raises(ValueError, match="head"):
         c2lst.tl.predict(sdata, train_mask=_mask(n), head="forest", **kw)
+    with pytest.raises(ValueError, match="batch_key"):  # no groups to hold out
+        c2lst.tl.predict(sdata, train_mask=_mask(n), alpha_cv="groups", **kw)
+    with pytest.raises(ValueError, match="alpha_cv"):
+        c2lst.tl.predict(sdata, train_mask=_mask(n), alpha_cv="sections", **kw)
     del table.obsm["c2lst_patch"]
     with pytest.raises(ValueError, match="extract_patches"):
         c2lst.tl.predict(sdata, train_mask=_mask(n), **kw)
@@ -533,6 +537,14 @@ def test_predict_slide_with_a_per_section_model(sdata):
     patches = np.asarray(grid.obsm["c2lst_patch"])
     assert np.allclose(grid.X, model.predict(patches))
     assert np.allclose(grid.X.mean(axis=0), model.stats["y_mean"], atol=1e-4)  # centred on the training mean
+    # penalties by leave-one-section-out: recorded, and chosen on whole sections
+    held = c2lst.tl.predict(sdata, train_mask=_mask(table.n_obs), encoder="handcrafted", synthetic=None, n_top_genes=5,
+                            batch_key="section", alpha_cv="groups", key_added="held", seed=0, table_key="table")
+    assert table.uns["held"]["params"]["predictor"]["alpha_cv"] == "groups"
+    by_groupby = c2lst.tl.predict(sdata, train_mask=_mask(table.n_obs), encoder="handcrafted", synthetic=None,
+                                  n_top_genes=5, groupby="section", alpha_cv="groups", key_added="held2", seed=0,
+                                  table_key="table")
+    assert np.isfinite(by_groupby.stats["ridge_alpha"]).all() and held.params["group_norm"]
 
 
 def test_evaluate_synthetic_writes_metrics(sdata):
@@ -604,6 +616,47 @@ def test_ridge_per_target_matches_sklearn():
     coef, intercept = ridge_per_target(x, y, w, alpha)
     ref = Ridge(alpha=alpha).fit(x, y, sample_weight=w)
     assert np.allclose(coef, ref.coef_) and np.allclose(intercept, ref.intercept_)
+
+
+def test_group_cv_alpha_holds_out_whole_groups():
+    from sklearn.linear_model import Ridge
+
+    from c2lst.core.predictor import RIDGE_ALPHAS, group_cv_alpha
+
+    rng = np.random.default_rng(1)
+    groups = np.repeat(["a", "b", "c", "d"], 15)
+    x = rng.normal(size=(60, 30))
+    # a signal shared by all groups in feature 0, and per-group structure in the others that does not transfer
+    offsets = {g: rng.normal(size=30) for g in "abcd"}
+    y = np.stack([x[:, 0] + rng.normal(0, 0.5, 60),
+                  np.array([x[i] @ offsets[g] for i, g in enumerate(groups)]) * 0.3 + rng.normal(0, 1, 60)], 1)
+    got = group_cv_alpha(x, y, groups, np.asarray(RIDGE_ALPHAS))
+    for j in range(2):  # brute force with sklearn: the summed held-out squared error of each alpha
+        err = [sum(((Ridge(alpha=a).fit(x[groups != g], y[groups != g, j]).predict(x[groups == g]) - y[groups == g, j])
+                    ** 2).sum() for g in "abcd") for a in RIDGE_ALPHAS]
+        assert got[j] == RIDGE_ALPHAS[int(np.argmin(err))]
+    with pytest.raises(ValueError, match="at least two groups"):
+        group_cv_alpha(x, y, np.zeros(60), np.asarray(RIDGE_ALPHAS))
+
+
+def test_predictor_alpha_cv_groups(tmp_path):
+    patches, y = _colour_pairs(48, 0)
+    groups = np.repeat(["s1", "s2", "s3"], 16)
+    loo = Predictor(encoder=_mean_colour, handcrafted=False).fit(patches, y, groups=groups)
+    grp = Predictor(encoder=_mean_colour, handcrafted=False, alpha_cv="groups").fit(patches, y, groups=groups)
+    assert grp.params["alpha_cv"] == "groups" and loo.params["alpha_cv"] == "loo"
+    assert np.isfinite(grp.predict(patches)).all() and grp.stats["ridge_alpha"].shape == (2,)
+    with pytest.raises(ValueError, match="at least two"):
+        Predictor(encoder=_mean_colour, handcrafted=False, alpha_cv="groups").fit(patches, y)
+    with pytest.raises(ValueError, match="ridge head"):
+        Predictor(encoder="handcrafted", head="mlp", alpha_cv="groups")
+    with pytest.raises(ValueError, match="alpha_cv"):
+        Predictor(encoder="handcrafted", alpha_cv="sections")
+    hand = Predictor(encoder="handcrafted", alpha_cv="groups").fit(patches, y, groups=groups)
+    hand.save(tmp_path / "p")
+    back = Predictor.load(tmp_path / "p")
+    assert back.params["alpha_cv"] == "groups"
+    np.testing.assert_array_equal(back.predict(patches), hand.predict(patches))
 
 
 def _colour_pairs(n, seed, sign=1.0):

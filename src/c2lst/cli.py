@@ -264,7 +264,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = tl.predict(sdata, train_mask=mask, synthetic=synthetic, encoder=args.encoder, table_key=name,
                        seed=args.seed, synthetic_weight=args.synthetic_weight, synthetic_align=args.synthetic_align,
                        n_augment=args.n_augment, augment_weight=args.augment_weight, groupby=args.groupby,
-                       batch_key=args.batch_key, overwrite=args.overwrite, **kwargs)
+                       batch_key=args.batch_key, alpha_cv=args.alpha_cv, overwrite=args.overwrite, **kwargs)
     write_store(sdata, source, args.out, [name], overwrite=args.overwrite)
     print(f"added .layers['c2lst_pred'] to table {name!r} ({int(mask.sum())} training spots)")
     if args.save_model is not None:
@@ -566,6 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groupby", help="obs column of the spots (e.g. 'section') for --synthetic-weight cv")
     p.add_argument("--batch-key", help="obs column of the spots' section/slide: standardise each section's features "
                                        "on its own patches (e.g. 'library_id')")
+    p.add_argument("--alpha-cv", choices=["loo", "groups"], default="loo",
+                   help="ridge penalties by leave-one-out or by leaving out one --batch-key (else --groupby) group at a "
+                        "time (default %(default)s)")
     p.add_argument("--save-model", metavar="DIR",
                    help="also save the fitted predictor to this directory (for `c2lst predict-slide`)")
     p.set_defaults(func=cmd_predict)

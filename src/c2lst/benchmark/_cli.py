@@ -69,6 +69,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-comps", type=int, default=RECIPE.n_comps, metavar="K",
                    help="the gene encoder reads K principal components of the panel (tl.adapt(n_comps=)); default: "
                         "the recipe's (%(default)s, the panel itself)")
+    p.add_argument("--alpha-cv", choices=["loo", "groups"], default="loo",
+                   help="ridge penalties of the non-floor predictors by leave-one-out or leave-one-training-section-out "
+                        "CV (tl.predict(alpha_cv=); default %(default)s)")
     p.add_argument("--tissue-tiles", type=int, default=TISSUE_TILES, metavar="N",
                    help="unlabelled tissue tiles of the training sections per fold for c2l_tissue and "
                         "local_only_tissue (seeded draw; default %(default)s)")
@@ -89,7 +92,8 @@ def run_command(args: argparse.Namespace) -> int:
                             augment_weight=args.augment_weight, synthetic_weight=args.synthetic_weight,
                             synthetic_align=args.synthetic_align, group_norm=args.group_norm,
                             test_sections=args.test_sections, tissue_tiles=args.tissue_tiles,
-                            local_unconditional=args.local_unconditional, n_comps=args.n_comps)
+                            local_unconditional=args.local_unconditional, n_comps=args.n_comps,
+                            alpha_cv=args.alpha_cv)
     print(f"{len(results)} runs; results.csv, summary.md and pcc_vs_fraction.png in {args.out}/")
     return 0
 

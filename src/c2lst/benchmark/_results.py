@@ -13,7 +13,7 @@ from ..metrics._benchmark import benchmark_summary, paired_difference
 from ._report import fraction_cells
 
 ORDER = ("handcrafted", "real", "augment", "mixup", "spatial_mixup", "c2l", "c2l_tissue", "local_only",
-         "local_only_tissue", "c2l_augment")
+         "local_only_tissue", "c2l_augment", "real_central", "real_adapted", "real_adapted_only")
 CURRENT, CURRENT_SYNTHETIC = "current_loso.csv", "current_synthetic.csv"  # c2lst benchmark rows of the current code
 REALISM = ("frechet_vs_half", "frechet_floor", "precision_vs_half", "precision_floor", "coverage_vs_half",
            "nuclei_count_real", "nuclei_count_synthetic", "frechet_ceiling", "frechet_heldout_floor",
@@ -76,7 +76,11 @@ GENERATORS = ("c2l", "c2l_tissue", "local_only", "local_only_tissue", "c2l_augme
 
 
 def labelled(df: pd.DataFrame) -> pd.DataFrame:
-    """Name the adapter variant in the condition: ``+local`` (``local_unconditional``), ``+pcaK`` (``n_comps=K``)."""
+    """Name the variant in the condition: ``+local``, ``+pcaK``, ``+groupcv``.
+
+    ``+local``: ``local_unconditional``; ``+pcaK``: ``n_comps=K``; ``+groupcv``: ridge penalties by
+    leave-one-section-out (``alpha_cv="groups"``).
+    """
     label = df["condition"].astype(str).to_numpy(dtype=object)
     if "local_unconditional" in df.columns:
         flag = df["local_unconditional"].astype("boolean").fillna(False).to_numpy(dtype=bool)
@@ -84,6 +88,8 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
     if "n_comps" in df.columns:
         k = df["n_comps"].fillna(0).astype(int).to_numpy()
         label = np.array([f"{c}+pca{n}" if n > 0 else c for c, n in zip(label, k, strict=True)], dtype=object)
+    if "alpha_cv" in df.columns:
+        label = np.where(df["alpha_cv"].fillna("loo").to_numpy() == "groups", label + "+groupcv", label)
     return df.assign(condition=label)
 
 

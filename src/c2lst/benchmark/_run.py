@@ -162,6 +162,7 @@ def run_benchmark(
     tissue_tiles: int = TISSUE_TILES,
     local_unconditional: bool = RECIPE.local_unconditional,
     n_comps: int = RECIPE.n_comps,
+    alpha_cv: str = "loo",
 ) -> pd.DataFrame:
     """Run the data-limited prediction benchmark and write its tables and figure.
 
@@ -270,6 +271,10 @@ def run_benchmark(
         (``tl.adapt(local_unconditional=True)``; the recipe's ``local_unconditional``).
     n_comps
         Principal components of the panel the diffusion conditions' gene encoder reads (``tl.adapt(n_comps=)``).
+    alpha_cv
+        Ridge penalties of the non-floor predictors: ``"loo"`` (leave-one-out, ``tl.predict``'s default) or
+        ``"groups"`` (leave one training section out, ``tl.predict(alpha_cv="groups")``); rows carry it as
+        ``alpha_cv``.
 
     Returns
     -------
@@ -297,6 +302,8 @@ def run_benchmark(
                          "copies have a fixed weight); pass a fixed synthetic_weight or leave out c2l_augment.")
     if group_norm and encoder == "cnn":
         raise ValueError("group_norm needs a frozen encoder; use encoder='handcrafted' or 'central'.")
+    if alpha_cv not in ("loo", "groups"):
+        raise ValueError(f"`alpha_cv` must be 'loo' or 'groups', got {alpha_cv!r}.")
     if any(not 0 < f <= 1 for f in fractions):
         raise ValueError(f"fractions must be in (0, 1], got {list(fractions)}.")
     if len(sections) < 2:
@@ -341,7 +348,7 @@ def run_benchmark(
             "synthetic_weight": synthetic_weight, "synthetic_align": synthetic_align, "group_norm": group_norm,
             "fractions": list(fractions), "seeds": list(seeds), "conditions": list(conditions),
             "tissue_tiles": int(tissue_tiles), "local_unconditional": bool(local_unconditional),
-            "n_comps": int(n_comps),
+            "n_comps": int(n_comps), "alpha_cv": alpha_cv,
             "data_s": meter_data.seconds["data"], "data_mb": meter_data.peak_mb["data"]}
     hand = CachedFeatures(lambda p: handcrafted_features(p, n_jobs=n_jobs), "handcrafted")
     cent = CachedFeatures(lambda p: the_central.features(p, seed=0), "central") if the_central is not None else None
@@ -406,9 +413,10 @@ def run_benchmark(
                         with meter.stage("conditioning"):
                             syn_rows[-1] |= _conditioning(sdata, local, train, fold, recipe=the_recipe, seed=seed,
                                                           encoder=encoder, central=the_central,
-                                                          group_norm=group_norm, quick=quick)
+                                                          group_norm=group_norm, quick=quick, alpha_cv=alpha_cv)
                     norm = group_norm and cond != "handcrafted"
                     enc = "handcrafted" if cond == "handcrafted" else encoder
+                    penalty = "loo" if cond == "handcrafted" else alpha_cv
                     feature_model, feature_kw = the_central, {"epochs": 2 if quick else 30} if enc == "cnn" else {}
                     if cond in FEATURE_CONDITIONS:  # real pairs, features of the central or the fold's adapted model
                         source, with_hand = FEATURE_CONDITIONS[cond]
@@ -420,8 +428,9 @@ def run_benchmark(
                         feature_model = adapted["c2l"] if source == "adapted" else the_central
                     with meter.stage("fit"):
                         if cond == "mixup":  # feature-space mixup has no tl counterpart: the predictor itself
-                            model = _mixup_predictor(enc, hand, cent, seed, norm, quick)
-                            model.fit(patches, y, n_mixup=n_per_profile * len(patches), groups=group if norm else None)
+                            model = _mixup_predictor(enc, hand, cent, seed, norm, quick, penalty)
+                            model.fit(patches, y, n_mixup=n_per_profile * len(patches),
+                                      groups=group if norm or penalty == "groups" else None)
                             pred = model.predict(test.patches)
                             r = pearson_per_gene(fold.truth(), pred)
                         else:
@@ -430,7 +439,8 @@ def run_benchmark(
                                 panel=fold.panel, table_key="table", synthetic_weight=weight, synthetic_align=align,
                                 n_augment=n_aug, augment_weight=augment_weight,
                                 batch_key="library_id" if norm else None,
-                                groupby="library_id" if synthetic and isinstance(weight, str) and not norm else None,
+                                groupby=("library_id" if (synthetic and isinstance(weight, str) or penalty == "groups")
+                                         and not norm else None), alpha_cv=penalty,
                                 seed=seed, outside_panel="nan",  # scored on the panel: no imputation
                                 overwrite=True, **feature_kw)
                     if cond != "mixup":
@@ -448,6 +458,7 @@ def run_benchmark(
                                                          and recipe.local_unconditional),
                                  "n_comps": (recipe.n_comps if cond in DIFFUSION
                                              or FEATURE_CONDITIONS.get(cond, ("",))[0] == "adapted" else 0),
+                                 "alpha_cv": penalty,
                                  "n_test": len(test.patches),
                                  "extra_weight": (model.fit_info["extra_weight"] if n_syn  # else augment's
                                                   else model.fit_info["augment_weight"] if n_aug else float("nan")),
@@ -462,13 +473,13 @@ def run_benchmark(
 
 
 def _mixup_predictor(encoder: str, hand: CachedFeatures, cent: CachedFeatures | None, seed: int, group_norm: bool,
-                     quick: bool) -> Predictor:
+                     quick: bool, alpha_cv: str) -> Predictor:
     """Build the ``mixup`` condition's predictor (``Predictor.fit(n_mixup=)``) with the encoder ``tl.predict`` uses."""
     if encoder == "handcrafted":
-        return Predictor(encoder=hand, handcrafted=False, seed=seed, group_norm=group_norm)
+        return Predictor(encoder=hand, handcrafted=False, seed=seed, group_norm=group_norm, alpha_cv=alpha_cv)
     if encoder == "central":
-        return Predictor(encoder=cent, handcrafted=hand, seed=seed, group_norm=group_norm)
-    return Predictor(encoder="cnn", handcrafted=False, seed=seed, epochs=2 if quick else 30)
+        return Predictor(encoder=cent, handcrafted=hand, seed=seed, group_norm=group_norm, alpha_cv=alpha_cv)
+    return Predictor(encoder="cnn", handcrafted=False, seed=seed, epochs=2 if quick else 30, alpha_cv=alpha_cv)
 
 
 def _synthetic_metrics(hand: CachedFeatures, train_patches: np.ndarray, synthetic: np.ndarray, heldout: np.ndarray,
@@ -477,7 +488,7 @@ def _synthetic_metrics(hand: CachedFeatures, train_patches: np.ndarray, syntheti
 
 
 def _conditioning(sdata: Any, local: Any, train: np.ndarray, fold: Any, *, recipe: RecipeConfig, seed: int,
-                  encoder: str, central: Any, group_norm: bool, quick: bool) -> dict[str, float]:
+                  encoder: str, central: Any, group_norm: bool, quick: bool, alpha_cv: str = "loo") -> dict[str, float]:
     """``cond_*`` columns: :func:`c2lst.tl.evaluate_conditioning` on the held-out section's spots.
 
     The predictor reading the generated patches is the fold's ``real`` condition's (real pairs only).
@@ -486,6 +497,7 @@ def _conditioning(sdata: Any, local: Any, train: np.ndarray, fold: Any, *, recip
 
     real = tl.predict(sdata, train_mask=train, synthetic=None, encoder=encoder, central=central, panel=fold.panel,
                       table_key="table", batch_key="library_id" if group_norm else None, seed=seed,
+                      groupby="library_id" if alpha_cv == "groups" and not group_norm else None, alpha_cv=alpha_cv,
                       outside_panel="nan", overwrite=True, **({"epochs": 2 if quick else 30} if encoder == "cnn" else {}))
     scores = tl.evaluate_conditioning(sdata, local, predictor=real, n_draws=2 if quick else 8,
                                       steps=recipe.generate_steps, guidance_scale=recipe.guidance_scale,

@@ -39,11 +39,12 @@ from .extra_rows import (
     check_extra_options,
 )
 from .heads import HEADS, MLPHead
-from .model import ENCODERS, Predictor
+from .model import ALPHA_CV, ENCODERS, Predictor
 from .persistence import load_predictor, save_predictor
-from .ridge import RIDGE_ALPHAS, ridge_per_target
+from .ridge import RIDGE_ALPHAS, group_cv_alpha, ridge_per_target
 
 __all__ = [
+    "ALPHA_CV",
     "ENCODERS",
     "EXTRA_ALIGN",
     "EXTRA_WEIGHTS",
@@ -60,6 +61,7 @@ __all__ = [
     "ResNetEncoder",
     "augment_patches",
     "check_extra_options",
+    "group_cv_alpha",
     "load_predictor",
     "ridge_per_target",
     "save_predictor",

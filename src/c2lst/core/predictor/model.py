@@ -31,9 +31,10 @@ from .extra_rows import (
 )
 from .heads import HEADS, MLPHead
 from .persistence import FORMAT, load_predictor, save_predictor
-from .ridge import RIDGE_ALPHAS, ridge_per_target
+from .ridge import RIDGE_ALPHAS, group_cv_alpha, ridge_per_target
 
 ENCODERS = ("handcrafted", "cnn", "central")
+ALPHA_CV = ("loo", "groups")  # how the ridge penalties are chosen
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -70,7 +71,13 @@ class Predictor:
     hidden
         Hidden units of the MLP head.
     alphas
-        Ridge penalties searched (per gene) by leave-one-out CV on the real rows.
+        Ridge penalties searched (per gene) by cross-validation on the real rows.
+    alpha_cv
+        ``"loo"``: penalties by leave-one-out CV (the default); ``"groups"``: by leave-one-group-out CV over the
+        ``groups`` given to :meth:`fit` (e.g. sections; at least two). Spots of one section are correlated, so
+        leave-one-out favours small penalties that fit within-section structure: on the her2st benchmark that cost
+        the diffusion models' 448 features most of their held-out r, while the 35 handcrafted features did about
+        as well either way (``docs/benchmark_history.md``).
     mixup_alpha
         Beta(``mixup_alpha``, ``mixup_alpha``) mixing weights of feature-space mixup rows.
     batch_features
@@ -94,9 +101,13 @@ class Predictor:
                  central_t: int = 50, seed: int = 0, epochs: int = 30, batch_size: int = 32, lr: float = 2e-3,
                  weight_decay: float = 1e-4, cnn_width: int = 16, feat_dim: int = 64, hidden: int = 256,
                  alphas: tuple[float, ...] = RIDGE_ALPHAS, mixup_alpha: float = 0.4, batch_features: int = 64,
-                 group_norm: bool = False) -> None:
+                 group_norm: bool = False, alpha_cv: str = "loo") -> None:
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; use one of {HEADS}.")
+        if alpha_cv not in ALPHA_CV:
+            raise ValueError(f"`alpha_cv` must be one of {ALPHA_CV}, got {alpha_cv!r}.")
+        if alpha_cv == "groups" and head != "ridge":
+            raise ValueError("alpha_cv='groups' chooses the ridge head's penalties; use head='ridge' or alpha_cv='loo'.")
         if encoder == "central" and (central is None or not callable(getattr(central, "features", None))):
             raise ValueError("encoder='central' needs `central=`, a model with a features(patches) method "
                              "(a c2lst CentralModel); or choose encoder='cnn'/'handcrafted'.")
@@ -126,7 +137,7 @@ class Predictor:
             "central_t": int(central_t), "seed": int(seed), "epochs": int(epochs), "batch_size": int(batch_size),
             "lr": float(lr), "weight_decay": float(weight_decay), "cnn_width": int(cnn_width), "feat_dim": int(feat_dim),
             "hidden": int(hidden), "alphas": [float(a) for a in alphas], "mixup_alpha": float(mixup_alpha),
-            "batch_features": int(batch_features), "group_norm": bool(group_norm),
+            "batch_features": int(batch_features), "group_norm": bool(group_norm), "alpha_cv": alpha_cv,
         }
         self.cnn: PatchCNN | None = None
         self.mlp: MLPHead | None = None
@@ -193,19 +204,25 @@ class Predictor:
         self.fit_info["cnn_final_loss"] = float(np.mean(losses[-max(1, len(losses) // 10):]))
 
     # ------------------------------------------------------------------ heads
-    def _ridge_alpha(self, x_real: np.ndarray, z_real: np.ndarray) -> np.ndarray:
-        """One ridge penalty per target by efficient leave-one-out CV on the real rows (the largest if < 3 rows)."""
+    def _ridge_alpha(self, x_real: np.ndarray, z_real: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+        """One ridge penalty per target by CV on the real rows (the largest if < 3 rows).
+
+        Leave-one-out (efficient), or with ``alpha_cv="groups"`` leave-one-group-out over ``groups`` where they hold
+        at least two groups (an inner fold of ``extra_weight="cv"`` left with one group falls back to leave-one-out).
+        """
         from sklearn.linear_model import RidgeCV
 
         alphas = np.asarray(self.hparams["alphas"])
+        if self.hparams["alpha_cv"] == "groups" and groups is not None and len(np.unique(groups)) >= 2:
+            return group_cv_alpha(x_real, z_real, groups, alphas)
         if len(x_real) < 3:
             return np.full(z_real.shape[1], alphas.max())
         cv = RidgeCV(alphas=alphas, alpha_per_target=True).fit(x_real, z_real)
         return np.broadcast_to(np.asarray(cv.alpha_, dtype=np.float64), (z_real.shape[1],)).copy()
 
     def _fit_ridge(self, x_real: np.ndarray, z_real: np.ndarray, x_all: np.ndarray, z_all: np.ndarray,
-                   w_all: np.ndarray) -> None:
-        alpha = self._ridge_alpha(x_real, z_real)
+                   w_all: np.ndarray, groups: np.ndarray | None = None) -> None:
+        alpha = self._ridge_alpha(x_real, z_real, groups)
         coef, intercept = ridge_per_target(x_all, z_all, w_all, alpha)
         self.stats.update({"ridge_coef": coef, "ridge_intercept": intercept, "ridge_alpha": alpha})
 
@@ -309,6 +326,12 @@ class Predictor:
         ap, a_src = (augment_patches(p, n_copies=n_augment, seed=self.hparams["seed"]) if n_augment
                      else (p[:0], np.zeros(0, dtype=np.int64)))
         group_norm = self.hparams["group_norm"]
+        alpha_groups = None
+        if self.hparams["alpha_cv"] == "groups":
+            alpha_groups = _group_labels(groups, len(p), "groups")
+            if len(np.unique(alpha_groups)) < 2:
+                raise ValueError("alpha_cv='groups' needs `groups` (e.g. each training spot's section) with at least two "
+                                 "groups; pass them or use alpha_cv='loo'.")
         if cv_weight:
             g_real, g_extra = _check_groups(groups, extra_groups, len(p), len(ep))
         if group_norm:
@@ -362,7 +385,7 @@ class Predictor:
             z_all = np.concatenate([z_all, (lam * z_real[i] + (1 - lam) * z_real[j]).astype(np.float32)])
             w_all = np.concatenate([w_all, np.ones(n_mixup)])
         if self.head_kind == "ridge":
-            self._fit_ridge(x_real, z_real, x_all, z_all, w_all)
+            self._fit_ridge(x_real, z_real, x_all, z_all, w_all, alpha_groups)
         else:
             self._fit_mlp(x_all, z_all, w_all)
         self.fit_info.update({"patch_px": int(p.shape[-1]), "n_real": len(p), "n_extra": len(ep), "n_mixup": int(n_mixup),
@@ -388,7 +411,7 @@ class Predictor:
             if tr.sum() < 3 or va.sum() < 3:
                 continue
             x_tr, z_tr, x_e, z_e, x_va, y_va = inner_fold(tr, va, etr)
-            alpha = self._ridge_alpha(x_tr, z_tr)
+            alpha = self._ridge_alpha(x_tr, z_tr, g_real[tr])
             for weight in EXTRA_WEIGHTS:
                 w = _row_weights(len(x_tr), len(x_e), weight)
                 coef, intercept = ridge_per_target(np.concatenate([x_tr, x_e]), np.concatenate([z_tr, z_e]), w, alpha)

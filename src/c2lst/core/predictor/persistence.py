@@ -64,6 +64,7 @@ def load_predictor(cls: type[Predictor], path: str | Path, *, central: FeatureMo
     kwargs = {k: cfg[k] for k in keys[:12]}
     kwargs["alphas"] = tuple(kwargs["alphas"])
     kwargs["group_norm"] = bool(cfg.get("group_norm", False))  # absent in predictors saved before it existed
+    kwargs["alpha_cv"] = cfg.get("alpha_cv", "loo")  # likewise
 
     def sub(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix):]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith(prefix)}
