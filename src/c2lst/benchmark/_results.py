@@ -131,13 +131,14 @@ def _per_fold(rows: pd.DataFrame) -> list[str]:
 def _realism(df: pd.DataFrame) -> list[str]:
     """Means per generator of the like-for-like realism metrics and of the realism ceiling on held-out sections."""
     cols = [c for c in REALISM if c in df.columns]
-    body = [[cond, len(d), *[f"{d[c].mean():.3f}" for c in cols]] for cond, d in df.groupby("condition", sort=True)]
-    return ["Means over the rows (folds × seeds) per generator. *_vs_half: the tiles generated for the paired spots' "
+    body = [[cond, f"{f:g}", len(d), *[f"{d[c].mean():.3f}" for c in cols]]
+            for (cond, f), d in df.groupby(["condition", "fraction"], sort=True)]
+    return ["Means over the rows (folds × seeds) per generator and paired fraction f. *_vs_half: the tiles generated for the paired spots' "
             "profiles against one half of those spots' patches, at the other half's size; *_floor: the two real "
             "halves against each other. *_ceiling: the generator's autoencoder (with its local decoder) "
             "reconstructing half B of the held-out section's patches, against half A; *_heldout_floor: half B "
             "itself against half A; mae_ceiling: mean absolute pixel error of those reconstructions (0-255). "
-            "Handcrafted features.", "", *_table(["generator", "rows", *cols], body), ""]
+            "Handcrafted features.", "", *_table(["generator", "f", "rows", *cols], body), ""]
 
 
 CONDITIONING = ("cond_conditioning_gain", "cond_profile_gain", "cond_profile_share", "cond_own_wins", "cond_delta_r",
@@ -152,16 +153,17 @@ def _conditioning(df: pd.DataFrame) -> list[str]:
     df = df.dropna(subset=cols[:1])
     if df.empty:
         return []
-    body = [[cond, len(d), *[f"{d[c].mean():.3f} ± {d[c].std(ddof=1):.3f}" if len(d) > 1 else f"{d[c].mean():.3f}"
-                             for c in cols]] for cond, d in df.groupby("condition", sort=True)]
+    body = [[cond, f"{f:g}", len(d), *[f"{d[c].mean():.3f} ± {d[c].std(ddof=1):.3f}" if len(d) > 1
+                                        else f"{d[c].mean():.3f}" for c in cols]]
+            for (cond, f), d in df.groupby(["condition", "fraction"], sort=True)]
     return ["### Conditioning on the held-out section", "",
             "tl.evaluate_conditioning on every spot of the held-out section (never seen by the adapter), each contrasted "
             "with a partner spot of its section; the predictor reading the generated tiles is the fold's `real` one. "
-            "Mean ± sd over the rows (folds × seeds) that have these columns. conditioning_gain: share of the "
+            "Mean ± sd over the rows (folds × seeds) that have these columns, per paired fraction f. conditioning_gain: share of the "
             "unconditional denoising error the own profile removes; profile_share: the part of that gain a partner's "
             "profile does not give; delta_r: per-gene r between the change of the predictor's reading and the change "
             "of the profile, tiles of one seed; r_generated / r_real: the predictor on the own-profile tiles / on the "
-            "real patches.", "", *_table(["generator", "rows", *[c.removeprefix("cond_") for c in cols]], body), ""]
+            "real patches.", "", *_table(["generator", "f", "rows", *[c.removeprefix("cond_") for c in cols]], body), ""]
 
 
 def _stack(df: pd.DataFrame) -> list[str]:
