@@ -184,10 +184,11 @@ class CentralModel:
     @torch.no_grad()
     def pooled_features(self, patches: np.ndarray, pooled: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *,
                         t: int = 50, batch_size: int = 64, seed: int = 0) -> np.ndarray:
-        """:meth:`features` with another network reading the noisy latents: ``pooled(latents, timesteps) -> (n, F)``.
+        """:meth:`features` with another network reading the noisy latents.
 
-        The patches are encoded and noised exactly as in :meth:`features` (e.g. :meth:`LocalModel.features` reads
-        them with the adapted UNet).
+        The patches are encoded and noised exactly as in :meth:`features`; ``pooled(latents, timesteps)`` returns
+        the ``(n, F)`` features (e.g. :meth:`LocalModel.features` reads them with the adapted UNet). ``t``,
+        ``batch_size``, ``seed``: as in :meth:`features`.
         """
         tiles = as_tiles(patches, name="patches")
         if not 0 <= t < self.config.num_train_timesteps:
@@ -427,6 +428,11 @@ class LocalModel:
         when there is one, with the modulation's unconditional local component and the gene conditioning off
         (the profile is what a predictor is to find). An adapter without local component or LoRA gives the
         central model's features exactly.
+
+        Parameters
+        ----------
+        patches, t, batch_size, seed
+            As in :meth:`CentralModel.features`.
 
         Returns
         -------

@@ -195,16 +195,16 @@ def predict(
         other name that is not a table raises a ``ValueError``. ``None`` trains on real spots only.
     encoder
         ``"handcrafted"`` (35 colour/texture/nuclei features; the default), ``"central"`` (pooled UNet
-        activations of the central diffusion model, with the handcrafted features appended), ``"cnn"`` (small
-        CNN trained end-to-end) or the path of a local ResNet ``.safetensors`` checkpoint (torchvision/timm
-        layout). On the her2st benchmark (five folds, three seeds, f = 0.1-1) the shipped central model's
-        features lowered the ridge's held-out r by 0.035-0.061 against handcrafted features alone, in all 60
-        runs; a central model pretrained on your tissue may do better (``benchmarks/README.md``).
+        activations of the central diffusion model, or of the adapted one, with the handcrafted features appended
+        unless ``handcrafted=False``), ``"cnn"`` (small CNN trained end-to-end) or the path of a local ResNet
+        ``.safetensors`` checkpoint (torchvision/timm layout). On the her2st benchmark (five folds, f = 0.25, with
+        ``batch_key``) the shipped central model's features gave r 0.144 and the adapted model's 0.146 against
+        0.325 for the handcrafted features alone; with ``alpha_cv="groups"`` 0.276 and 0.275 (the handcrafted
+        alone 0.322). A central model pretrained on your tissue may do better (``benchmarks/README.md``).
     central
         Diffusion model for ``encoder="central"``: a ``CentralModel``, its checkpoint directory, ``None`` for
         :func:`c2lst.datasets.central_default`, or the ``LocalModel`` of :func:`c2lst.tl.adapt`: then the features
         are the locally adapted model's (``LocalModel.features``: its unconditional local component, no profile).
-        On the her2st benchmark those lowered r like the central model's (``benchmarks/README.md``).
     head
         ``"ridge"`` (per-gene penalty by leave-one-out CV on the training spots) or ``"mlp"``.
     panel
@@ -251,8 +251,9 @@ def predict(
         default) or ``"groups"`` (leave one ``batch_key`` group out at a time, else one ``groupby`` group; at least
         two groups among the training spots). Neighbouring spots of one section are alike, so leave-one-out favours
         small penalties that fit within-section structure: with the diffusion models' 448 features
-        (``encoder="central"``) on the her2st benchmark, ``"groups"`` recovered most of what they lost; with the
-        handcrafted features it changed little (``benchmarks/README.md``).
+        (``encoder="central"``) on the her2st benchmark, ``"groups"`` recovered most of what they lost (r 0.144 ->
+        0.276 at f = 0.25, five folds); with the handcrafted features it changed little (0.325 -> 0.322;
+        ``benchmarks/README.md``).
     {seed}
     {key_added_overwrite_copy}
     return_model

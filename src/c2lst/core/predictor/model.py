@@ -75,9 +75,10 @@ class Predictor:
     alpha_cv
         ``"loo"``: penalties by leave-one-out CV (the default); ``"groups"``: by leave-one-group-out CV over the
         ``groups`` given to :meth:`fit` (e.g. sections; at least two). Spots of one section are correlated, so
-        leave-one-out favours small penalties that fit within-section structure: on the her2st benchmark that cost
-        the diffusion models' 448 features most of their held-out r, while the 35 handcrafted features did about
-        as well either way (``docs/benchmark_history.md``).
+        leave-one-out favours small penalties that fit within-section structure: on the her2st benchmark (f = 0.25,
+        five folds) that cost the diffusion models' 448 features about half their held-out r (0.144 against 0.276
+        with the handcrafted ones appended), while the 35 handcrafted features did about as well either way (0.325
+        against 0.322; ``benchmarks/README.md``).
     mixup_alpha
         Beta(``mixup_alpha``, ``mixup_alpha``) mixing weights of feature-space mixup rows.
     batch_features
