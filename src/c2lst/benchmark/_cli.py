@@ -72,6 +72,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha-cv", choices=["loo", "groups"], default="loo",
                    help="ridge penalties of the non-floor predictors by leave-one-out or leave-one-training-section-out "
                         "CV (tl.predict(alpha_cv=); default %(default)s)")
+    p.add_argument("--lora-rank", type=int, default=RECIPE.lora_rank, metavar="R",
+                   help="LoRA adapters of rank R on a copy of the central UNet in the diffusion conditions' "
+                        "adaptation (tl.adapt(lora_rank=); needs peft; default: %(default)s, none)")
     p.add_argument("--tissue-tiles", type=int, default=TISSUE_TILES, metavar="N",
                    help="unlabelled tissue tiles of the training sections per fold for c2l_tissue and "
                         "local_only_tissue (seeded draw; default %(default)s)")
@@ -92,7 +95,7 @@ def run_command(args: argparse.Namespace) -> int:
                             augment_weight=args.augment_weight, synthetic_weight=args.synthetic_weight,
                             synthetic_align=args.synthetic_align, group_norm=args.group_norm,
                             test_sections=args.test_sections, tissue_tiles=args.tissue_tiles,
-                            local_unconditional=args.local_unconditional, n_comps=args.n_comps,
+                            local_unconditional=args.local_unconditional, n_comps=args.n_comps, lora_rank=args.lora_rank,
                             alpha_cv=args.alpha_cv)
     print(f"{len(results)} runs; results.csv, summary.md and pcc_vs_fraction.png in {args.out}/")
     return 0

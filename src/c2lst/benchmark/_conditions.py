@@ -75,7 +75,8 @@ def adapt_fold(central: Any, fold: Fold, sdata: SpatialData, *, recipe: RecipeCo
     return tl.adapt(sdata, central, panel=fold.panel, train_mask=paired, steps=recipe.adapt_steps,
                     batch_size=adapt_batch_size, decoder_steps=recipe.decoder_steps, table_key="table",
                     seed=fold.seed, overwrite=True, tissue=tissue,
-                    local_unconditional=recipe.local_unconditional or tissue is not None, n_comps=recipe.n_comps)
+                    local_unconditional=recipe.local_unconditional or tissue is not None, n_comps=recipe.n_comps,
+                    lora_rank=recipe.lora_rank)
 
 
 def diffusion_pairs(central: Any, fold: Fold, *, recipe: RecipeConfig = RECIPE, adapt_batch_size: int | None = None,

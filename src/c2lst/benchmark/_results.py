@@ -76,10 +76,10 @@ GENERATORS = ("c2l", "c2l_tissue", "local_only", "local_only_tissue", "c2l_augme
 
 
 def labelled(df: pd.DataFrame) -> pd.DataFrame:
-    """Name the variant in the condition: ``+local``, ``+pcaK``, ``+groupcv``.
+    """Name the variant in the condition: ``+local``, ``+pcaK``, ``+loraR``, ``+groupcv``.
 
-    ``+local``: ``local_unconditional``; ``+pcaK``: ``n_comps=K``; ``+groupcv``: ridge penalties by
-    leave-one-section-out (``alpha_cv="groups"``).
+    ``+local``: ``local_unconditional``; ``+pcaK``: ``n_comps=K``; ``+loraR``: ``lora_rank=R``; ``+groupcv``: ridge
+    penalties by leave-one-section-out (``alpha_cv="groups"``).
     """
     label = df["condition"].astype(str).to_numpy(dtype=object)
     if "local_unconditional" in df.columns:
@@ -88,6 +88,9 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
     if "n_comps" in df.columns:
         k = df["n_comps"].fillna(0).astype(int).to_numpy()
         label = np.array([f"{c}+pca{n}" if n > 0 else c for c, n in zip(label, k, strict=True)], dtype=object)
+    if "lora_rank" in df.columns:
+        r = df["lora_rank"].fillna(0).astype(int).to_numpy()
+        label = np.array([f"{c}+lora{n}" if n > 0 else c for c, n in zip(label, r, strict=True)], dtype=object)
     if "alpha_cv" in df.columns:
         label = np.where(df["alpha_cv"].fillna("loo").to_numpy() == "groups", label + "+groupcv", label)
     return df.assign(condition=label)

@@ -163,6 +163,7 @@ def run_benchmark(
     local_unconditional: bool = RECIPE.local_unconditional,
     n_comps: int = RECIPE.n_comps,
     alpha_cv: str = "loo",
+    lora_rank: int = RECIPE.lora_rank,
 ) -> pd.DataFrame:
     """Run the data-limited prediction benchmark and write its tables and figure.
 
@@ -275,6 +276,9 @@ def run_benchmark(
         Ridge penalties of the non-floor predictors: ``"loo"`` (leave-one-out, ``tl.predict``'s default) or
         ``"groups"`` (leave one training section out, ``tl.predict(alpha_cv="groups")``); rows carry it as
         ``alpha_cv``.
+    lora_rank
+        Rank of LoRA adapters on a copy of the central UNet in the diffusion conditions' adaptation
+        (``tl.adapt(lora_rank=)``; needs peft; 0: modulation only); rows carry it as ``lora_rank``.
 
     Returns
     -------
@@ -338,7 +342,8 @@ def run_benchmark(
     recipe = RecipeConfig(n_top_genes=n_top_genes, adapt_steps=adapt_steps or RECIPE.adapt_steps, decoder_steps=decoder_steps,
                           n_per_profile=n_per_profile, generate_steps=sample_steps, guidance_scale=guidance_scale,
                           strength=strength, synthetic_weight=synthetic_weight, synthetic_align=synthetic_align,
-                          local_unconditional=bool(local_unconditional), n_comps=int(n_comps))
+                          local_unconditional=bool(local_unconditional), n_comps=int(n_comps),
+                          lora_rank=int(lora_rank))
     if quick:  # a smoke test: a handful of steps, one tile per spot
         recipe = replace(recipe, adapt_steps=4, decoder_steps=4, n_per_profile=1, generate_steps=3)
         adapt_steps = 4
@@ -348,7 +353,7 @@ def run_benchmark(
             "synthetic_weight": synthetic_weight, "synthetic_align": synthetic_align, "group_norm": group_norm,
             "fractions": list(fractions), "seeds": list(seeds), "conditions": list(conditions),
             "tissue_tiles": int(tissue_tiles), "local_unconditional": bool(local_unconditional),
-            "n_comps": int(n_comps), "alpha_cv": alpha_cv,
+            "n_comps": int(n_comps), "alpha_cv": alpha_cv, "lora_rank": int(lora_rank),
             "data_s": meter_data.seconds["data"], "data_mb": meter_data.peak_mb["data"]}
     hand = CachedFeatures(lambda p: handcrafted_features(p, n_jobs=n_jobs), "handcrafted")
     cent = CachedFeatures(lambda p: the_central.features(p, seed=0), "central") if the_central is not None else None
@@ -408,7 +413,8 @@ def run_benchmark(
                             syn_rows.append({"condition": cond, "test_section": test.name, "fraction": fraction,
                                              "seed": seed,
                                              "local_unconditional": recipe.local_unconditional and not with_tissue,
-                                             "n_comps": recipe.n_comps, **_synthetic_metrics(hand, patches, extra_p, test.patches, seed),
+                                             "n_comps": recipe.n_comps, "lora_rank": recipe.lora_rank,
+                                             **_synthetic_metrics(hand, patches, extra_p, test.patches, seed),
                                              **_ceiling(hand, local, test.patches, seed)})
                         with meter.stage("conditioning"):
                             syn_rows[-1] |= _conditioning(sdata, local, train, fold, recipe=the_recipe, seed=seed,
@@ -459,6 +465,8 @@ def run_benchmark(
                                  "n_comps": (recipe.n_comps if cond in DIFFUSION
                                              or FEATURE_CONDITIONS.get(cond, ("",))[0] == "adapted" else 0),
                                  "alpha_cv": penalty,
+                                 "lora_rank": (recipe.lora_rank if cond in DIFFUSION
+                                               or FEATURE_CONDITIONS.get(cond, ("",))[0] == "adapted" else 0),
                                  "n_test": len(test.patches),
                                  "extra_weight": (model.fit_info["extra_weight"] if n_syn  # else augment's
                                                   else model.fit_info["augment_weight"] if n_aug else float("nan")),

@@ -56,6 +56,9 @@ class RecipeConfig:
         0.35, at a gain over real pairs within the seed spread of the former one.
     n_comps
         Principal components of the panel the gene encoder reads (``tl.adapt(n_comps=)``; 0: the panel).
+    lora_rank
+        Rank of LoRA adapters on a copy of the central UNet, trained with the modulation (``tl.adapt(lora_rank=)``,
+        needs peft; 0: none).
     """
 
     n_top_genes: int = 50
@@ -71,14 +74,17 @@ class RecipeConfig:
     synthetic_align: str | None = SYNTHETIC_ALIGN
     local_unconditional: bool = True
     n_comps: int = 0
+    lora_rank: int = 0
 
     def __post_init__(self) -> None:
         for name in ("n_top_genes", "adapt_steps", "n_per_profile", "n_neighs", "generate_steps"):
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"RecipeConfig.{name} must be an integer >= 1, got {value!r}.")
-        if not isinstance(self.decoder_steps, int | np.integer) or self.decoder_steps < 0:
-            raise ValueError(f"RecipeConfig.decoder_steps must be an integer >= 0, got {self.decoder_steps!r}.")
+        for name in ("decoder_steps", "lora_rank"):
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or value < 0:
+                raise ValueError(f"RecipeConfig.{name} must be an integer >= 0, got {value!r}.")
         check_mix_range(self.mix_range)
         if not 0 < self.strength <= 1:
             raise ValueError(f"RecipeConfig.strength must be in (0, 1] (1: from pure noise), got {self.strength}.")
