@@ -385,7 +385,8 @@ def test_recipe_config_is_checked():
 
     assert RecipeConfig().to_dict()["mix_range"] == [0.5, 1.0]
     for bad, match in (({"strength": 0.0}, "strength"), ({"adapt_steps": 0}, "adapt_steps"),
-                       ({"mix_range": (0.7, 0.3)}, "mix_range"), ({"decoder_steps": -1}, "decoder_steps")):
+                       ({"mix_range": (0.7, 0.3)}, "mix_range"), ({"decoder_steps": -1}, "decoder_steps"),
+                       ({"lora_rank": -2}, "lora_rank"), ({"lora_rank": 1.5}, "lora_rank")):
         with pytest.raises(ValueError, match=match):
             replace(RECIPE, **bad)
 
@@ -410,7 +411,9 @@ def test_adapter_variants_are_labelled_on_the_results_page():
     table = "\n".join(_conditioning(labelled(syn)))  # one line per generator and fraction
     assert "| c2l+local | 0.25 | 1 | 0.400 | 0.500 |" in table and "| c2l+local | 0.5 | 1 | 0.200 | 0.100 |" in table
     assert "| c2l |" not in table
-    penalties = pd.DataFrame({"condition": ["real", "real_adapted"], "alpha_cv": ["groups", "loo"],
-                              "local_unconditional": [False, True]})
-    assert labelled(penalties)["condition"].tolist() == ["real+groupcv", "real_adapted+local"]
+    penalties = pd.DataFrame({"condition": ["real", "real_adapted", "c2l_tissue"], "alpha_cv": ["groups", "loo", "loo"],
+                              "local_unconditional": [False, True, False], "lora_rank": [0, 0, 8],
+                              "guidance_scale": [np.nan, np.nan, 1.0]})
+    assert labelled(penalties)["condition"].tolist() == ["real+groupcv", "real_adapted+local", "c2l_tissue+lora8+g1"]
+    assert labelled(penalties.assign(guidance_scale=RECIPE.guidance_scale))["condition"].iloc[2] == "c2l_tissue+lora8"
 

@@ -1,6 +1,7 @@
 """Diffusion core on the tiny configuration: real training, sampling and persistence code paths, CPU, 1 thread."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -464,3 +465,38 @@ def test_local_component_save_load_and_older_adapters(central, tmp_path):
     manifest.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="do not fit"):
         LocalModel.load(tmp_path / "old", central)
+
+
+def test_lora_tissue_stage_round_trips_and_leaves_the_central_model(central, tmp_path, monkeypatch):
+    """LoRA on a copy of the UNet, trained with the tissue tiles: zero-init, saved without pixels, loaded bit for bit."""
+    pytest.importorskip("peft")
+    from safetensors.numpy import load_file
+
+    from c2lst.core.models import add_lora
+
+    before = state_sha256(central.autoencoder.state_dict(), central.unet.state_dict())
+    z, t = torch.randn(2, TINY.latent_channels, TINY.latent_px, TINY.latent_px), torch.tensor([10, 500])
+    with torch.no_grad():  # zero-initialised: the LoRA copy is the central UNet until trained
+        assert torch.equal(add_lora(central.unet, 2)(z, t).sample, central.unet(z, t).sample)
+    patches, genes, _ = paired_spots(16, seed=50)
+    tissue = np.ascontiguousarray(he_tiles(32, seed=51)[:, ::-1])
+    local = adapt_local(central, patches, genes, _panel(), steps=6, batch_size=8, lr=1e-2, cond_dropout=0.1,
+                        lora_rank=2, seed=0, tissue=tissue)
+    assert state_sha256(central.autoencoder.state_dict(), central.unet.state_dict()) == before
+    trained = [v for k, v in local.lora_unet.state_dict().items() if "lora_B" in k]
+    assert trained and any(float(v.abs().sum()) > 0 for v in trained)  # the LoRA weights moved
+    local.save(tmp_path / "local")
+    arrays = load_file(str(tmp_path / "local" / "adapter.safetensors"))
+    assert any(k.startswith("lora.") for k in arrays)
+    assert all(a.ndim < 4 or a.shape[-1] <= 3 for a in arrays.values())  # weights, never (n, 3, px, px) tiles
+    assert sum(a.size for a in arrays.values()) < patches.size + tissue.size
+    loaded = LocalModel.load(tmp_path / "local", central)
+    seeds = [3, 4]
+    assert np.array_equal(loaded.generate(genes[:2], seeds=seeds, steps=3), local.generate(genes[:2], seeds=seeds, steps=3))
+    # without peft a LoRA adapter is refused with a clear error, at adaptation and at loading
+    monkeypatch.setitem(sys.modules, "peft", None)
+    with pytest.raises(ValueError, match="peft"):
+        LocalModel.load(tmp_path / "local", central)
+    with pytest.raises(ValueError, match="peft"):
+        adapt_local(central, patches, genes, _panel(), steps=1, batch_size=8, lr=1e-2, cond_dropout=0.1, lora_rank=2,
+                    seed=0)

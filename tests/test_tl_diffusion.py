@@ -1,6 +1,7 @@
 """tl.pretrain / tl.adapt / tl.generate on the tiny synthetic section (tiny config, CPU, 1 thread)."""
 from __future__ import annotations
 
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -156,16 +157,15 @@ def test_adapt_records_and_rules(sdata, central, tmp_path):
         c2lst.tl.adapt(sdata, central, patch_key="nope", overwrite=True)
 
 
-def test_lora_is_optional(sdata, central):
-    try:
-        import peft  # noqa: F401
-    except ImportError:
-        with pytest.raises(ValueError, match="peft"):
-            c2lst.tl.adapt(sdata, central, lora_rank=2, steps=1, batch_size=2)
-        return
+def test_lora_is_optional(sdata, central, monkeypatch):
+    pytest.importorskip("peft")  # a test dependency; without it the error below is what users see
     plain = c2lst.tl.adapt(sdata, central, steps=1, batch_size=2)
     lora = c2lst.tl.adapt(sdata, central, lora_rank=2, steps=1, batch_size=2, overwrite=True)
     assert lora.lora_rank == 2 and lora.n_trainable > plain.n_trainable
+    assert sdata.tables["table"].uns["c2lst_adapt"]["params"]["lora_rank"] == 2
+    monkeypatch.setitem(sys.modules, "peft", None)  # as if peft were not installed
+    with pytest.raises(ValueError, match="peft"):
+        c2lst.tl.adapt(sdata, central, lora_rank=2, steps=1, batch_size=2, overwrite=True)
 
 
 def test_generate_sources(sdata, central):

@@ -56,6 +56,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strength", type=float, default=RECIPE.strength,
                    help="share of the denoising path per synthetic tile; < 1 starts from the source spot's patch "
                         "(default %(default)s, the recipe's)")
+    p.add_argument("--guidance-scale", type=float, default=RECIPE.guidance_scale,
+                   help="classifier-free guidance of the synthetic tiles (1: the conditional model alone; default "
+                        "%(default)s, the recipe's)")
+    p.add_argument("--sample-steps", type=int, default=RECIPE.generate_steps,
+                   help="denoising steps per synthetic tile (default %(default)s, the recipe's)")
     add_synthetic_row_arguments(p)
     p.add_argument("--n-augment", type=int, default=2, help="augmented copies per spot (default %(default)s)")
     p.add_argument("--augment-weight", type=float, default=1.0,
@@ -91,7 +96,8 @@ def run_command(args: argparse.Namespace) -> int:
     results = run_benchmark(args.sections, root=args.root, fractions=args.fractions, seeds=args.seeds,
                             conditions=args.conditions, quick=args.quick, out_dir=args.out, central=central,
                             encoder=args.encoder, adapt_steps=args.adapt_steps, decoder_steps=args.decoder_steps,
-                            strength=args.strength, local_steps=args.local_steps, n_augment=args.n_augment,
+                            strength=args.strength, guidance_scale=args.guidance_scale,
+                            sample_steps=args.sample_steps, local_steps=args.local_steps, n_augment=args.n_augment,
                             augment_weight=args.augment_weight, synthetic_weight=args.synthetic_weight,
                             synthetic_align=args.synthetic_align, group_norm=args.group_norm,
                             test_sections=args.test_sections, tissue_tiles=args.tissue_tiles,

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.recipe import RECIPE
 from ..files import write_atomic
 from ..metrics._benchmark import benchmark_summary, paired_difference
 from ._report import fraction_cells
@@ -76,10 +77,11 @@ GENERATORS = ("c2l", "c2l_tissue", "local_only", "local_only_tissue", "c2l_augme
 
 
 def labelled(df: pd.DataFrame) -> pd.DataFrame:
-    """Name the variant in the condition: ``+local``, ``+pcaK``, ``+loraR``, ``+groupcv``.
+    """Name the variant in the condition: ``+local``, ``+pcaK``, ``+loraR``, ``+gG``, ``+groupcv``.
 
-    ``+local``: ``local_unconditional``; ``+pcaK``: ``n_comps=K``; ``+loraR``: ``lora_rank=R``; ``+groupcv``: ridge
-    penalties by leave-one-section-out (``alpha_cv="groups"``).
+    ``+local``: ``local_unconditional``; ``+pcaK``: ``n_comps=K``; ``+loraR``: ``lora_rank=R``; ``+gG``: tiles
+    generated with guidance scale G other than the recipe's; ``+groupcv``: ridge penalties by leave-one-section-out
+    (``alpha_cv="groups"``).
     """
     label = df["condition"].astype(str).to_numpy(dtype=object)
     if "local_unconditional" in df.columns:
@@ -91,6 +93,10 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
     if "lora_rank" in df.columns:
         r = df["lora_rank"].fillna(0).astype(int).to_numpy()
         label = np.array([f"{c}+lora{n}" if n > 0 else c for c, n in zip(label, r, strict=True)], dtype=object)
+    if "guidance_scale" in df.columns:
+        g = df["guidance_scale"].to_numpy(dtype=float)
+        label = np.array([f"{c}+g{v:g}" if np.isfinite(v) and v != RECIPE.guidance_scale else c
+                          for c, v in zip(label, g, strict=True)], dtype=object)
     if "alpha_cv" in df.columns:
         label = np.where(df["alpha_cv"].fillna("loo").to_numpy() == "groups", label + "+groupcv", label)
     return df.assign(condition=label)

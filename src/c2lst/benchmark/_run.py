@@ -414,6 +414,7 @@ def run_benchmark(
                                              "seed": seed,
                                              "local_unconditional": recipe.local_unconditional and not with_tissue,
                                              "n_comps": recipe.n_comps, "lora_rank": recipe.lora_rank,
+                                             "guidance_scale": recipe.guidance_scale,
                                              **_synthetic_metrics(hand, patches, extra_p, test.patches, seed),
                                              **_ceiling(hand, local, test.patches, seed)})
                         with meter.stage("conditioning"):
@@ -467,6 +468,7 @@ def run_benchmark(
                                  "alpha_cv": penalty,
                                  "lora_rank": (recipe.lora_rank if cond in DIFFUSION
                                                or FEATURE_CONDITIONS.get(cond, ("",))[0] == "adapted" else 0),
+                                 "guidance_scale": recipe.guidance_scale if cond in DIFFUSION else float("nan"),
                                  "n_test": len(test.patches),
                                  "extra_weight": (model.fit_info["extra_weight"] if n_syn  # else augment's
                                                   else model.fit_info["augment_weight"] if n_aug else float("nan")),
