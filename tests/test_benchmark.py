@@ -55,7 +55,10 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     assert extra["real_central"] == extra["real_adapted"] == extra["real_adapted_only"] == 0
     assert len({pcc["real"], pcc["real_central"], pcc["real_adapted"], pcc["real_adapted_only"]}) == 4
     assert np.isnan(df.set_index("condition").loc["real_adapted", "t_adapt_s"])
-    assert (df["alpha_cv"] == "loo").all()
+    assert (df["alpha_cv"] == "loo").all() and (df["lora_rank"] == 0).all()
+    by = df.set_index("condition")  # the generation settings are recorded with the diffusion rows only
+    assert by.loc["c2l", "sampler"] == RECIPE.sampler and by.loc["c2l", "guidance_scale"] == RECIPE.guidance_scale
+    assert np.isnan(by.loc["real", "guidance_scale"]) and by["sampler"].fillna("").loc["real"] == ""
     alone = run_benchmark(("S0", "S1"), quick=True, out_dir=tmp_path / "alone", cache_dir=cache, n_top_genes=3,
                           conditions=("real_adapted_only",))  # adapts its own modulation: the same as c2l's
     assert alone.loc[0, "t_adapt_s"] > 0 and alone.loc[0, "pcc"] == pcc["real_adapted_only"]
@@ -384,9 +387,14 @@ def test_recipe_config_is_checked():
     from c2lst.core.recipe import RecipeConfig
 
     assert RecipeConfig().to_dict()["mix_range"] == [0.5, 1.0]
+    from c2lst.core.recipe import SAMPLER_NAMES
+    from c2lst.core.sampling import SAMPLERS
+
+    assert sorted(SAMPLER_NAMES) == sorted(SAMPLERS)  # the recipe checks the names without importing diffusers
     for bad, match in (({"strength": 0.0}, "strength"), ({"adapt_steps": 0}, "adapt_steps"),
                        ({"mix_range": (0.7, 0.3)}, "mix_range"), ({"decoder_steps": -1}, "decoder_steps"),
-                       ({"lora_rank": -2}, "lora_rank"), ({"lora_rank": 1.5}, "lora_rank")):
+                       ({"lora_rank": -2}, "lora_rank"), ({"lora_rank": 1.5}, "lora_rank"),
+                       ({"sampler": "euler"}, "sampler")):
         with pytest.raises(ValueError, match=match):
             replace(RECIPE, **bad)
 
@@ -413,7 +421,9 @@ def test_adapter_variants_are_labelled_on_the_results_page():
     assert "| c2l |" not in table
     penalties = pd.DataFrame({"condition": ["real", "real_adapted", "c2l_tissue"], "alpha_cv": ["groups", "loo", "loo"],
                               "local_unconditional": [False, True, False], "lora_rank": [0, 0, 8],
-                              "guidance_scale": [np.nan, np.nan, 1.0]})
-    assert labelled(penalties)["condition"].tolist() == ["real+groupcv", "real_adapted+local", "c2l_tissue+lora8+g1"]
-    assert labelled(penalties.assign(guidance_scale=RECIPE.guidance_scale))["condition"].iloc[2] == "c2l_tissue+lora8"
+                              "guidance_scale": [np.nan, np.nan, 1.0], "sampler": ["", "", "ddpm"]})
+    assert labelled(penalties)["condition"].tolist() == ["real+groupcv", "real_adapted+local",
+                                                         "c2l_tissue+lora8+g1+ddpm"]
+    same = penalties.assign(guidance_scale=RECIPE.guidance_scale, sampler=RECIPE.sampler)
+    assert labelled(same)["condition"].iloc[2] == "c2l_tissue+lora8"
 

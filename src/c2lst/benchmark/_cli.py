@@ -61,6 +61,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "%(default)s, the recipe's)")
     p.add_argument("--sample-steps", type=int, default=RECIPE.generate_steps,
                    help="denoising steps per synthetic tile (default %(default)s, the recipe's)")
+    p.add_argument("--sampler", choices=["dpmsolver++", "ddim", "ddpm"], default=RECIPE.sampler,
+                   help="sampler of the synthetic tiles (default %(default)s, the recipe's)")
     add_synthetic_row_arguments(p)
     p.add_argument("--n-augment", type=int, default=2, help="augmented copies per spot (default %(default)s)")
     p.add_argument("--augment-weight", type=float, default=1.0,
@@ -97,7 +99,7 @@ def run_command(args: argparse.Namespace) -> int:
                             conditions=args.conditions, quick=args.quick, out_dir=args.out, central=central,
                             encoder=args.encoder, adapt_steps=args.adapt_steps, decoder_steps=args.decoder_steps,
                             strength=args.strength, guidance_scale=args.guidance_scale,
-                            sample_steps=args.sample_steps, local_steps=args.local_steps, n_augment=args.n_augment,
+                            sample_steps=args.sample_steps, sampler=args.sampler, local_steps=args.local_steps, n_augment=args.n_augment,
                             augment_weight=args.augment_weight, synthetic_weight=args.synthetic_weight,
                             synthetic_align=args.synthetic_align, group_norm=args.group_norm,
                             test_sections=args.test_sections, tissue_tiles=args.tissue_tiles,

@@ -77,10 +77,11 @@ GENERATORS = ("c2l", "c2l_tissue", "local_only", "local_only_tissue", "c2l_augme
 
 
 def labelled(df: pd.DataFrame) -> pd.DataFrame:
-    """Name the variant in the condition: ``+local``, ``+pcaK``, ``+loraR``, ``+gG``, ``+groupcv``.
+    """Name the variant in the condition: ``+local``, ``+pcaK``, ``+loraR``, ``+gG``, ``+SAMPLER``, ``+groupcv``.
 
     ``+local``: ``local_unconditional``; ``+pcaK``: ``n_comps=K``; ``+loraR``: ``lora_rank=R``; ``+gG``: tiles
-    generated with guidance scale G other than the recipe's; ``+groupcv``: ridge penalties by leave-one-section-out
+    generated with guidance scale G other than the recipe's; ``+SAMPLER``: with a sampler other than the recipe's;
+    ``+groupcv``: ridge penalties by leave-one-section-out
     (``alpha_cv="groups"``).
     """
     label = df["condition"].astype(str).to_numpy(dtype=object)
@@ -97,6 +98,10 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
         g = df["guidance_scale"].to_numpy(dtype=float)
         label = np.array([f"{c}+g{v:g}" if np.isfinite(v) and v != RECIPE.guidance_scale else c
                           for c, v in zip(label, g, strict=True)], dtype=object)
+    if "sampler" in df.columns:
+        s = df["sampler"].fillna("").astype(str).to_numpy()
+        label = np.array([f"{c}+{v}" if v and v != RECIPE.sampler else c for c, v in zip(label, s, strict=True)],
+                         dtype=object)
     if "alpha_cv" in df.columns:
         label = np.where(df["alpha_cv"].fillna("loo").to_numpy() == "groups", label + "+groupcv", label)
     return df.assign(condition=label)

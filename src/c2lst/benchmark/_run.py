@@ -151,6 +151,7 @@ def run_benchmark(
     decoder_steps: int = RECIPE.decoder_steps,
     local_steps: int = 2000,
     sample_steps: int = RECIPE.generate_steps,
+    sampler: str = RECIPE.sampler,
     guidance_scale: float = RECIPE.guidance_scale,
     strength: float = RECIPE.strength,
     synthetic_weight: float | str = RECIPE.synthetic_weight,
@@ -240,8 +241,9 @@ def run_benchmark(
         Local decoder fine-tuning steps of the diffusion conditions (0: decode with the pretrained decoder).
     local_steps
         Pretraining steps of the local-only model.
-    sample_steps, guidance_scale
-        DPM-Solver++ steps and classifier-free guidance of generation.
+    sample_steps, sampler, guidance_scale
+        Denoising steps, sampler and classifier-free guidance of generation; rows of the diffusion conditions carry
+        ``sampler`` and ``guidance_scale``.
     strength
         Share of the denoising path run for each synthetic tile; below 1 a tile starts from its source spot's
         patch (image-to-image), 1 from pure noise. Default 0.8, the measured setting (with guidance 2).
@@ -340,7 +342,7 @@ def run_benchmark(
     else:
         the_central = None
     recipe = RecipeConfig(n_top_genes=n_top_genes, adapt_steps=adapt_steps or RECIPE.adapt_steps, decoder_steps=decoder_steps,
-                          n_per_profile=n_per_profile, generate_steps=sample_steps, guidance_scale=guidance_scale,
+                          n_per_profile=n_per_profile, generate_steps=sample_steps, sampler=sampler, guidance_scale=guidance_scale,
                           strength=strength, synthetic_weight=synthetic_weight, synthetic_align=synthetic_align,
                           local_unconditional=bool(local_unconditional), n_comps=int(n_comps),
                           lora_rank=int(lora_rank))
@@ -414,7 +416,7 @@ def run_benchmark(
                                              "seed": seed,
                                              "local_unconditional": recipe.local_unconditional and not with_tissue,
                                              "n_comps": recipe.n_comps, "lora_rank": recipe.lora_rank,
-                                             "guidance_scale": recipe.guidance_scale,
+                                             "guidance_scale": recipe.guidance_scale, "sampler": recipe.sampler,
                                              **_synthetic_metrics(hand, patches, extra_p, test.patches, seed),
                                              **_ceiling(hand, local, test.patches, seed)})
                         with meter.stage("conditioning"):
@@ -469,6 +471,7 @@ def run_benchmark(
                                  "lora_rank": (recipe.lora_rank if cond in DIFFUSION
                                                or FEATURE_CONDITIONS.get(cond, ("",))[0] == "adapted" else 0),
                                  "guidance_scale": recipe.guidance_scale if cond in DIFFUSION else float("nan"),
+                                 "sampler": recipe.sampler if cond in DIFFUSION else "",
                                  "n_test": len(test.patches),
                                  "extra_weight": (model.fit_info["extra_weight"] if n_syn  # else augment's
                                                   else model.fit_info["augment_weight"] if n_aug else float("nan")),
@@ -510,7 +513,7 @@ def _conditioning(sdata: Any, local: Any, train: np.ndarray, fold: Any, *, recip
                       groupby="library_id" if alpha_cv == "groups" and not group_norm else None, alpha_cv=alpha_cv,
                       outside_panel="nan", overwrite=True, **({"epochs": 2 if quick else 30} if encoder == "cnn" else {}))
     scores = tl.evaluate_conditioning(sdata, local, predictor=real, n_draws=2 if quick else 8,
-                                      steps=recipe.generate_steps, guidance_scale=recipe.guidance_scale,
+                                      steps=recipe.generate_steps, sampler=recipe.sampler, guidance_scale=recipe.guidance_scale,
                                       strength=recipe.strength, table_key="table", seed=seed, overwrite=True)
     return {f"cond_{k}": v for k, v in scores.items()}
 

@@ -17,6 +17,7 @@ from .._deprecation import renamed_kwargs
 # her2st (benchmarks/README.md): aligned rows at weight 0.25 gained at every paired fraction < 1, raw rows at
 # weight 1 lost at f = 0.25 and 0.5. Predictor.fit itself stays neutral (weight 1, no alignment) for other extra rows.
 SYNTHETIC_WEIGHT, SYNTHETIC_ALIGN = 0.25, "moments"
+SAMPLER_NAMES = ("dpmsolver++", "ddim", "ddpm")  # the keys of core.sampling.SAMPLERS (checked by a test)
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,9 @@ class RecipeConfig:
     mix_range
         ``(low, high)``: the source spot's weight ``w ~ U(low, high)`` in ``w * x_i + (1 - w) * x_j``.
     generate_steps
-        Denoising steps per tile (DPM-Solver++).
+        Denoising steps per tile.
+    sampler
+        ``"dpmsolver++"``, ``"ddim"`` or ``"ddpm"`` (:data:`c2lst.core.sampling.SAMPLERS`).
     guidance_scale
         Classifier-free guidance of generation.
     strength
@@ -68,6 +71,7 @@ class RecipeConfig:
     n_neighs: int = 6
     mix_range: tuple[float, float] = (0.5, 1.0)
     generate_steps: int = 20
+    sampler: str = "dpmsolver++"
     guidance_scale: float = 2.0
     strength: float = 0.8
     synthetic_weight: float | str = SYNTHETIC_WEIGHT
@@ -86,6 +90,8 @@ class RecipeConfig:
             if not isinstance(value, int | np.integer) or value < 0:
                 raise ValueError(f"RecipeConfig.{name} must be an integer >= 0, got {value!r}.")
         check_mix_range(self.mix_range)
+        if self.sampler not in SAMPLER_NAMES:
+            raise ValueError(f"RecipeConfig.sampler must be one of {list(SAMPLER_NAMES)}, got {self.sampler!r}.")
         if not 0 < self.strength <= 1:
             raise ValueError(f"RecipeConfig.strength must be in (0, 1] (1: from pure noise), got {self.strength}.")
         if not self.guidance_scale >= 0:

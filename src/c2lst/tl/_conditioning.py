@@ -74,6 +74,7 @@ def evaluate_conditioning(
     predictor: Any = None,
     n_draws: int = 8,
     steps: int = RECIPE.generate_steps,
+    sampler: str = RECIPE.sampler,
     guidance_scale: float = RECIPE.guidance_scale,
     strength: float = RECIPE.strength,
     library_key: str | None = LIBRARY_KEY,
@@ -115,7 +116,7 @@ def evaluate_conditioning(
         real pairs) for ``delta_r``; ``None``: the denoising scores only.
     n_draws
         Timesteps (noise draws) per spot for the denoising scores.
-    steps, guidance_scale, strength
+    steps, sampler, guidance_scale, strength
         Generation settings of the ``delta_r`` patches (defaults: the recipe's, :data:`c2lst.core.recipe.RECIPE`).
     {library_key}
         A partner comes from the spot's own section.
@@ -169,11 +170,11 @@ def evaluate_conditioning(
         scores = conditioning_scores(*errors.mean(axis=2))
         if predictor is not None:
             scores |= _predicted_response(local, predictor, panel, patches, expr, partner, steps=steps,
-                                          guidance_scale=guidance_scale, strength=strength, seed=seed,
+                                          sampler=sampler, guidance_scale=guidance_scale, strength=strength, seed=seed,
                                           batch_size=batch_size)
     names = table.obs_names.to_numpy().astype(str)[rows]
     table.uns[key_added] = {"scores": scores, "params": {
-        "n_draws": int(n_draws), "steps": int(steps), "guidance_scale": float(guidance_scale),
+        "n_draws": int(n_draws), "steps": int(steps), "sampler": sampler, "guidance_scale": float(guidance_scale),
         "strength": float(strength), "library_key": library_key or "", "patch_key": patch_key, "seed": int(seed),
         "predictor": predictor is not None, "spots": names.tolist(), "partners": names[partner].tolist()}}
     delta = f", delta_r {scores['delta_r']:.3f}" if "delta_r" in scores else ""
@@ -183,8 +184,8 @@ def evaluate_conditioning(
 
 
 def _predicted_response(local: LocalModel, predictor: Any, panel: GenePanel, patches: np.ndarray, expr: np.ndarray,
-                        partner: np.ndarray, *, steps: int, guidance_scale: float, strength: float, seed: int,
-                        batch_size: int) -> dict[str, float]:
+                        partner: np.ndarray, *, steps: int, sampler: str, guidance_scale: float, strength: float,
+                        seed: int, batch_size: int) -> dict[str, float]:
     """Generate own- and partner-profile patches with the same seeds; score the predictor's reading of them."""
     genes = getattr(predictor, "genes", None)
     if not genes:
@@ -195,8 +196,8 @@ def _predicted_response(local: LocalModel, predictor: Any, panel: GenePanel, pat
                          "(tl.predict(panel=...)) to compare the two.")
     seeds = synthesis_seeds(seed, len(patches)).tolist()
     init = patches if strength < 1 else None
-    tiles = [local.generate(panel.standardize(profile), seeds=seeds, steps=steps, guidance_scale=guidance_scale,
-                            batch_size=batch_size, init_tiles=init, strength=strength)
+    tiles = [local.generate(panel.standardize(profile), seeds=seeds, steps=steps, sampler=sampler,
+                            guidance_scale=guidance_scale, batch_size=batch_size, init_tiles=init, strength=strength)
              for profile in (expr, expr[partner])]
     # the predictor reads patches at the spots' size; both sets are one group (one normalisation under group_norm)
     both = resize_tiles(np.concatenate(tiles), patches.shape[-1])

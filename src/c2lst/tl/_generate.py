@@ -85,7 +85,7 @@ def generate(
     n_neighs: int = RECIPE.n_neighs,
     mix_range: tuple[float, float] = RECIPE.mix_range,
     library_key: str | None = LIBRARY_KEY,
-    sampler: str = "dpmsolver++",
+    sampler: str = RECIPE.sampler,
     steps: int = RECIPE.generate_steps,
     guidance_scale: float = RECIPE.guidance_scale,
     strength: float | None = None,
@@ -122,7 +122,7 @@ def generate(
     {library_key}
         ``"mixup"`` partners come from the source spot's own section.
     sampler
-        ``"dpmsolver++"`` (default), ``"ddim"`` or ``"ddpm"``.
+        ``"dpmsolver++"``, ``"ddim"`` or ``"ddpm"`` (default: the recipe's).
     steps
         Denoising steps.
     guidance_scale
