@@ -369,7 +369,7 @@ def test_results_page_is_written_from_the_committed_tables(tmp_path):
     floor = summarize(rows[rows["condition"] == "handcrafted"])
     first = floor.iloc[0]  # the numbers come from the rows: change a row, the page changes
     assert f"{first['mean']:.4f} ± {first['std']:.4f}" in text
-    assert len(text.splitlines()) < 360  # a page to read: the per-fold table grows with each fraction measured
+    assert len(text.splitlines()) < 400  # a page to read: the per-fold table grows with each fraction measured
     changed = tmp_path / "measured"
     changed.mkdir()
     rows.loc[rows["condition"] == "handcrafted", "pcc"] += 0.1
@@ -421,9 +421,9 @@ def test_adapter_variants_are_labelled_on_the_results_page():
     assert "| c2l |" not in table
     penalties = pd.DataFrame({"condition": ["real", "real_adapted", "c2l_tissue"], "alpha_cv": ["groups", "loo", "loo"],
                               "local_unconditional": [False, True, False], "lora_rank": [0, 0, 8],
-                              "guidance_scale": [np.nan, np.nan, 1.0], "sampler": ["", "", "ddpm"]})
+                              "guidance_scale": [np.nan, np.nan, 3.0], "sampler": ["", "", "ddim"]})
     assert labelled(penalties)["condition"].tolist() == ["real+groupcv", "real_adapted+local",
-                                                         "c2l_tissue+lora8+g1+ddpm"]
+                                                         "c2l_tissue+lora8+g3+ddim"]
     same = penalties.assign(guidance_scale=RECIPE.guidance_scale, sampler=RECIPE.sampler)
     assert labelled(same)["condition"].iloc[2] == "c2l_tissue+lora8"
 

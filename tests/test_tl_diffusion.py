@@ -11,6 +11,7 @@ import pytest
 import c2lst
 from c2lst.core import CentralModel
 from c2lst.core.models import LocalModel
+from c2lst.core.recipe import RECIPE
 from c2lst.pp import GenePanel
 
 pytestmark = pytest.mark.usefixtures("no_progress_bar")
@@ -184,7 +185,7 @@ def test_generate_sources(sdata, central):
     np.testing.assert_allclose(syn.X, np.repeat(expr[mask], 2, axis=0), rtol=1e-6)
     assert list(syn.obs.columns) == ["source_spot", "partner_spot", "mix_weight", "seed", "profile_index"]
     assert set(syn.obs["source_spot"]) == set(table.obs_names[mask])
-    assert syn.obs["seed"].nunique() == 26 and syn.uns["c2lst_synthetic"]["params"]["sampler"] == "dpmsolver++"
+    assert syn.obs["seed"].nunique() == 26 and syn.uns["c2lst_synthetic"]["params"]["sampler"] == RECIPE.sampler
     assert not np.array_equal(patches[0], patches[1])  # two seeds of one profile
     with pytest.raises(ValueError, match="already exists"):
         c2lst.tl.generate(sdata, local, steps=3)

@@ -242,7 +242,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     sdata = read_store(source)
     local = LocalModel.load(model_dir(args.adapter, "adapter", "`c2lst adapt`"), load_central(args.central))
     tl.generate(sdata, local, source=args.source, n_per_profile=args.n_per_profile, n_neighs=args.n_neighs,
-                library_key=args.library_key, steps=args.steps, guidance_scale=args.guidance_scale,
+                library_key=args.library_key, sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale,
                 strength=args.strength, seed=args.seed, table_key=args.table_key, key_added=args.key_added,
                 overwrite=args.overwrite)
     write_store(sdata, source, args.out, [args.key_added], overwrite=args.overwrite)
@@ -465,7 +465,7 @@ def _add_library_key(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``c2lst`` argument parser."""
     from . import __version__, benchmark
-    from .core.recipe import RECIPE
+    from .core.recipe import RECIPE, SAMPLER_NAMES
     from .pp import PANEL_FLAVORS
 
     parser = argparse.ArgumentParser(
@@ -544,8 +544,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-neighs", type=int, default=RECIPE.n_neighs,
                    help="spatial neighbours a mixup partner is drawn from (default %(default)s)")
     _add_library_key(p)
-    p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
-    p.add_argument("--guidance-scale", type=float, default=2.0, help="classifier-free guidance (default 2)")
+    p.add_argument("--sampler", choices=list(SAMPLER_NAMES), default=RECIPE.sampler,
+                   help="sampler (default %(default)s, the recipe's)")
+    p.add_argument("--steps", type=int, default=RECIPE.generate_steps,
+                   help="denoising steps (default %(default)s, the recipe's)")
+    p.add_argument("--guidance-scale", type=float, default=RECIPE.guidance_scale,
+                   help="classifier-free guidance (default %(default)s, the recipe's)")
     p.add_argument("--strength", type=float,
                    help="share of the denoising path; < 1 starts each patch from its source spot's patch (default "
                         f"{RECIPE.strength}, the recipe's)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ..core.recipe import RECIPE
+from ..core.recipe import RECIPE, SAMPLER_NAMES
 
 
 def _align(value: str) -> str | None:
@@ -61,7 +61,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "%(default)s, the recipe's)")
     p.add_argument("--sample-steps", type=int, default=RECIPE.generate_steps,
                    help="denoising steps per synthetic tile (default %(default)s, the recipe's)")
-    p.add_argument("--sampler", choices=["dpmsolver++", "ddim", "ddpm"], default=RECIPE.sampler,
+    p.add_argument("--sampler", choices=list(SAMPLER_NAMES), default=RECIPE.sampler,
                    help="sampler of the synthetic tiles (default %(default)s, the recipe's)")
     add_synthetic_row_arguments(p)
     p.add_argument("--n-augment", type=int, default=2, help="augmented copies per spot (default %(default)s)")

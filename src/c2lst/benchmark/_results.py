@@ -302,13 +302,15 @@ def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str
              "(`c2lst.benchmark.write_results_page`) from the tables in `benchmarks/measured/`; do not edit by hand. "
              "How the recipe got here, and what was tried: `docs/benchmark_history.md`.", "",
              "Code version: the first section holds the rows `c2lst benchmark` measured on the current code "
-             "(2026-12-05). The later sections hold the committed rows, measured with the code up to commit 9869514 "
+             "(2026-12-05/06). The later sections hold the committed rows, measured with the code up to commit 9869514 "
              "(2026-11-25 to 2026-12-04), partly by one-off scripts that are now conditions and options of `c2lst benchmark`, which now runs "
              "every condition through `c2lst.tl` (`tl.adapt`, `tl.generate`, `tl.predict`, `tl.evaluate`; feature-space "
              "mixup fits the predictor directly) with the recipe `c2lst.core.recipe.RECIPE` (panel 50, 300 adaptation "
              "steps, since 2026-12-05 with the modulation's unconditional local component (rows labelled +local; "
-             "`--no-local-unconditional` gives the rows without it), spatial mixup within a section with w ~ U(0.5, 1), strength 0.8, guidance 2, 20 steps, 2 tiles "
-             "per spot, synthetic rows at weight 0.25 with aligned moments). Each table gives the command that "
+             "`--no-local-unconditional` gives the rows without it), spatial mixup within a section with w ~ U(0.5, 1), strength 0.8, "
+             "2 tiles per spot; since 2026-12-06 ancestral DDPM with 50 steps and guidance 1, before that "
+             "DPM-Solver++ with 20 steps and guidance 2 (rows labelled +g2: the rows measured before carry "
+             "sampler dpmsolver++ and guidance_scale 2); synthetic rows at weight 0.25 with aligned moments). Each table gives the command that "
              "re-creates its rows.", "",
              *_current(folder, meta),
              "## Prediction from H&E: leave one section out (her2st C2–C6), the committed rows", "",

@@ -246,7 +246,7 @@ def run_benchmark(
         ``sampler`` and ``guidance_scale``.
     strength
         Share of the denoising path run for each synthetic tile; below 1 a tile starts from its source spot's
-        patch (image-to-image), 1 from pure noise. Default 0.8, the measured setting (with guidance 2).
+        patch (image-to-image), 1 from pure noise. Default 0.8, the recipe's.
     synthetic_weight
         Ridge sample weight of the generated rows of ``c2l``, ``c2l_augment`` and ``local_only`` (real rows weigh
         1), or ``"cv"``: chosen among 0, 0.25, 0.5 and 1 by leave-one-training-section-out CV on the paired spots
