@@ -88,20 +88,16 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
     if "local_unconditional" in df.columns:
         flag = df["local_unconditional"].astype("boolean").fillna(False).to_numpy(dtype=bool)
         label = np.where(flag, label + "+local", label)
-    if "n_comps" in df.columns:
-        k = df["n_comps"].fillna(0).astype(int).to_numpy()
-        label = np.array([f"{c}+pca{n}" if n > 0 else c for c, n in zip(label, k, strict=True)], dtype=object)
-    if "lora_rank" in df.columns:
-        r = df["lora_rank"].fillna(0).astype(int).to_numpy()
-        label = np.array([f"{c}+lora{n}" if n > 0 else c for c, n in zip(label, r, strict=True)], dtype=object)
-    if "guidance_scale" in df.columns:
-        g = df["guidance_scale"].to_numpy(dtype=float)
-        label = np.array([f"{c}+g{v:g}" if np.isfinite(v) and v != RECIPE.guidance_scale else c
-                          for c, v in zip(label, g, strict=True)], dtype=object)
-    if "sampler" in df.columns:
-        s = df["sampler"].fillna("").astype(str).to_numpy()
-        label = np.array([f"{c}+{v}" if v and v != RECIPE.sampler else c for c, v in zip(label, s, strict=True)],
-                         dtype=object)
+    suffixes = (  # column, its value in rows without it, the suffix of a value (None: no suffix)
+        ("n_comps", 0, lambda n: f"+pca{int(n)}" if n > 0 else None),
+        ("lora_rank", 0, lambda n: f"+lora{int(n)}" if n > 0 else None),
+        ("guidance_scale", np.nan, lambda v: f"+g{v:g}" if np.isfinite(v) and v != RECIPE.guidance_scale else None),
+        ("sampler", "", lambda v: f"+{v}" if v and v != RECIPE.sampler else None),
+    )
+    for column, missing, suffix in suffixes:
+        if column in df.columns:
+            tags = [suffix(v) for v in df[column].fillna(missing).to_numpy()]
+            label = np.array([c + t if t else c for c, t in zip(label, tags, strict=True)], dtype=object)
     if "alpha_cv" in df.columns:
         label = np.where(df["alpha_cv"].fillna("loo").to_numpy() == "groups", label + "+groupcv", label)
     return df.assign(condition=label)
@@ -309,8 +305,8 @@ def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str
              "steps, since 2026-12-05 with the modulation's unconditional local component (rows labelled +local; "
              "`--no-local-unconditional` gives the rows without it), spatial mixup within a section with w ~ U(0.5, 1), strength 0.8, "
              "2 tiles per spot; since 2026-12-06 ancestral DDPM with 50 steps and guidance 1, before that "
-             "DPM-Solver++ with 20 steps and guidance 2 (rows labelled +g2: the rows measured before carry "
-             "sampler dpmsolver++ and guidance_scale 2); synthetic rows at weight 0.25 with aligned moments). Each table gives the command that "
+             "DPM-Solver++ with 20 steps and guidance 2 (the rows measured before carry sampler dpmsolver++ and "
+             "guidance_scale 2, labelled +g2+dpmsolver++); synthetic rows at weight 0.25 with aligned moments). Each table gives the command that "
              "re-creates its rows.", "",
              *_current(folder, meta),
              "## Prediction from H&E: leave one section out (her2st C2–C6), the committed rows", "",

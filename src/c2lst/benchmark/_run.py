@@ -457,19 +457,17 @@ def run_benchmark(
                             ev = tl.evaluate(sdata, train_mask=train, table_key="table", overwrite=True)
                         r = ev.loc[ev["section"] == test.name, "pearson"].to_numpy()
                     n_syn = 0 if synthetic is None else sdata.tables[synthetic].n_obs
+                    adapts = cond in DIFFUSION or FEATURE_CONDITIONS.get(cond, ("",))[0] == "adapted"  # a LocalModel
                     rows.append({"condition": cond, "test_section": test.name, "fraction": fraction, "seed": seed,
                                  "n_train": len(patches), "n_extra": n_syn + model.fit_info.get("n_augmented", 0),
                                  "n_mixup": n_per_profile * len(patches) if cond == "mixup" else 0,
                                  "n_tissue": len(tissue) if cond in TISSUE_CONDITIONS else 0,
                                  # the recipe's variant; tissue conditions have the local component in any case
-                                 "local_unconditional": ((cond in DIFFUSION and cond not in TISSUE_CONDITIONS
-                                                          or FEATURE_CONDITIONS.get(cond, ("",))[0] == "adapted")
+                                 "local_unconditional": (adapts and cond not in TISSUE_CONDITIONS
                                                          and recipe.local_unconditional),
-                                 "n_comps": (recipe.n_comps if cond in DIFFUSION
-                                             or FEATURE_CONDITIONS.get(cond, ("",))[0] == "adapted" else 0),
+                                 "n_comps": recipe.n_comps if adapts else 0,
                                  "alpha_cv": penalty,
-                                 "lora_rank": (recipe.lora_rank if cond in DIFFUSION
-                                               or FEATURE_CONDITIONS.get(cond, ("",))[0] == "adapted" else 0),
+                                 "lora_rank": recipe.lora_rank if adapts else 0,
                                  "guidance_scale": recipe.guidance_scale if cond in DIFFUSION else float("nan"),
                                  "sampler": recipe.sampler if cond in DIFFUSION else "",
                                  "n_test": len(test.patches),
