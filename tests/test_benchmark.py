@@ -8,6 +8,7 @@ import pytest
 
 from c2lst.benchmark import CONDITIONS, run_benchmark, summarize
 from c2lst.benchmark._conditions import CachedFeatures
+from c2lst.benchmark._data import CACHE_FORMAT
 from c2lst.core.recipe import RECIPE, spatial_mixup
 
 ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "her2st"
@@ -26,7 +27,8 @@ def _fake_sections(folder: Path, n_sections: int = 2, n: int = 24, genes: int = 
         xy = np.c_[np.arange(n) % 6, np.arange(n) // 6].astype(float)
         tissue = np.clip(base[:1] + rng.integers(-40, 40, size=(n_tissue, 3, 64, 64)), 0, 255).astype(np.uint8)
         np.savez_compressed(folder / f"S{s}.npz", patches=patches, counts=counts, library=counts.sum(1, dtype=np.float64),
-                            genes=np.array([f"g{i}" for i in range(genes)]), xy=xy, tissue=tissue)
+                            genes=np.array([f"g{i}" for i in range(genes)]), xy=xy, tissue=tissue,
+                            format=CACHE_FORMAT)
 
 
 def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
@@ -352,6 +354,17 @@ def test_load_sections_reads_the_data_folder_of_c2lst_data_dir(tmp_path, tiny_wr
     assert np.array_equal(again.tissue, sec.tissue)
     with np.load(tmp_path / "cache" / "tiny.npz") as z:
         assert "tissue" in z.files
+    # a cache of an older format (tissue tiles of an earlier detector) is read again, and rewritten
+    with np.load(tmp_path / "cache" / "tiny.npz") as z:
+        np.savez_compressed(tmp_path / "cache" / "tiny.npz", **{k: z[k] for k in z.files if k != "format"})
+    monkeypatch.setenv("C2LST_DATA_DIR", str(tmp_path / "elsewhere"))
+    with pytest.raises(ValueError, match="not found under"):
+        load_sections(("tiny",), cache_dir=tmp_path / "cache")
+    monkeypatch.setenv("C2LST_DATA_DIR", str(tmp_path / "data"))
+    assert np.array_equal(load_sections(("tiny",), cache_dir=tmp_path / "cache", tissue=True)[0].tissue, sec.tissue)
+    with np.load(tmp_path / "cache" / "tiny.npz") as z:
+        assert int(z["format"]) == CACHE_FORMAT
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["tiny.npz"]  # no temporary file left
     monkeypatch.setenv("C2LST_DATA_DIR", str(tmp_path / "elsewhere"))
     with pytest.raises(ValueError, match="not found under"):
         load_sections(("tiny",))

@@ -103,6 +103,24 @@ def test_white_background_is_not_tissue(tiny_writer, tmp_path):
         c2lst.pp.tissue_tiles(c2lst.io.read_legacy_st(counts, spots, image), tile_px=32)
 
 
+def test_stain_tinted_glass_is_not_tissue(tiny_writer, tmp_path):
+    """Flat glass tinted pink by eosin is saturated enough for a colour rule: the detector also asks for texture."""
+    from PIL import Image
+
+    from c2lst.io._histology import SATURATION_MIN
+
+    counts, spots, image = tiny_writer(tmp_path / "pink")
+    rgb = np.asarray(Image.open(image)).copy()
+    pink = np.array([236, 214, 232])
+    assert (pink.max() - pink.min()) / pink.max() > SATURATION_MIN  # stained by the colour rule alone
+    noise = np.random.default_rng(0).integers(-1, 2, size=(600, 300, 3))  # the scanner's noise on glass
+    rgb[:, :300] = np.clip(pink + noise, 0, 255)
+    Image.fromarray(rgb).save(image)
+    tiles = _tiles(c2lst.io.read_legacy_st(counts, spots, image), tile_px=32)
+    assert len(tiles) == 12 * 6  # the right half only, as with white glass
+    assert not (np.abs(tiles.astype(int) - pink[:, None, None]).max(axis=1) <= 2).all(axis=(1, 2)).any()
+
+
 def test_tiles_touching_excluded_spots_are_dropped(tiny_writer, tmp_path):
     paint = np.zeros(25, bool)
     paint[[0, 7, 12, 18, 24]] = True

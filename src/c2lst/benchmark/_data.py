@@ -18,6 +18,9 @@ TISSUE_TILES = 2000  # tissue tiles per fold of those conditions (a seeded draw)
 SECTIONS = ("C2", "C3", "C4", "C5", "C6")
 
 PATCH_UM, PATCH_PX = 100.0, 64
+# version of a cached section's arrays; a cache of another version is read again. 2: tissue tiles of the detector
+# that takes flat, stain-tinted glass for background (c2lst 0.x, 2026-12-07; version 1 kept it as tissue)
+CACHE_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,40 @@ def _read(name: str, root: Path) -> Section:
                    tissue)
 
 
+def _cached(path: Path, name: str, tissue: bool) -> Section | None:
+    """Return the section cached at ``path``; ``None`` (logged) when of another format or without needed tiles."""
+    with np.load(path, allow_pickle=False) as z:
+        version = int(z["format"]) if "format" in z else 1
+        if version != CACHE_FORMAT:
+            logg.info(f"    {path} is a cache of format {version}, not {CACHE_FORMAT}: reading section {name} again")
+            return None
+        if tissue and "tissue" not in z:
+            logg.info(f"    {path} holds no tissue tiles: reading section {name} again")
+            return None
+        return Section(name, z["patches"], z["counts"], z["library"], z["genes"].astype(str), z["xy"],
+                       z["tissue"] if "tissue" in z else None)
+
+
+def _write_cache(path: Path, sec: Section) -> None:
+    """Write ``sec`` to ``path`` atomically (a temporary file in the same folder, then renamed)."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            arrays = {"patches": sec.patches, "counts": sec.counts, "library": sec.library, "genes": sec.genes,
+                      "xy": sec.xy, "format": np.int64(CACHE_FORMAT)}
+            if sec.tissue is not None:
+                arrays["tissue"] = sec.tissue
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def load_sections(names: tuple[str, ...], *, root: str | Path | None = None, cache_dir: str | Path | None = None,
                   tissue: bool = False) -> list[Section]:
     """Read her2st sections (100 µm patches at 64 px, tissue tiles), using ``cache_dir/<name>.npz`` when present.
@@ -72,27 +109,19 @@ def load_sections(names: tuple[str, ...], *, root: str | Path | None = None, cac
     Genes are restricted to those measured in every section, in a common order. ``root`` defaults to
     ``$C2LST_DATA_DIR``, else ``../shared/data/her2st`` beside the working directory or the repository (as
     :func:`c2lst.datasets.her2st`). ``tissue``: the sections' tissue tiles are needed; a cache written before
-    they were cached is read again from ``root`` (and rewritten).
+    they were cached, or by another version of the readers (``CACHE_FORMAT``), is read again from ``root`` (and
+    rewritten, atomically).
     """
     from ..datasets._her2st import her2st_root
 
     out = []
     for name in names:
         cached = Path(cache_dir) / f"{name}.npz" if cache_dir is not None else None
-        sec = None
-        if cached is not None and cached.exists():
-            with np.load(cached, allow_pickle=False) as z:
-                if not tissue or "tissue" in z:
-                    sec = Section(name, z["patches"], z["counts"], z["library"], z["genes"].astype(str), z["xy"],
-                                  z["tissue"] if "tissue" in z else None)
-            if sec is None:
-                logg.info(f"    {cached} holds no tissue tiles (an older cache): reading section {name} again")
+        sec = _cached(cached, name, tissue) if cached is not None and cached.exists() else None
         if sec is None:
             sec = _read(name, her2st_root(root))
             if cached is not None:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                np.savez_compressed(cached, patches=sec.patches, counts=sec.counts, library=sec.library, genes=sec.genes,
-                                    xy=sec.xy, tissue=sec.tissue)
+                _write_cache(cached, sec)
         out.append(sec)
     common = sorted(set.intersection(*(set(s.genes) for s in out)))
     return [s.subset_genes(np.asarray(common)) for s in out]
