@@ -10,6 +10,7 @@ from c2lst.benchmark import CONDITIONS, run_benchmark, summarize
 from c2lst.benchmark._conditions import CachedFeatures
 from c2lst.benchmark._data import CACHE_FORMAT
 from c2lst.core.recipe import RECIPE, spatial_mixup
+from c2lst.io._histology import TISSUE_DETECTOR
 
 ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "her2st"
 
@@ -28,7 +29,7 @@ def _fake_sections(folder: Path, n_sections: int = 2, n: int = 24, genes: int = 
         tissue = np.clip(base[:1] + rng.integers(-40, 40, size=(n_tissue, 3, 64, 64)), 0, 255).astype(np.uint8)
         np.savez_compressed(folder / f"S{s}.npz", patches=patches, counts=counts, library=counts.sum(1, dtype=np.float64),
                             genes=np.array([f"g{i}" for i in range(genes)]), xy=xy, tissue=tissue,
-                            format=CACHE_FORMAT)
+                            format=CACHE_FORMAT, tissue_detector=TISSUE_DETECTOR)
 
 
 def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
@@ -44,6 +45,8 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     assert extra["c2l_tissue"] == extra["local_only_tissue"] == 12
     n_tissue = df.set_index("condition")["n_tissue"]  # the quick budget: 16 of the training section's 20 tiles
     assert n_tissue["c2l_tissue"] == n_tissue["local_only_tissue"] == 16 and n_tissue["c2l"] == 0
+    detector = df.set_index("condition")["tissue_detector"]
+    assert detector["c2l_tissue"] == detector["local_only_tissue"] == TISSUE_DETECTOR and detector["c2l"] == 0
     assert extra["spatial_mixup"] == 24 and extra["c2l_augment"] == extra["c2l"] + extra["augment"]
     weight = df.set_index("condition")["extra_weight"]
     assert weight["augment"] == 1.0 and weight["c2l_augment"] == weight["c2l"] and np.isnan(weight["real"])
@@ -356,14 +359,14 @@ def test_load_sections_reads_the_data_folder_of_c2lst_data_dir(tmp_path, tiny_wr
         assert "tissue" in z.files
     # a cache of an older format (tissue tiles of an earlier detector) is read again, and rewritten
     with np.load(tmp_path / "cache" / "tiny.npz") as z:
-        np.savez_compressed(tmp_path / "cache" / "tiny.npz", **{k: z[k] for k in z.files if k != "format"})
+        np.savez_compressed(tmp_path / "cache" / "tiny.npz", **{k: z[k] for k in z.files if k != "tissue_detector"})
     monkeypatch.setenv("C2LST_DATA_DIR", str(tmp_path / "elsewhere"))
     with pytest.raises(ValueError, match="not found under"):
         load_sections(("tiny",), cache_dir=tmp_path / "cache")
     monkeypatch.setenv("C2LST_DATA_DIR", str(tmp_path / "data"))
     assert np.array_equal(load_sections(("tiny",), cache_dir=tmp_path / "cache", tissue=True)[0].tissue, sec.tissue)
     with np.load(tmp_path / "cache" / "tiny.npz") as z:
-        assert int(z["format"]) == CACHE_FORMAT
+        assert int(z["format"]) == CACHE_FORMAT and int(z["tissue_detector"]) == TISSUE_DETECTOR
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["tiny.npz"]  # no temporary file left
     monkeypatch.setenv("C2LST_DATA_DIR", str(tmp_path / "elsewhere"))
     with pytest.raises(ValueError, match="not found under"):
@@ -439,4 +442,8 @@ def test_adapter_variants_are_labelled_on_the_results_page():
                                                          "c2l_tissue+lora8+g3+ddim"]
     same = penalties.assign(guidance_scale=RECIPE.guidance_scale, sampler=RECIPE.sampler)
     assert labelled(same)["condition"].iloc[2] == "c2l_tissue+lora8"
+    # tissue tiles of the earlier detector (stain-tinted glass kept as tissue) are told apart from today's
+    glass = same.assign(tissue_detector=[0, 0, 1])
+    assert labelled(glass)["condition"].iloc[2] == "c2l_tissue+lora8+glass"
+    assert labelled(glass.assign(tissue_detector=[0, 0, TISSUE_DETECTOR]))["condition"].iloc[2] == "c2l_tissue+lora8"
 

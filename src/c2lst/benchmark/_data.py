@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _logging as logg
+from ..io._histology import TISSUE_DETECTOR
 
 CONDITIONS = ("handcrafted", "real", "augment", "c2l", "c2l_augment", "local_only", "mixup", "spatial_mixup",
               "c2l_tissue", "local_only_tissue", "real_central", "real_adapted", "real_adapted_only")
@@ -18,8 +19,8 @@ TISSUE_TILES = 2000  # tissue tiles per fold of those conditions (a seeded draw)
 SECTIONS = ("C2", "C3", "C4", "C5", "C6")
 
 PATCH_UM, PATCH_PX = 100.0, 64
-# version of a cached section's arrays; a cache of another version is read again. 2: tissue tiles of the detector
-# that takes flat, stain-tinted glass for background (c2lst 0.x, 2026-12-07; version 1 kept it as tissue)
+# version of a cached section's arrays; a cache of another version, or with tissue tiles of another version of the
+# tissue detector (io._histology.TISSUE_DETECTOR), is read again
 CACHE_FORMAT = 2
 
 
@@ -72,8 +73,10 @@ def _cached(path: Path, name: str, tissue: bool) -> Section | None:
     """Return the section cached at ``path``; ``None`` (logged) when of another format or without needed tiles."""
     with np.load(path, allow_pickle=False) as z:
         version = int(z["format"]) if "format" in z else 1
-        if version != CACHE_FORMAT:
-            logg.info(f"    {path} is a cache of format {version}, not {CACHE_FORMAT}: reading section {name} again")
+        detector = int(z["tissue_detector"]) if "tissue_detector" in z else 1
+        if version != CACHE_FORMAT or detector != TISSUE_DETECTOR:
+            logg.info(f"    {path} is a cache of format {version} (tissue detector {detector}), not {CACHE_FORMAT} "
+                      f"({TISSUE_DETECTOR}): reading section {name} again")
             return None
         if tissue and "tissue" not in z:
             logg.info(f"    {path} holds no tissue tiles: reading section {name} again")
@@ -92,7 +95,7 @@ def _write_cache(path: Path, sec: Section) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             arrays = {"patches": sec.patches, "counts": sec.counts, "library": sec.library, "genes": sec.genes,
-                      "xy": sec.xy, "format": np.int64(CACHE_FORMAT)}
+                      "xy": sec.xy, "format": np.int64(CACHE_FORMAT), "tissue_detector": np.int64(TISSUE_DETECTOR)}
             if sec.tissue is not None:
                 arrays["tissue"] = sec.tissue
             np.savez_compressed(fh, **arrays)

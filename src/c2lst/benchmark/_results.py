@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..core.recipe import RECIPE
 from ..files import write_atomic
+from ..io._histology import TISSUE_DETECTOR
 from ..metrics._benchmark import benchmark_summary, paired_difference
 from ._report import fraction_cells
 
@@ -77,12 +78,13 @@ GENERATORS = ("c2l", "c2l_tissue", "local_only", "local_only_tissue", "c2l_augme
 
 
 def labelled(df: pd.DataFrame) -> pd.DataFrame:
-    """Name the variant in the condition: ``+local``, ``+pcaK``, ``+loraR``, ``+gG``, ``+SAMPLER``, ``+groupcv``.
+    """Name the variant in the condition: ``+local``, ``+pcaK``, ``+loraR``, ``+gG``, ``+SAMPLER``, ``+glass``, ``+groupcv``.
 
     ``+local``: ``local_unconditional``; ``+pcaK``: ``n_comps=K``; ``+loraR``: ``lora_rank=R``; ``+gG``: tiles
     generated with guidance scale G other than the recipe's; ``+SAMPLER``: with a sampler other than the recipe's;
-    ``+groupcv``: ridge penalties by leave-one-section-out
-    (``alpha_cv="groups"``).
+    ``+glass``: tissue tiles cut by an earlier tissue detector, which took stain-tinted glass for tissue
+    (``tissue_detector`` below ``io._histology.TISSUE_DETECTOR``); ``+groupcv``: ridge penalties by
+    leave-one-section-out (``alpha_cv="groups"``).
     """
     label = df["condition"].astype(str).to_numpy(dtype=object)
     if "local_unconditional" in df.columns:
@@ -93,6 +95,7 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
         ("lora_rank", 0, lambda n: f"+lora{int(n)}" if n > 0 else None),
         ("guidance_scale", np.nan, lambda v: f"+g{v:g}" if np.isfinite(v) and v != RECIPE.guidance_scale else None),
         ("sampler", "", lambda v: f"+{v}" if v and v != RECIPE.sampler else None),
+        ("tissue_detector", 0, lambda v: "+glass" if 0 < v < TISSUE_DETECTOR else None),
     )
     for column, missing, suffix in suffixes:
         if column in df.columns:

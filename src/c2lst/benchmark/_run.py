@@ -17,6 +17,7 @@ from .._deprecation import renamed_kwargs
 from ..core.predictor import Predictor, check_extra_options
 from ..core.recipe import RECIPE, RecipeConfig, spatial_mixup
 from ..files import check_output
+from ..io._histology import TISSUE_DETECTOR
 from ..metrics import (
     fidelity_floor,
     floor_halves,
@@ -286,7 +287,8 @@ def run_benchmark(
     -------
     One row per (condition, held-out section, fraction, seed): ``pcc`` (mean Pearson over the panel =
     top-``n_top_genes`` HVGs of the training spots), ``n_train``, ``n_extra`` (extra rows, augmented copies included),
-    ``n_tissue`` (tissue tiles of the local stage),
+    ``n_tissue`` (tissue tiles of the local stage), ``tissue_detector`` (the version of the tissue detector that
+    cut them, ``io._histology.TISSUE_DETECTOR``; 0 without),
     ``extra_weight`` (the weight of the generated or mixup rows, chosen by CV for ``synthetic_weight="cv"``;
     ``augment``: the copies' weight) and per-stage ``t_*_s`` / ``mem_*_mb``. Also writes the files listed under
     ``out_dir``.
@@ -416,6 +418,7 @@ def run_benchmark(
                                              "seed": seed,
                                              "local_unconditional": recipe.local_unconditional and not with_tissue,
                                              "n_comps": recipe.n_comps, "lora_rank": recipe.lora_rank,
+                                             "tissue_detector": TISSUE_DETECTOR if with_tissue else 0,
                                              "guidance_scale": recipe.guidance_scale, "sampler": recipe.sampler,
                                              **_synthetic_metrics(hand, patches, extra_p, test.patches, seed),
                                              **_ceiling(hand, local, test.patches, seed)})
@@ -462,6 +465,7 @@ def run_benchmark(
                                  "n_train": len(patches), "n_extra": n_syn + model.fit_info.get("n_augmented", 0),
                                  "n_mixup": n_per_profile * len(patches) if cond == "mixup" else 0,
                                  "n_tissue": len(tissue) if cond in TISSUE_CONDITIONS else 0,
+                                 "tissue_detector": TISSUE_DETECTOR if cond in TISSUE_CONDITIONS else 0,
                                  # the recipe's variant; tissue conditions have the local component in any case
                                  "local_unconditional": (adapts and cond not in TISSUE_CONDITIONS
                                                          and recipe.local_unconditional),

@@ -27,6 +27,7 @@ BRIGHTNESS_MIN = 0.1  # near-black pixels (scanner borders, pen) are not tissue
 # (the same tiles for thresholds from 2 to 6).
 TEXTURE_MIN = 2.5  # standard deviation of the grey level (0-255) around a tissue pixel
 TEXTURE_UM = 14.0  # side of that window in microns
+TISSUE_DETECTOR = 2  # version of tissue_mask (1: colour only, to 2026-12-06; 2: colour and texture)
 SHORTFALL = 0.1  # an image at least 90% of a tile wide still gives one tile (rescaled by at most 1/0.9)
 _APERIO_MPP = re.compile(r"\|\s*MPP\s*=\s*([0-9.]+)")  # "...|MPP = 0.4990|..." in Aperio SVS descriptions
 MPP_RANGE = (0.05, 50.0)  # plausible microscope resolutions; 72 dpi "resolutions" of plain images fall outside
