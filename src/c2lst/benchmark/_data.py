@@ -86,23 +86,16 @@ def _cached(path: Path, name: str, tissue: bool) -> Section | None:
 
 
 def _write_cache(path: Path, sec: Section) -> None:
-    """Write ``sec`` to ``path`` atomically (a temporary file in the same folder, then renamed)."""
-    import os
-    import tempfile
+    """Write ``sec`` to ``path`` atomically (a temporary sibling, then renamed)."""
+    from ..files import atomic_file
 
+    arrays = {"patches": sec.patches, "counts": sec.counts, "library": sec.library, "genes": sec.genes, "xy": sec.xy,
+              "format": np.int64(CACHE_FORMAT), "tissue_detector": np.int64(TISSUE_DETECTOR)}
+    if sec.tissue is not None:
+        arrays["tissue"] = sec.tissue
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            arrays = {"patches": sec.patches, "counts": sec.counts, "library": sec.library, "genes": sec.genes,
-                      "xy": sec.xy, "format": np.int64(CACHE_FORMAT), "tissue_detector": np.int64(TISSUE_DETECTOR)}
-            if sec.tissue is not None:
-                arrays["tissue"] = sec.tissue
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:  # a file object: numpy appends no ".npz"
+        np.savez_compressed(fh, **arrays)
 
 
 def load_sections(names: tuple[str, ...], *, root: str | Path | None = None, cache_dir: str | Path | None = None,
