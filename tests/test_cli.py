@@ -255,6 +255,11 @@ def test_predict_options_match_tl_predict_and_the_benchmark():
     for name in ("synthetic_weight", "synthetic_align"):  # the benchmark measures what tl.predict does by default
         assert bench[name].default == tl_defaults[name].default, name
     assert inspect.signature(c2lst.tl.run).parameters["encoder"].default == tl_defaults["encoder"].default
+    from c2lst.cli import DEMO_SETTINGS
+    from c2lst.core.recipe import RECIPE
+
+    # the demo runs the recipe: its adaptation and denoising steps and tiles per profile are the recipe's
+    assert DEMO_SETTINGS["default"][:3] == (RECIPE.adapt_steps, RECIPE.n_per_profile, RECIPE.generate_steps)
     assert build_parser().parse_args(["predict", "store.zarr", "--synthetic-align", "none"]).synthetic_align is None
 
 

@@ -65,6 +65,14 @@ def test_run_copy_and_old_panel_size(tiny_sdata, tiny_central):
     assert "c2lst_patch" not in table.obsm
 
 
+@pytest.mark.slow
+def test_run_with_the_tissue_stage(tiny_sdata, tiny_central):
+    result = c2lst.tl.run(tiny_sdata, central=tiny_central, fraction=0.6, n_top_genes=10, adapt_steps=2, n_synthetic=1,
+                          generate_steps=2, tissue=8, seed=0)
+    record = tiny_sdata.tables["table"].uns["c2lst_adapt"]
+    assert record["n_tissue_tiles"] == 8 and result.local.summary["n_tissue"] == 8
+
+
 def test_run_rejects_mask_and_fraction(tiny_sdata, tiny_central):
     with pytest.raises(ValueError, match="either `train_mask` or `fraction`"):
         c2lst.tl.run(tiny_sdata, central=tiny_central, train_mask=np.ones(25, bool), fraction=0.5)

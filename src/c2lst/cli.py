@@ -382,7 +382,7 @@ def save_patch_grid(patches: np.ndarray, path: Path, *, n: int = 32, seed: int =
 
 
 DEMO_SETTINGS = {  # (adapt steps, synthetic patches per profile, denoising steps, predictor encoder)
-    "default": (300, 2, 20, "handcrafted"),  # about 5 minutes on 2 CPU cores (3:07 with 150 steps and 1 per profile)
+    "default": (300, 2, 50, "handcrafted"),  # the recipe's steps (RECIPE); about 3 minutes on 2 CPU cores
     "fast": (4, 1, 4, "handcrafted"),
 }
 
