@@ -78,13 +78,13 @@ GENERATORS = ("c2l", "c2l_tissue", "local_only", "local_only_tissue", "c2l_augme
 
 
 def labelled(df: pd.DataFrame) -> pd.DataFrame:
-    """Name the variant in the condition: ``+local``, ``+pcaK``, ``+loraR``, ``+gG``, ``+SAMPLER``, ``+glass``, ``+groupcv``.
+    """Name the variant in the condition: ``+local``, ``+pcaK``, ``+loraR``, ``+glass``, ``+gG``, ``+SAMPLER``, ``+groupcv``.
 
-    ``+local``: ``local_unconditional``; ``+pcaK``: ``n_comps=K``; ``+loraR``: ``lora_rank=R``; ``+gG``: tiles
-    generated with guidance scale G other than the recipe's; ``+SAMPLER``: with a sampler other than the recipe's;
-    ``+glass``: tissue tiles cut by an earlier tissue detector, which took stain-tinted glass for tissue
-    (``tissue_detector`` below ``io._histology.TISSUE_DETECTOR``); ``+groupcv``: ridge penalties by
-    leave-one-section-out (``alpha_cv="groups"``).
+    ``+local``: ``local_unconditional``; ``+pcaK``: ``n_comps=K``; ``+loraR``: ``lora_rank=R``; ``+glass``: tissue
+    tiles cut by an earlier tissue detector, which took stain-tinted glass for tissue (``tissue_detector`` below
+    ``io._histology.TISSUE_DETECTOR``); ``+gG``: tiles generated with guidance scale G other than the recipe's;
+    ``+SAMPLER``: with a sampler other than the recipe's; ``+groupcv``: ridge penalties by leave-one-section-out
+    (``alpha_cv="groups"``).
     """
     label = df["condition"].astype(str).to_numpy(dtype=object)
     if "local_unconditional" in df.columns:
@@ -93,9 +93,9 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
     suffixes = (  # column, its value in rows without it, the suffix of a value (None: no suffix)
         ("n_comps", 0, lambda n: f"+pca{int(n)}" if n > 0 else None),
         ("lora_rank", 0, lambda n: f"+lora{int(n)}" if n > 0 else None),
+        ("tissue_detector", 0, lambda v: "+glass" if 0 < v < TISSUE_DETECTOR else None),
         ("guidance_scale", np.nan, lambda v: f"+g{v:g}" if np.isfinite(v) and v != RECIPE.guidance_scale else None),
         ("sampler", "", lambda v: f"+{v}" if v and v != RECIPE.sampler else None),
-        ("tissue_detector", 0, lambda v: "+glass" if 0 < v < TISSUE_DETECTOR else None),
     )
     for column, missing, suffix in suffixes:
         if column in df.columns:
