@@ -357,11 +357,15 @@ def test_load_sections_reads_the_data_folder_of_c2lst_data_dir(tmp_path, tiny_wr
     assert np.array_equal(again.tissue, sec.tissue)
     with np.load(tmp_path / "cache" / "tiny.npz") as z:
         assert "tissue" in z.files
-    # a cache of an older format (tissue tiles of an earlier detector) is read again, and rewritten
+    # tissue tiles of an earlier tissue detector are not used: read again when needed (the rest of the cache holds)
     with np.load(tmp_path / "cache" / "tiny.npz") as z:
         np.savez_compressed(tmp_path / "cache" / "tiny.npz", **{k: z[k] for k in z.files if k != "tissue_detector"})
     monkeypatch.setenv("C2LST_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert load_sections(("tiny",), cache_dir=tmp_path / "cache")[0].tissue is None
     with pytest.raises(ValueError, match="not found under"):
+        load_sections(("tiny",), cache_dir=tmp_path / "cache", tissue=True)
+    (tmp_path / "cache" / "tiny.npz").write_bytes(b"PK\x03\x04 cut short")  # a cache left by a crash
+    with pytest.raises(ValueError, match="not found under"):  # read again, not a BadZipFile
         load_sections(("tiny",), cache_dir=tmp_path / "cache")
     monkeypatch.setenv("C2LST_DATA_DIR", str(tmp_path / "data"))
     assert np.array_equal(load_sections(("tiny",), cache_dir=tmp_path / "cache", tissue=True)[0].tissue, sec.tissue)

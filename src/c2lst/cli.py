@@ -382,7 +382,7 @@ def save_patch_grid(patches: np.ndarray, path: Path, *, n: int = 32, seed: int =
 
 
 DEMO_SETTINGS = {  # (adapt steps, synthetic patches per profile, denoising steps, predictor encoder)
-    "default": (300, 2, 50, "handcrafted"),  # the recipe's steps (RECIPE); about 3 minutes on 2 CPU cores
+    "default": (300, 2, 50, "handcrafted"),  # the recipe's steps (RECIPE); timing: the --steps help
     "fast": (4, 1, 4, "handcrafted"),
 }
 

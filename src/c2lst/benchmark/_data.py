@@ -19,8 +19,8 @@ TISSUE_TILES = 2000  # tissue tiles per fold of those conditions (a seeded draw)
 SECTIONS = ("C2", "C3", "C4", "C5", "C6")
 
 PATCH_UM, PATCH_PX = 100.0, 64
-# version of a cached section's arrays; a cache of another version, or with tissue tiles of another version of the
-# tissue detector (io._histology.TISSUE_DETECTOR), is read again
+# version of a cached section's arrays (a newer one is read again); its tissue tiles are used only when they come
+# from this version of the tissue detector (io._histology.TISSUE_DETECTOR)
 CACHE_FORMAT = 2
 
 
@@ -70,19 +70,28 @@ def _read(name: str, root: Path) -> Section:
 
 
 def _cached(path: Path, name: str, tissue: bool) -> Section | None:
-    """Return the section cached at ``path``; ``None`` (logged) when of another format or without needed tiles."""
-    with np.load(path, allow_pickle=False) as z:
-        version = int(z["format"]) if "format" in z else 1
-        detector = int(z["tissue_detector"]) if "tissue_detector" in z else 1
-        if version != CACHE_FORMAT or detector != TISSUE_DETECTOR:
-            logg.info(f"    {path} is a cache of format {version} (tissue detector {detector}), not {CACHE_FORMAT} "
-                      f"({TISSUE_DETECTOR}): reading section {name} again")
-            return None
-        if tissue and "tissue" not in z:
-            logg.info(f"    {path} holds no tissue tiles: reading section {name} again")
-            return None
-        return Section(name, z["patches"], z["counts"], z["library"], z["genes"].astype(str), z["xy"],
-                       z["tissue"] if "tissue" in z else None)
+    """Return the section cached at ``path``; ``None`` (logged) when it is unreadable or lacks the tiles needed.
+
+    Tissue tiles of another version of the tissue detector are left out (the rest of the cache still holds).
+    """
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            version = int(z["format"]) if "format" in z else 1
+            detector = int(z["tissue_detector"]) if "tissue_detector" in z else 1
+            if version > CACHE_FORMAT:
+                logg.info(f"    {path} is a cache of a newer format ({version}): reading section {name} again")
+                return None
+            tiles = z["tissue"] if "tissue" in z and detector == TISSUE_DETECTOR else None
+            if tissue and tiles is None:
+                logg.info(f"    {path} holds no tissue tiles of tissue detector {TISSUE_DETECTOR}: reading section "
+                          f"{name} again")
+                return None
+            return Section(name, z["patches"], z["counts"], z["library"], z["genes"].astype(str), z["xy"], tiles)
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as err:  # e.g. cut short by a crash
+        logg.info(f"    {path} is unreadable ({type(err).__name__}): reading section {name} again")
+        return None
 
 
 def _write_cache(path: Path, sec: Section) -> None:
@@ -105,8 +114,8 @@ def load_sections(names: tuple[str, ...], *, root: str | Path | None = None, cac
     Genes are restricted to those measured in every section, in a common order. ``root`` defaults to
     ``$C2LST_DATA_DIR``, else ``../shared/data/her2st`` beside the working directory or the repository (as
     :func:`c2lst.datasets.her2st`). ``tissue``: the sections' tissue tiles are needed; a cache written before
-    they were cached, or by another version of the readers (``CACHE_FORMAT``), is read again from ``root`` (and
-    rewritten, atomically).
+    they were cached, or with tiles of another version of the tissue detector, or unreadable, is read again from
+    ``root`` (and rewritten, atomically).
     """
     from ..datasets._her2st import her2st_root
 

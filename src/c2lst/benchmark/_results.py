@@ -78,13 +78,13 @@ GENERATORS = ("c2l", "c2l_tissue", "local_only", "local_only_tissue", "c2l_augme
 
 
 def labelled(df: pd.DataFrame) -> pd.DataFrame:
-    """Name the variant in the condition: ``+local``, ``+pcaK``, ``+loraR``, ``+glass``, ``+gG``, ``+SAMPLER``, ``+groupcv``.
+    """Name the variant in the condition: ``+local``, ``+pcaK``, ``+loraR``, ``+glass``, ``+gG``, ``+SAMPLER``, etc.
 
     ``+local``: ``local_unconditional``; ``+pcaK``: ``n_comps=K``; ``+loraR``: ``lora_rank=R``; ``+glass``: tissue
     tiles cut by an earlier tissue detector, which took stain-tinted glass for tissue (``tissue_detector`` below
     ``io._histology.TISSUE_DETECTOR``); ``+gG``: tiles generated with guidance scale G other than the recipe's;
     ``+SAMPLER``: with a sampler other than the recipe's; ``+groupcv``: ridge penalties by leave-one-section-out
-    (``alpha_cv="groups"``).
+    (``alpha_cv="groups"``), the last suffix.
     """
     label = df["condition"].astype(str).to_numpy(dtype=object)
     if "local_unconditional" in df.columns:

@@ -189,15 +189,14 @@ def tissue_tiles(
 ) -> HistologyTiles:
     """Cut unlabelled tissue tiles on a grid over the H&E image of each section.
 
-    Between and around its spots a section's image holds thousands of tiles of the lab's own morphology,
+    Between and around its spots a section's image holds hundreds of tiles of the lab's own morphology,
     stain and scanner; :func:`c2lst.tl.adapt` (``tissue=``) trains the local stage on them. Tiles of
     ``tile_um`` microns lie on a grid ``stride_um`` apart, aligned with the image axes and centred on the
     image; each is read window by window from the (multiscale, dask) image at the coarsest stored level
     still at least as fine as ``tile_um / tile_px`` µm/px (the same anti-aliased resampling as
     :func:`extract_patches`; a slide is never loaded whole), and kept when at least ``min_tissue`` of its
-    pixels are stained tissue (the tissue detector of :func:`c2lst.io.read_histology`: HSV saturation at least
-    0.08, not near-black, and textured, so that glass tinted pink by the stain is not taken for tissue). Tiles touching the footprint of an ``exclude_spots`` spot are dropped before any
-    pixel is read, so that the pixels of held-out spots never enter training: the footprint is the spot's circle
+    pixels are stained tissue (the tissue detector of :func:`c2lst.io.read_histology`). Tiles touching the
+    footprint of an ``exclude_spots`` spot are dropped before any pixel is read, so that the pixels of held-out spots never enter training: the footprint is the spot's circle
     and the ``tile_um`` patch :func:`extract_patches` cuts around it (its bounding box in the image), widened by
     two tile pixels (what the anti-aliasing kernels reach).
 
@@ -283,7 +282,8 @@ def tissue_tiles(
                 sel = chunk[which[chunk] == i]
                 if len(sel):
                     tiles, _ = _cut(g.level.data, g.centres[where[sel]], g.lin, tile_px, 255, 256, bar)
-                    tissue = tissue_mask(tiles.transpose(0, 2, 3, 1), mpp=tile_um / tile_px).mean(axis=(1, 2)) >= min_tissue
+                    mask = tissue_mask(tiles.transpose(0, 2, 3, 1), mpp=tile_um / tile_px)
+                    tissue = mask.mean(axis=(1, 2)) >= min_tissue
                     found.append(sel[tissue])
                     kept.append(tiles[tissue])
             if max_tiles is not None and sum(map(len, found)) >= max_tiles:

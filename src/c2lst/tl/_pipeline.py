@@ -155,10 +155,9 @@ def run(
         ``c2lst benchmark`` runs the same calls).
     tissue
         The local tissue stage (:func:`c2lst.tl.adapt`'s ``tissue``): a budget of unlabelled tissue tiles drawn from
-        the images of the sections with training spots (held-out spots' footprints excluded), or tiles. Default:
-        none. On her2st (f = 0.25, five folds, seed 0; ``benchmarks/README.md``) 2,000 tiles with ``lora_rank=8``
-        brought the tiles closer to the real patches than the spots alone (Fréchet 28.2 against 31.1, precision
-        0.47 against 0.41) at the same predictor gain within the seed spread, for twice the adaptation time.
+        the images of the sections with training spots (those of ``obs["library_id"]``; held-out spots' footprints
+        excluded), or tiles. Default: none. What it changes on her2st is the benchmark's ``c2l_tissue`` condition
+        (``benchmarks/README.md``).
     lora_rank
         Rank of LoRA adapters on a copy of the central UNet (:func:`c2lst.tl.adapt`; needs ``peft``; 0: none).
     encoder
