@@ -620,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the whole recipe on the bundled demo section and save figures")
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
-    p.add_argument("--steps", type=int, help="adaptation steps (default 300: the demo takes about 5 minutes on 2 CPU cores)")
+    p.add_argument("--steps", type=int, help="adaptation steps (default 300: the demo takes about 4 minutes on 2 CPU cores)")
     p.add_argument("--fast", action="store_true", help="tiny settings (a minute; for smoke tests)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=cmd_demo)
