@@ -132,6 +132,19 @@ def _resolve_central(central: Any) -> Any:
     return CentralModel.load(central)
 
 
+def _variant(cond: str, recipe: RecipeConfig) -> dict[str, Any]:
+    """Return the recipe's settings a row of ``cond`` records (0, NaN or "" where the condition does not use them)."""
+    adapts = cond in DIFFUSION or FEATURE_CONDITIONS.get(cond, ("",))[0] == "adapted"  # a LocalModel
+    tissue = cond in TISSUE_CONDITIONS
+    return {  # tissue conditions have the local component in any case
+        "local_unconditional": adapts and not tissue and recipe.local_unconditional,
+        "n_comps": recipe.n_comps if adapts else 0,
+        "lora_rank": recipe.lora_rank if adapts else 0,
+        "tissue_detector": TISSUE_DETECTOR if tissue else 0,
+        "guidance_scale": recipe.guidance_scale if cond in DIFFUSION else float("nan"),
+        "sampler": recipe.sampler if cond in DIFFUSION else "",
+    }
+
 @renamed_kwargs(n_top="n_top_genes")
 def run_benchmark(
     sections: Sequence[str] = SECTIONS,
@@ -415,11 +428,7 @@ def run_benchmark(
                         adapted[_GENERATOR[cond]] = local
                         with meter.stage("synthetic_metrics"):
                             syn_rows.append({"condition": cond, "test_section": test.name, "fraction": fraction,
-                                             "seed": seed,
-                                             "local_unconditional": recipe.local_unconditional and not with_tissue,
-                                             "n_comps": recipe.n_comps, "lora_rank": recipe.lora_rank,
-                                             "tissue_detector": TISSUE_DETECTOR if with_tissue else 0,
-                                             "guidance_scale": recipe.guidance_scale, "sampler": recipe.sampler,
+                                             "seed": seed, **_variant(cond, recipe),
                                              **_synthetic_metrics(hand, patches, extra_p, test.patches, seed),
                                              **_ceiling(hand, local, test.patches, seed)})
                         with meter.stage("conditioning"):
@@ -460,20 +469,11 @@ def run_benchmark(
                             ev = tl.evaluate(sdata, train_mask=train, table_key="table", overwrite=True)
                         r = ev.loc[ev["section"] == test.name, "pearson"].to_numpy()
                     n_syn = 0 if synthetic is None else sdata.tables[synthetic].n_obs
-                    adapts = cond in DIFFUSION or FEATURE_CONDITIONS.get(cond, ("",))[0] == "adapted"  # a LocalModel
                     rows.append({"condition": cond, "test_section": test.name, "fraction": fraction, "seed": seed,
                                  "n_train": len(patches), "n_extra": n_syn + model.fit_info.get("n_augmented", 0),
                                  "n_mixup": n_per_profile * len(patches) if cond == "mixup" else 0,
                                  "n_tissue": len(tissue) if cond in TISSUE_CONDITIONS else 0,
-                                 "tissue_detector": TISSUE_DETECTOR if cond in TISSUE_CONDITIONS else 0,
-                                 # the recipe's variant; tissue conditions have the local component in any case
-                                 "local_unconditional": (adapts and cond not in TISSUE_CONDITIONS
-                                                         and recipe.local_unconditional),
-                                 "n_comps": recipe.n_comps if adapts else 0,
-                                 "alpha_cv": penalty,
-                                 "lora_rank": recipe.lora_rank if adapts else 0,
-                                 "guidance_scale": recipe.guidance_scale if cond in DIFFUSION else float("nan"),
-                                 "sampler": recipe.sampler if cond in DIFFUSION else "",
+                                 **_variant(cond, recipe), "alpha_cv": penalty,
                                  "n_test": len(test.patches),
                                  "extra_weight": (model.fit_info["extra_weight"] if n_syn  # else augment's
                                                   else model.fit_info["augment_weight"] if n_aug else float("nan")),

@@ -196,9 +196,10 @@ def tissue_tiles(
     still at least as fine as ``tile_um / tile_px`` µm/px (the same anti-aliased resampling as
     :func:`extract_patches`; a slide is never loaded whole), and kept when at least ``min_tissue`` of its
     pixels are stained tissue (the tissue detector of :func:`c2lst.io.read_histology`). Tiles touching the
-    footprint of an ``exclude_spots`` spot are dropped before any pixel is read, so that the pixels of held-out spots never enter training: the footprint is the spot's circle
-    and the ``tile_um`` patch :func:`extract_patches` cuts around it (its bounding box in the image), widened by
-    two tile pixels (what the anti-aliasing kernels reach).
+    footprint of an ``exclude_spots`` spot are dropped before any pixel is read, so that the pixels of held-out
+    spots never enter training: the footprint is the spot's circle and the ``tile_um`` patch
+    :func:`extract_patches` cuts around it (its bounding box in the image), widened by two tile pixels (what the
+    anti-aliasing kernels reach).
 
     Parameters
     ----------
