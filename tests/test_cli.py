@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 
 import c2lst
 from c2lst.cli import build_parser, main
-from c2lst.core.models import MANIFEST, CentralModel
+from c2lst.core.models import MANIFEST, CentralModel, LocalModel
 
 SUBCOMMANDS = ["read", "pretrain", "adapt", "generate", "predict", "predict-slide", "evaluate", "evaluate-synthetic",
                "benchmark", "demo"]
@@ -42,7 +43,7 @@ def test_option_names_follow_the_api():
     adapt = parser.parse_args(["adapt", "s.zarr", "--adapter", "a", "--n-top-genes", "7", "--library-key", "slide"])
     assert adapt.n_top_genes == 7 and adapt.library_key == "slide"
     assert parser.parse_args(["adapt", "s.zarr", "--adapter", "a", "--panel-size", "9"]).n_top_genes == 9  # old name
-    assert adapt.local_unconditional is None and adapt.n_comps == 0  # tl.adapt's defaults: the recipe's
+    assert adapt.local_unconditional is None and adapt.n_comps == 0 and adapt.lora_rank == 0  # the recipe's
     variant = parser.parse_args(["adapt", "s.zarr", "--adapter", "a", "--no-local-unconditional", "--n-comps", "8"])
     assert variant.local_unconditional is False and variant.n_comps == 8
     generate = parser.parse_args(["generate", "s.zarr", "--adapter", "a", "--n-neighs", "3"])
@@ -143,8 +144,10 @@ def test_pipeline_from_the_command_line(tmp_path, tiny_files, capsys):
     assert main(["--quiet", "pretrain", str(image), "--mpp", "2.0", "--init", str(central), "--steps", "2",
                  "--tile-px", "32", "--out", str(refined)]) == 0
     assert CentralModel.load(refined).summary["init_weights_sha256"] == CentralModel.load(central).weights_sha256
+    lora = ["--lora-rank", "2"] if importlib.util.find_spec("peft") else []  # peft: a test dependency
     assert main(["--quiet", "adapt", str(store), "--fraction", "0.6", "--central", str(central), "--adapter",
-                 str(adapter), "--steps", "2", "--n-top-genes", "10"]) == 0
+                 str(adapter), "--steps", "2", "--n-top-genes", "10", *lora]) == 0
+    assert LocalModel.load(adapter, CentralModel.load(central)).lora_rank == (2 if lora else 0)
     assert main(["--quiet", "generate", str(store), "--central", str(central), "--adapter", str(adapter),
                  "--steps", "2"]) == 0
     assert main(["--quiet", "predict", str(store), "--encoder", "handcrafted", "--n-augment", "1"]) == 0

@@ -94,7 +94,8 @@ The section's image also holds hundreds of unlabelled tissue tiles between and a
 `tissue=2000` (and, with `peft` installed, `lora_rank=8`) `tl.adapt` trains the local stage on them too, never
 on a tile touching a held-out spot: `c2lst.tl.adapt(sdata, central, panel=panel, train_mask=train, tissue=2000,
 lora_rank=8, seed=0)`. On the her2st benchmark this made the tiles closer to real patches at the same predictor
-gain, for twice the adaptation time, so it is not the default here."""),
+gain, for about 1.6 times the adaptation time (1.3–1.9 times seed by seed, partly measured on a shared CPU), so
+it is not the default here."""),
     new_code_cell("""\
 local = c2lst.tl.adapt(sdata, central, panel=panel, train_mask=train, steps=ADAPT_STEPS, seed=0)
 local"""),
@@ -307,8 +308,10 @@ sorted(p.name for p in (WORK / "central").iterdir())"""),
     new_markdown_cell("""\
 ## Adapting and sharing the adapter
 
-The adapter holds the gene encoder and modulation weights, the gene panel, and the identity of the central
-model it was trained on; no spot, patch or count."""),
+The adapter holds the gene encoder and modulation weights, the local decoder's weights (a copy of the central
+decoder fine-tuned on the training patches, `decoder_steps`, default `min(200, steps)`; they carry the lab's stain
+and texture, and `decoder_steps=0` leaves them out), the gene panel, and the identity of the central model it
+was trained on; no spot, patch or count."""),
     new_code_cell("""\
 sdata = c2lst.datasets.demo()
 c2lst.pp.extract_patches(sdata)

@@ -226,7 +226,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     local = tl.adapt(sdata, central, train_mask=mask, steps=args.steps, decoder_steps=args.decoder_steps,
                      table_key=name, seed=args.seed, overwrite=args.overwrite, tissue=args.tissue_tiles,
                      transductive=args.transductive or (), local_unconditional=args.local_unconditional,
-                     n_comps=args.n_comps)
+                     n_comps=args.n_comps, lora_rank=args.lora_rank)
     local.save(args.adapter, overwrite=args.overwrite)
     write_store(sdata, source, args.out, [name], overwrite=args.overwrite)
     print(f"saved adapter to {args.adapter} ({int(mask.sum())} training spots, {local.n_trainable:,} parameters)")
@@ -530,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--tissue-tiles)")
     p.add_argument("--n-comps", type=int, default=RECIPE.n_comps, metavar="K",
                    help="the gene encoder reads K principal components of the panel (default %(default)s: the panel)")
+    p.add_argument("--lora-rank", type=int, default=RECIPE.lora_rank, metavar="R",
+                   help="LoRA adapters of rank R on a copy of the central UNet, trained with the modulation "
+                        "(tl.adapt(lora_rank=); needs peft; default: %(default)s, none)")
     p.add_argument("--transductive", nargs="+", metavar="NAME",
                    help="sections without training spots whose images --tissue-tiles may tile too (transductive use "
                         "of a test image)")

@@ -301,7 +301,7 @@ def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str
              "(`c2lst.benchmark.write_results_page`) from the tables in `benchmarks/measured/`; do not edit by hand. "
              "How the recipe got here, and what was tried: `docs/benchmark_history.md`.", "",
              "Code version: the first section holds the rows `c2lst benchmark` measured on the current code "
-             "(2026-12-05/06). The later sections hold the committed rows, measured with the code up to commit 9869514 "
+             "(2026-12-05 to 2026-12-07). The later sections hold the committed rows, measured with the code up to commit 9869514 "
              "(2026-11-25 to 2026-12-04), partly by one-off scripts that are now conditions and options of `c2lst benchmark`, which now runs "
              "every condition through `c2lst.tl` (`tl.adapt`, `tl.generate`, `tl.predict`, `tl.evaluate`; feature-space "
              "mixup fits the predictor directly) with the recipe `c2lst.core.recipe.RECIPE` (panel 50, 300 adaptation "

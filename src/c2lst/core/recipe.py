@@ -1,8 +1,11 @@
 """The C2L-ST synthesis recipe on arrays: one configuration, section-aware spatial mixup, seeded tiles.
 
-:func:`c2lst.tl.generate`, :func:`c2lst.tl.run` and every condition of :mod:`c2lst.benchmark` take their
-defaults from :data:`RECIPE` and draw their mixup profiles and tile seeds with the functions below, so the
-benchmark measures the recipe users run.
+:func:`c2lst.tl.generate`, :func:`c2lst.tl.run` and every condition of :mod:`c2lst.benchmark` draw their mixup
+profiles and tile seeds with the functions below, and :func:`c2lst.tl.run` and the benchmark take their defaults
+from :data:`RECIPE`, so the benchmark measures the recipe users run. Called on its own, :func:`c2lst.tl.generate`
+takes its sampler, steps, guidance, mixup range and neighbours (and, for spot and mixup profiles, its strength)
+from :data:`RECIPE`, but makes one tile per profile (``n_per_profile=1``; the recipe's is 2), and
+:func:`c2lst.tl.adapt` takes its steps from the central model's configuration, not ``RECIPE.adapt_steps``.
 """
 from __future__ import annotations
 

@@ -126,8 +126,9 @@ def generate(
     steps
         Denoising steps.
     guidance_scale
-        Classifier-free guidance (1 = conditional only, 0 = unconditional: the central model, or the
-        local-unconditional model of an adapter trained with ``tissue``).
+        Classifier-free guidance (1 = conditional only, 0 = unconditional: the local-unconditional model of an
+        adapter with the unconditional local component, which :func:`c2lst.tl.adapt` adds by default (the recipe's
+        ``local_unconditional``) and always with ``tissue``; the central model for an adapter without it).
     strength
         Share of the denoising path run, in ``(0, 1]``. 1 samples each patch from pure noise;
         below 1 each patch starts from its source spot's own patch (``"spots"``/``"mixup"`` only), noised to
