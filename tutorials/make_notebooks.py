@@ -68,7 +68,7 @@ rng = np.random.default_rng(0)
 train = np.zeros(table.n_obs, dtype=bool)
 train[rng.choice(table.n_obs, size=table.n_obs // 2, replace=False)] = True
 c2lst.pp.normalize(sdata, train_mask=train)
-panel = c2lst.pp.gene_panel(sdata, n_top_genes=64 if TINY else 256, train_mask=train)
+panel = c2lst.pp.gene_panel(sdata, n_top_genes=50, train_mask=train)  # the recipe's panel
 panel"""),
     new_markdown_cell("""\
 ## Baseline: a predictor trained on the real spots alone
