@@ -64,6 +64,8 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     by = df.set_index("condition")  # the generation settings are recorded with the diffusion rows only
     assert by.loc["c2l", "sampler"] == RECIPE.sampler and by.loc["c2l", "guidance_scale"] == RECIPE.guidance_scale
     assert np.isnan(by.loc["real", "guidance_scale"]) and by["sampler"].fillna("").loc["real"] == ""
+    assert by.loc["c2l", "generate_steps"] == 3 and by.loc["real", "generate_steps"] == 0  # the quick recipe's
+    assert by.loc["c2l", "adapt_steps"] == by.loc["real_adapted", "adapt_steps"] == 4 and by.loc["real", "adapt_steps"] == 0
     alone = run_benchmark(("S0", "S1"), quick=True, out_dir=tmp_path / "alone", cache_dir=cache, n_top_genes=3,
                           conditions=("real_adapted_only",))  # adapts its own modulation: the same as c2l's
     assert alone.loc[0, "t_adapt_s"] > 0 and alone.loc[0, "pcc"] == pcc["real_adapted_only"]
@@ -450,4 +452,9 @@ def test_adapter_variants_are_labelled_on_the_results_page():
     glass = same.assign(tissue_detector=[0, 0, 1])
     assert labelled(glass)["condition"].iloc[2] == "c2l_tissue+lora8+glass"
     assert labelled(glass.assign(tissue_detector=[0, 0, TISSUE_DETECTOR]))["condition"].iloc[2] == "c2l_tissue+lora8"
+    # adaptation and denoising steps other than the recipe's are named; rows from before the columns are not
+    steps = same.assign(adapt_steps=[0, RECIPE.adapt_steps, 1000], generate_steps=[0, 0, 200])
+    assert labelled(steps)["condition"].tolist() == ["real+groupcv", "real_adapted+local", "c2l_tissue+lora8+s200+a1000"]
+    recipe_steps = steps.assign(adapt_steps=RECIPE.adapt_steps, generate_steps=[np.nan, np.nan, RECIPE.generate_steps])
+    assert labelled(recipe_steps)["condition"].iloc[2] == "c2l_tissue+lora8"
 

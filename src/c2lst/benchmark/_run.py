@@ -141,8 +141,10 @@ def _variant(cond: str, recipe: RecipeConfig) -> dict[str, Any]:
         "n_comps": recipe.n_comps if adapts else 0,
         "lora_rank": recipe.lora_rank if adapts else 0,
         "tissue_detector": TISSUE_DETECTOR if tissue else 0,
+        "adapt_steps": recipe.adapt_steps if adapts else 0,
         "guidance_scale": recipe.guidance_scale if cond in DIFFUSION else float("nan"),
         "sampler": recipe.sampler if cond in DIFFUSION else "",
+        "generate_steps": recipe.generate_steps if cond in DIFFUSION else 0,
     }
 
 @renamed_kwargs(n_top="n_top_genes")
@@ -257,7 +259,7 @@ def run_benchmark(
         Pretraining steps of the local-only model.
     sample_steps, sampler, guidance_scale
         Denoising steps, sampler and classifier-free guidance of generation; rows of the diffusion conditions carry
-        ``sampler`` and ``guidance_scale``.
+        ``generate_steps``, ``sampler`` and ``guidance_scale`` (and, with the adapted-feature rows, ``adapt_steps``).
     strength
         Share of the denoising path run for each synthetic tile; below 1 a tile starts from its source spot's
         patch (image-to-image), 1 from pure noise. Default 0.8, the recipe's.
