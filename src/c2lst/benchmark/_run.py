@@ -259,7 +259,7 @@ def run_benchmark(
         Pretraining steps of the local-only model.
     sample_steps, sampler, guidance_scale
         Denoising steps, sampler and classifier-free guidance of generation; rows of the diffusion conditions carry
-        ``generate_steps``, ``sampler`` and ``guidance_scale`` (and, with the adapted-feature rows, ``adapt_steps``).
+        ``generate_steps``, ``sampler`` and ``guidance_scale``; rows that adapt a model carry ``adapt_steps``.
     strength
         Share of the denoising path run for each synthetic tile; below 1 a tile starts from its source spot's
         patch (image-to-image), 1 from pure noise. Default 0.8, the recipe's.
@@ -387,14 +387,15 @@ def run_benchmark(
                 patches, y, xy, group = fold.patches, fold.y, fold.xy, fold.group
                 sdata = fold_sdata(fold, held_out=True)  # the paired spots + the held-out section, as for a user
                 train = sdata.tables["table"].obs["paired"].to_numpy(dtype=bool)
-                tiles: dict[str, tuple[str, np.ndarray]] = {}  # generator -> (its synthetic table, source rows)
+                # generator -> (its synthetic table, source rows, the recipe it was adapted and sampled with)
+                tiles: dict[str, tuple[str, np.ndarray, RecipeConfig]] = {}
                 adapted: dict[str, Any] = {}  # generator -> its LocalModel (c2l's is read by the real_adapted rows)
                 # the training sections' tissue tiles only (never the held-out section's), the same for every fraction
                 tissue = (fold_tissue(fold, tissue_tiles, seed) if any(c in TISSUE_CONDITIONS for c in conditions)
                           else None)
                 for cond in conditions:
                     meter = StageMeter()
-                    synthetic, src = None, None
+                    synthetic, src, row_recipe = None, None, recipe
                     weight, align = synthetic_weight, synthetic_align
                     n_aug = n_augment if cond in ("augment", "c2l_augment") else 0
                     if cond == "spatial_mixup":  # the c2l condition's profiles, each with its source's patch
@@ -405,7 +406,7 @@ def run_benchmark(
                                                     fold.panel.genes)
                         weight, align = 1.0, None  # the ablation's rows at full weight, unaligned
                     elif cond in DIFFUSION and _GENERATOR[cond] in tiles:  # this fold's tiles, generated once
-                        synthetic, src = tiles[_GENERATOR[cond]]
+                        synthetic, src, row_recipe = tiles[_GENERATOR[cond]]
                     elif cond in DIFFUSION:
                         gen_model = the_central
                         with_tissue = cond in TISSUE_CONDITIONS
@@ -426,11 +427,12 @@ def run_benchmark(
                                 batch_size=256 if _cuda() else 64, out_px=PATCH_PX, sdata=sdata, key_added=synthetic,
                                 tissue=tissue if with_tissue else None)
                         meter.parts.update({f"{k[:-2]}": v for k, v in tms.items()})
-                        tiles[_GENERATOR[cond]] = synthetic, src
+                        tiles[_GENERATOR[cond]] = synthetic, src, the_recipe
+                        row_recipe = the_recipe
                         adapted[_GENERATOR[cond]] = local
                         with meter.stage("synthetic_metrics"):
                             syn_rows.append({"condition": cond, "test_section": test.name, "fraction": fraction,
-                                             "seed": seed, **_variant(cond, recipe),
+                                             "seed": seed, **_variant(cond, the_recipe),
                                              **_synthetic_metrics(hand, patches, extra_p, test.patches, seed),
                                              **_ceiling(hand, local, test.patches, seed)})
                         with meter.stage("conditioning"):
@@ -475,7 +477,7 @@ def run_benchmark(
                                  "n_train": len(patches), "n_extra": n_syn + model.fit_info.get("n_augmented", 0),
                                  "n_mixup": n_per_profile * len(patches) if cond == "mixup" else 0,
                                  "n_tissue": len(tissue) if cond in TISSUE_CONDITIONS else 0,
-                                 **_variant(cond, recipe), "alpha_cv": penalty,
+                                 **_variant(cond, row_recipe), "alpha_cv": penalty,
                                  "n_test": len(test.patches),
                                  "extra_weight": (model.fit_info["extra_weight"] if n_syn  # else augment's
                                                   else model.fit_info["augment_weight"] if n_aug else float("nan")),
