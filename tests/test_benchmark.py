@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from c2lst.benchmark import CONDITIONS, run_benchmark, summarize
 from c2lst.benchmark._conditions import CachedFeatures
 from c2lst.benchmark._data import CACHE_FORMAT
+from c2lst.benchmark._results import labelled
 from c2lst.core.recipe import RECIPE, spatial_mixup
 from c2lst.io._histology import TISSUE_DETECTOR
 
@@ -36,7 +38,7 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     cache = tmp_path / "cache"
     _fake_sections(cache)
     out = tmp_path / "out"
-    df = run_benchmark(("S0", "S1"), quick=True, out_dir=out, cache_dir=cache, n_top_genes=3)
+    df = run_benchmark(("S0", "S1"), quick=True, out_dir=out, cache_dir=cache, n_top_genes=3, grids=True)
     assert set(df["condition"]) == set(CONDITIONS) and len(df) == len(CONDITIONS)
     assert df["test_section"].unique().tolist() == ["S0"] and df["fraction"].unique().tolist() == [0.5]
     assert np.isfinite(df["pcc"]).all() and (df["n_train"] == 12).all()
@@ -79,6 +81,12 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
         assert (out / name).stat().st_size > 0
     syn = pd.read_csv(out / "synthetic.csv")
     assert set(syn["condition"]) == {"c2l", "local_only", "c2l_tissue", "local_only_tissue"}
+    # one grid per generator (c2l_augment reuses c2l's tiles), named as the results page labels its rows
+    grids = {p.name: p for p in (out / "grids").iterdir()}
+    assert set(grids) == {f"{label}_S0_f0.5_s0.png" for label in labelled(syn)["condition"]}
+    assert "c2l_tissue+s3+a4_S0_f0.5_s0.png" in grids  # the quick recipe's steps
+    image = plt.imread(grids["c2l_tissue+s3+a4_S0_f0.5_s0.png"])
+    assert image.shape[1] > 3 * image.shape[0] and image[..., :3].std() > 0.05  # 17 patches wide, not blank
     assert {"frechet", "precision", "nn_ratio"} <= set(syn.columns)
     assert {"frechet_floor", "frechet_vs_half", "n_floor"} <= set(syn.columns)  # 12 paired spots: 6 per half
     # each generator's ceiling on the held-out section: reconstructions of half B against half A, beside B itself

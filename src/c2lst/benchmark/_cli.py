@@ -85,6 +85,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tissue-tiles", type=int, default=TISSUE_TILES, metavar="N",
                    help="unlabelled tissue tiles of the training sections per fold for c2l_tissue and "
                         "local_only_tissue (seeded draw; default %(default)s)")
+    p.add_argument("--grids", action="store_true",
+                   help="also write grids/<condition>_<section>_f<f>_s<seed>.png: each fold's paired patches beside "
+                        "the tiles generated for them (pl.synthetic_grid)")
     p.add_argument("--central", default="default", help="central model directory or 'default'")
     p.add_argument("--quick", action="store_true", help="smoke test: two sections, one fold, tiny model")
     p.add_argument("--out", default="benchmarks/results", help="output folder (default %(default)s)")
@@ -104,7 +107,7 @@ def run_command(args: argparse.Namespace) -> int:
                             synthetic_align=args.synthetic_align, group_norm=args.group_norm,
                             test_sections=args.test_sections, tissue_tiles=args.tissue_tiles,
                             local_unconditional=args.local_unconditional, n_comps=args.n_comps, lora_rank=args.lora_rank,
-                            alpha_cv=args.alpha_cv)
+                            alpha_cv=args.alpha_cv, grids=args.grids)
     print(f"{len(results)} runs; results.csv, summary.md and pcc_vs_fraction.png in {args.out}/")
     return 0
 

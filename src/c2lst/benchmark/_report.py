@@ -1,4 +1,4 @@
-"""Benchmark outputs: CSV tables, a markdown summary and the PCC-vs-fraction figure."""
+"""Benchmark outputs: CSV tables, a markdown summary, the PCC-vs-fraction figure and the folds' tile grids."""
 from __future__ import annotations
 
 import json
@@ -73,6 +73,29 @@ def plot(results: pd.DataFrame, path: Path) -> None:
 
     fig = plot_benchmark(results, logx=True, show=False)
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def write_grid(path: Path, patches: np.ndarray, expression: np.ndarray, genes: Sequence[str], synthetic: Any, *,
+               title: str, seed: int) -> None:
+    """Write :func:`c2lst.pl.synthetic_grid` of a fold's paired patches beside the tiles generated for them to ``path``.
+
+    ``patches`` and ``expression`` (log-normalised, columns ``genes``) are the paired training spots'; ``synthetic``
+    is the fold's synthetic table. Rows are three k-means clusters of the panel expression of the paired spots; a
+    tile joins the cluster nearest its conditioning profile.
+    """
+    import matplotlib.pyplot as plt
+    from anndata import AnnData
+
+    from ..pl import synthetic_grid
+
+    real = AnnData(X=np.asarray(expression, dtype=np.float64), var=pd.DataFrame(index=[str(g) for g in genes]))
+    real.layers["lognorm"] = real.X
+    real.obsm["c2lst_patch"] = patches
+    fig = synthetic_grid(real, synthetic=synthetic, groupby="cluster", n_clusters=3, seed=seed, show=False)
+    fig.suptitle(title, x=0.02, ha="left", fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
     plt.close(fig)
 
 

@@ -181,6 +181,7 @@ def run_benchmark(
     n_comps: int = RECIPE.n_comps,
     alpha_cv: str = "loo",
     lora_rank: int = RECIPE.lora_rank,
+    grids: bool = False,
 ) -> pd.DataFrame:
     """Run the data-limited prediction benchmark and write its tables and figure.
 
@@ -237,7 +238,8 @@ def run_benchmark(
         Smoke test: first two sections, one fold, ``f=0.5``, seed 0, a tiny central model pretrained for a
         handful of steps (numbers meaningless; only the code path is exercised).
     out_dir
-        Where ``results.csv``, ``synthetic.csv``, ``summary.md`` and ``pcc_vs_fraction.png`` are written.
+        Where ``results.csv``, ``synthetic.csv``, ``summary.md``, ``meta.json``, ``pcc_vs_fraction.png`` (and the
+        ``grids``) are written.
     central
         Central model (``CentralModel`` or checkpoint directory); ``None``: the bundled default.
     encoder
@@ -297,6 +299,11 @@ def run_benchmark(
     lora_rank
         Rank of LoRA adapters on a copy of the central UNet in the diffusion conditions' adaptation
         (``tl.adapt(lora_rank=)``; needs peft; 0: modulation only); rows carry it as ``lora_rank``.
+    grids
+        Also write ``grids/<label>_<section>_f<fraction>_s<seed>.png`` for each generator of each fold, ``<label>``
+        as the results page names its rows (e.g. ``c2l_tissue+lora32``): the paired spots' patches beside the
+        tiles generated for their profiles (:func:`c2lst.pl.synthetic_grid`, rows = three expression clusters of
+        the paired spots), the tiles the fold's ``synthetic.csv`` row scores.
 
     Returns
     -------
@@ -309,7 +316,8 @@ def run_benchmark(
     ``out_dir``.
     """
     from .. import tl
-    from ._report import write_outputs
+    from ._report import write_grid, write_outputs
+    from ._results import labelled
 
     unknown = sorted(set(conditions) - set(CONDITIONS))
     if unknown:
@@ -372,7 +380,7 @@ def run_benchmark(
             "synthetic_weight": synthetic_weight, "synthetic_align": synthetic_align, "group_norm": group_norm,
             "fractions": list(fractions), "seeds": list(seeds), "conditions": list(conditions),
             "tissue_tiles": int(tissue_tiles), "local_unconditional": bool(local_unconditional),
-            "n_comps": int(n_comps), "alpha_cv": alpha_cv, "lora_rank": int(lora_rank),
+            "n_comps": int(n_comps), "alpha_cv": alpha_cv, "lora_rank": int(lora_rank), "grids": bool(grids),
             "data_s": meter_data.seconds["data"], "data_mb": meter_data.peak_mb["data"]}
     hand = CachedFeatures(lambda p: handcrafted_features(p, n_jobs=n_jobs), "handcrafted")
     cent = CachedFeatures(lambda p: the_central.features(p, seed=0), "central") if the_central is not None else None
@@ -429,6 +437,13 @@ def run_benchmark(
                         meter.parts.update({f"{k[:-2]}": v for k, v in tms.items()})
                         tiles[_GENERATOR[cond]] = synthetic, src, the_recipe
                         row_recipe = the_recipe
+                        if grids:  # named as the results page labels the generator's rows
+                            label = labelled(pd.DataFrame([{"condition": _GENERATOR[cond],
+                                                            **_variant(cond, the_recipe)}]))["condition"].iloc[0]
+                            write_grid(out / "grids" / f"{label}_{test.name}_f{fraction:g}_s{seed}.png",
+                                       patches, y, fold.panel.genes, sdata.tables[synthetic], seed=seed,
+                                       title=f"{label}, held-out {test.name}, f = {fraction:g}, seed {seed}: paired "
+                                             "spots' patches (left), tiles generated for their mixup profiles (right)")
                         adapted[_GENERATOR[cond]] = local
                         with meter.stage("synthetic_metrics"):
                             syn_rows.append({"condition": cond, "test_section": test.name, "fraction": fraction,
