@@ -96,7 +96,7 @@ on a tile touching a held-out spot: `c2lst.tl.adapt(sdata, central, panel=panel,
 lora_rank=8, seed=0)`. On the her2st benchmark this made the tiles closer to real patches at the same predictor
 gain, for about 1.6 times the adaptation time (1.3–1.9 times seed by seed, partly measured on a shared CPU), so
 it is not the default here. For tiles to look at, `lora_rank=32, steps=1000` brings them closer still (precision
-0.53 against 0.41 with rank 8 on the same two seeds; 30 nuclei per tile against 28, real ones 42) for about twice
+0.56 against 0.45 with rank 8 on the same three seeds; 30 nuclei per tile against 28, real ones 42) for about twice
 the adaptation time, again without a better predictor."""),
     new_code_cell("""\
 local = c2lst.tl.adapt(sdata, central, panel=panel, train_mask=train, steps=ADAPT_STEPS, seed=0)
