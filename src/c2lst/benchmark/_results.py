@@ -336,7 +336,9 @@ def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str
         if meta.get("provenance"):
             lines += [meta["provenance"], ""]
         for t in meta["tables"]:
-            lines += [f"### {t['title']}", "", "```bash", t["command"], "```", "", *_table(t["columns"], t["rows"]), ""]
+            command = (["```bash", t["command"], "```"] if "\n" in t["command"]  # one line: inline, a shorter page
+                       else [f"Command: `{t['command']}`"])
+            lines += [f"### {t['title']}", "", *command, "", *_table(t["columns"], t["rows"]), ""]
             if t.get("note"):
                 lines += [t["note"], ""]
     text = "\n".join(lines).rstrip() + "\n"
