@@ -86,8 +86,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="unlabelled tissue tiles of the training sections per fold for c2l_tissue and "
                         "local_only_tissue (seeded draw; default %(default)s)")
     p.add_argument("--grids", action="store_true",
-                   help="also write grids/<condition>_<section>_f<f>_s<seed>.png: each fold's paired patches beside "
-                        "the tiles generated for them (pl.synthetic_grid)")
+                   help="also write grids/<label>_<section>_f<f>_s<seed>.png (<label> as the results page names the "
+                        "rows): each fold's paired patches beside the tiles generated for them (pl.synthetic_grid)")
     p.add_argument("--central", default="default", help="central model directory or 'default'")
     p.add_argument("--quick", action="store_true", help="smoke test: two sections, one fold, tiny model")
     p.add_argument("--out", default="benchmarks/results", help="output folder (default %(default)s)")

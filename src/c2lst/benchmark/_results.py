@@ -336,8 +336,8 @@ def write_results_page(measured: str | Path = "benchmarks/measured", *, out: str
         if meta.get("provenance"):
             lines += [meta["provenance"], ""]
         for t in meta["tables"]:
-            command = (["```bash", t["command"], "```"] if "\n" in t["command"]  # one line: inline, a shorter page
-                       else [f"Command: `{t['command']}`"])
+            inline = "\n" not in t["command"] and "`" not in t["command"]  # one plain line: inline, a shorter page
+            command = [f"Command: `{t['command']}`"] if inline else ["```bash", t["command"], "```"]
             lines += [f"### {t['title']}", "", *command, "", *_table(t["columns"], t["rows"]), ""]
             if t.get("note"):
                 lines += [t["note"], ""]

@@ -436,10 +436,9 @@ def run_benchmark(
                                 tissue=tissue if with_tissue else None)
                         meter.parts.update({f"{k[:-2]}": v for k, v in tms.items()})
                         tiles[_GENERATOR[cond]] = synthetic, src, the_recipe
-                        row_recipe = the_recipe
+                        row_recipe, variant = the_recipe, _variant(cond, the_recipe)
                         if grids:  # named as the results page labels the generator's rows
-                            label = labelled(pd.DataFrame([{"condition": _GENERATOR[cond],
-                                                            **_variant(cond, the_recipe)}]))["condition"].iloc[0]
+                            label = labelled(pd.DataFrame([{"condition": _GENERATOR[cond], **variant}]))["condition"].iloc[0]
                             write_grid(out / "grids" / f"{label}_{test.name}_f{fraction:g}_s{seed}.png",
                                        patches, y, fold.panel.genes, sdata.tables[synthetic], seed=seed,
                                        title=f"{label}, held-out {test.name}, f = {fraction:g}, seed {seed}: paired "
@@ -447,7 +446,7 @@ def run_benchmark(
                         adapted[_GENERATOR[cond]] = local
                         with meter.stage("synthetic_metrics"):
                             syn_rows.append({"condition": cond, "test_section": test.name, "fraction": fraction,
-                                             "seed": seed, **_variant(cond, the_recipe),
+                                             "seed": seed, **variant,
                                              **_synthetic_metrics(hand, patches, extra_p, test.patches, seed),
                                              **_ceiling(hand, local, test.patches, seed)})
                         with meter.stage("conditioning"):
