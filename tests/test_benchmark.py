@@ -44,11 +44,12 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     assert np.isfinite(df["pcc"]).all() and (df["n_train"] == 12).all()
     extra = df.set_index("condition")["n_extra"]
     assert extra["augment"] == 24 and extra["c2l"] == 12 and extra["local_only"] == 12 and extra["real"] == 0
-    assert extra["c2l_tissue"] == extra["local_only_tissue"] == 12
+    assert extra["c2l_tissue"] == extra["local_only_tissue"] == extra["refined_tissue"] == 12
     n_tissue = df.set_index("condition")["n_tissue"]  # the quick budget: 16 of the training section's 20 tiles
-    assert n_tissue["c2l_tissue"] == n_tissue["local_only_tissue"] == 16 and n_tissue["c2l"] == 0
+    assert n_tissue["c2l_tissue"] == n_tissue["local_only_tissue"] == n_tissue["refined_tissue"] == 16
+    assert n_tissue["c2l"] == 0
     detector = df.set_index("condition")["tissue_detector"]
-    assert detector["c2l_tissue"] == detector["local_only_tissue"] == TISSUE_DETECTOR and detector["c2l"] == 0
+    assert detector["c2l_tissue"] == detector["refined_tissue"] == TISSUE_DETECTOR and detector["c2l"] == 0
     assert extra["spatial_mixup"] == 24 and extra["c2l_augment"] == extra["c2l"] + extra["augment"]
     weight = df.set_index("condition")["extra_weight"]
     assert weight["augment"] == 1.0 and weight["c2l_augment"] == weight["c2l"] and np.isnan(weight["real"])
@@ -80,7 +81,7 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     for name in ("results.csv", "synthetic.csv", "summary.md", "meta.json", "pcc_vs_fraction.png"):
         assert (out / name).stat().st_size > 0
     syn = pd.read_csv(out / "synthetic.csv")
-    assert set(syn["condition"]) == {"c2l", "local_only", "c2l_tissue", "local_only_tissue"}
+    assert set(syn["condition"]) == {"c2l", "local_only", "c2l_tissue", "local_only_tissue", "refined_tissue"}
     # one grid per generator (c2l_augment reuses c2l's tiles), named as the results page labels its rows
     grids = {p.name: p for p in (out / "grids").iterdir()}
     assert set(grids) == {f"{label}_S0_f0.5_s0.png" for label in labelled(syn)["condition"]}
@@ -125,7 +126,8 @@ def test_quick_benchmark_group_norm(tmp_path):
 
 
 def test_held_out_section_tiles_never_reach_adapt(tmp_path, monkeypatch):
-    """c2l_tissue / local_only_tissue: tl.adapt gets tissue tiles of the training sections only, seeded."""
+    """c2l_tissue / local_only_tissue / refined_tissue: tl.adapt and tl.pretrain get tissue tiles of the training
+    sections only, seeded, the same for each."""
     import c2lst
     from c2lst.benchmark._data import load_sections
 
@@ -140,21 +142,25 @@ def test_held_out_section_tiles_never_reach_adapt(tmp_path, monkeypatch):
         return adapt(sdata, central, **kw)
 
     def spy_pretrain(images, **kw):
-        pretrained.append(images)
-        return pretrain(images, **kw)
+        model = pretrain(images, **kw)
+        pretrained.append((images, kw.get("init"), model))
+        return model
 
     monkeypatch.setattr(c2lst.tl, "adapt", spy)
     monkeypatch.setattr(c2lst.tl, "pretrain", spy_pretrain)
     run_benchmark(("S0", "S1"), quick=True, out_dir=tmp_path / "out", cache_dir=cache, n_top_genes=3,
-                  conditions=("c2l", "c2l_tissue", "local_only_tissue"), tissue_tiles=12)
-    assert seen[0] is None and len(seen) == 3  # c2l, then the two tissue conditions
+                  conditions=("c2l", "c2l_tissue", "local_only_tissue", "refined_tissue"), tissue_tiles=12)
+    assert seen[0] is None and len(seen) == 4  # c2l, then the three tissue conditions
     held = {t.tobytes() for t in data["S0"].tissue}  # quick mode holds out the first section
     train = {t.tobytes() for t in data["S1"].tissue}
     for tiles in seen[1:]:
         got = {t.tobytes() for t in tiles}
         assert len(tiles) == 12 and got <= train and not got & held
-    assert np.array_equal(seen[1], seen[2])  # the same tiles for both: only central pretraining differs
-    local_only = pretrained[-1]  # the local-only model is pretrained on the training patches and the same tiles
+    assert np.array_equal(seen[1], seen[2]) and np.array_equal(seen[1], seen[3])  # the same tiles for each
+    # the quick central model, then the local-only model (from scratch) and the refined one (from the central
+    # model), both trained on the training patches and the same tiles
+    (_, _, central), (local_only, scratch, _), (refined, init, _) = pretrained
+    assert scratch is None and init is central and np.array_equal(local_only, refined)
     assert {t.tobytes() for t in seen[2]} <= {t.tobytes() for t in local_only}
     assert not {t.tobytes() for t in local_only} & held
     with pytest.raises(ValueError, match="tissue_tiles"):

@@ -69,7 +69,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="ridge weight of the augmented copies (default %(default)s)")
     p.add_argument("--group-norm", action="store_true",
                    help="non-floor predictors standardise each section's features on its own patches")
-    p.add_argument("--local-steps", type=int, default=2000, help="pretraining steps of the local-only baseline")
+    p.add_argument("--local-steps", type=int, default=2000, help="pretraining steps of the local-only baseline (and refinement steps of refined_tissue)")
     p.add_argument("--local-unconditional", action=argparse.BooleanOptionalAction, default=RECIPE.local_unconditional,
                    help="adapt with the modulation's unconditional local component (tl.adapt(local_unconditional=True)); "
                         "default: the recipe's (%(default)s)")
@@ -83,8 +83,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="LoRA adapters of rank R on a copy of the central UNet in the diffusion conditions' "
                         "adaptation (tl.adapt(lora_rank=); needs peft; default: %(default)s, none)")
     p.add_argument("--tissue-tiles", type=int, default=TISSUE_TILES, metavar="N",
-                   help="unlabelled tissue tiles of the training sections per fold for c2l_tissue and "
-                        "local_only_tissue (seeded draw; default %(default)s)")
+                   help="unlabelled tissue tiles of the training sections per fold for c2l_tissue, "
+                        "local_only_tissue and refined_tissue (seeded draw; default %(default)s)")
     p.add_argument("--grids", action="store_true",
                    help="also write grids/<label>_<section>_f<f>_s<seed>.png (<label> as the results page names the "
                         "rows): each fold's paired patches beside the tiles generated for them (pl.synthetic_grid)")

@@ -10,11 +10,11 @@ from .. import _logging as logg
 from ..io._histology import TISSUE_DETECTOR
 
 CONDITIONS = ("handcrafted", "real", "augment", "c2l", "c2l_augment", "local_only", "mixup", "spatial_mixup",
-              "c2l_tissue", "local_only_tissue", "real_central", "real_adapted", "real_adapted_only")
+              "c2l_tissue", "local_only_tissue", "refined_tissue", "real_central", "real_adapted", "real_adapted_only")
 # real pairs read through a diffusion model's features: (feature model, handcrafted features appended)
 FEATURE_CONDITIONS = {"real_central": ("central", True), "real_adapted": ("adapted", True),
                       "real_adapted_only": ("adapted", False)}
-TISSUE_CONDITIONS = ("c2l_tissue", "local_only_tissue")  # conditions adapted on the training sections' tissue tiles
+TISSUE_CONDITIONS = ("c2l_tissue", "local_only_tissue", "refined_tissue")  # conditions adapted on the training sections' tissue tiles
 TISSUE_TILES = 2000  # tissue tiles per fold of those conditions (a seeded draw)
 SECTIONS = ("C2", "C3", "C4", "C5", "C6")
 

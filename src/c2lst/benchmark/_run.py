@@ -39,10 +39,12 @@ from ._data import (
 )
 from ._fold import fold_tissue, make_fold, n_paired
 
-DIFFUSION = ("c2l", "c2l_augment", "local_only", "c2l_tissue", "local_only_tissue")
+DIFFUSION = ("c2l", "c2l_augment", "local_only", "c2l_tissue", "local_only_tissue", "refined_tissue")
 # the generator whose tiles each diffusion condition uses (c2l_augment reuses the c2l tiles of its fold)
 _GENERATOR = {"c2l": "c2l", "c2l_augment": "c2l", "local_only": "local_only", "c2l_tissue": "c2l_tissue",
-              "local_only_tissue": "local_only_tissue"}
+              "local_only_tissue": "local_only_tissue", "refined_tissue": "refined_tissue"}
+# conditions whose generator is a model trained on the fold's local tiles before adaptation
+_LOCAL_MODELS = ("local_only", "local_only_tissue", "refined_tissue")
 QUICK_TISSUE_TILES = 16
 # the generation setting every measured c2l / local_only table of benchmarks/README.md used (the recipe's)
 
@@ -99,12 +101,16 @@ class StageMeter:
         return {**{f"t_{k}_s": v for k, v in times.items()}, **{f"mem_{k}_mb": v for k, v in self.peak_mb.items()}}
 
 
-def _local_only_central(central_like: Any, patches: np.ndarray, *, steps: int, seed: int) -> Any:
-    """Pretrain a model of the central configuration from random initialisation on local patches only."""
+def _local_central(central: Any, patches: np.ndarray, *, steps: int, seed: int, refine: bool) -> Any:
+    """Train a model of the central configuration on local patches only.
+
+    From random initialisation, or with ``refine`` the central model itself refined (its autoencoder kept, its
+    UNet trained on every step).
+    """
     from .. import tl
 
-    return tl.pretrain(patches, config=central_like.config, steps=steps, seed=seed,
-                       mixed_precision="bf16" if _cuda() else "no")
+    kw = {"init": central} if refine else {"config": central.config}
+    return tl.pretrain(patches, steps=steps, seed=seed, mixed_precision="bf16" if _cuda() else "no", **kw)
 
 
 def _cuda() -> bool:
@@ -113,11 +119,12 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _quick_central(patches: np.ndarray, seed: int) -> Any:
-    """Pretrain a tiny central model for a handful of steps (smoke tests only)."""
+def _quick_central(patches: np.ndarray, seed: int, init: Any = None) -> Any:
+    """Pretrain a tiny central model (or refine ``init``) for a handful of steps (smoke tests only)."""
     from .. import tl
 
-    return tl.pretrain(patches, config="tiny", steps=12, batch_size=8, seed=seed, mixed_precision="no")
+    kw = {"init": init} if init is not None else {"config": "tiny"}
+    return tl.pretrain(patches, steps=12, batch_size=8, seed=seed, mixed_precision="no", **kw)
 
 
 def _resolve_central(central: Any) -> Any:
@@ -210,6 +217,10 @@ def run_benchmark(
       decoder); the held-out section's image is never tiled for training;
     - ``local_only_tissue``: ``local_only`` given the same tissue tiles, in its pretraining (with the training
       sections' patches) and its adaptation: against ``c2l_tissue`` it isolates central pretraining;
+    - ``refined_tissue``: the central model refined for the same ``local_steps`` steps on the same patches and
+      tissue tiles (``tl.pretrain(init=central)``: its autoencoder kept, its UNet trained), then adapted like
+      ``c2l_tissue``: against ``local_only_tissue`` it isolates the central initialisation at an equal local
+      training budget, against ``c2l_tissue`` the refinement;
     - ``real_central``, ``real_adapted``, ``real_adapted_only``: the real pairs read through a diffusion model's
       features (``tl.predict(encoder="central", central=...)``, whatever ``encoder`` is): the central model's or
       the fold's adapted model's (``LocalModel.features``: the ``c2l`` condition's adapter, or when ``c2l`` is not
@@ -258,7 +269,7 @@ def run_benchmark(
     decoder_steps
         Local decoder fine-tuning steps of the diffusion conditions (0: decode with the pretrained decoder).
     local_steps
-        Pretraining steps of the local-only model.
+        Pretraining steps of the local-only model (and refinement steps of ``refined_tissue``).
     sample_steps, sampler, guidance_scale
         Denoising steps, sampler and classifier-free guidance of generation; rows of the diffusion conditions carry
         ``generate_steps``, ``sampler`` and ``guidance_scale``; rows that adapt a model carry ``adapt_steps``.
@@ -388,7 +399,7 @@ def run_benchmark(
     for test in data:
         if test_sections is not None and test.name not in test_sections:
             continue
-        local_models: dict[tuple[int, bool], Any] = {}  # (seed, with tissue tiles) -> local-only model
+        local_models: dict[tuple[int, str], Any] = {}  # (seed, condition) -> its model trained on local tiles
         for fraction in fractions:
             for seed in seeds:
                 fold = make_fold(data, test.name, fraction, seed, n_top_genes=n_top_genes)
@@ -418,15 +429,17 @@ def run_benchmark(
                     elif cond in DIFFUSION:
                         gen_model = the_central
                         with_tissue = cond in TISSUE_CONDITIONS
-                        if cond in ("local_only", "local_only_tissue"):
-                            if (seed, with_tissue) not in local_models:
+                        if cond in _LOCAL_MODELS:
+                            if (seed, cond) not in local_models:
                                 with meter.stage("pretrain_local"):
                                     local_patches = np.concatenate([s.patches for s in fold.train]
                                                                    + ([tissue] if with_tissue else []))
-                                    local_models[seed, with_tissue] = (
-                                        _quick_central(local_patches, seed + 1) if quick else
-                                        _local_only_central(the_central, local_patches, steps=local_steps, seed=seed))
-                            gen_model = local_models[seed, with_tissue]
+                                    refine = cond == "refined_tissue"
+                                    local_models[seed, cond] = (
+                                        _quick_central(local_patches, seed + 1, the_central if refine else None)
+                                        if quick else _local_central(the_central, local_patches, steps=local_steps,
+                                                                     seed=seed, refine=refine))
+                            gen_model = local_models[seed, cond]
                         the_recipe = replace(recipe, adapt_steps=adapt_steps or gen_model.config.adapt_steps)
                         synthetic = f"c2lst_synthetic_{_GENERATOR[cond]}"
                         with meter.stage("diffusion"):
