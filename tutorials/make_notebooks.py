@@ -97,7 +97,10 @@ lora_rank=8, seed=0)`. On the her2st benchmark this made the tiles closer to rea
 gain, for about 1.6 times the adaptation time (1.3–1.9 times seed by seed, partly measured on a shared CPU), so
 it is not the default here. For tiles to look at, `lora_rank=32, steps=1000` brings them closer still (precision
 0.56 against 0.45 with rank 8 on the same three seeds; 30 nuclei per tile against 28, real ones 42) for about twice
-the adaptation time, again without a better predictor."""),
+the adaptation time, again without a better predictor. Refining the central model itself on the section's tissue
+first (`c2lst.tl.pretrain(c2lst.pp.tissue_tiles(sdata, max_tiles=2000, exclude_spots=~train, seed=0),
+init=central, steps=2000)`, about 17 minutes on 2 cores, then the same `tl.adapt` on the refined model) gave the
+closest tiles and the largest gain so far (two folds, one seed: `docs/benchmark_history.md`)."""),
     new_code_cell("""\
 local = c2lst.tl.adapt(sdata, central, panel=panel, train_mask=train, steps=ADAPT_STEPS, seed=0)
 local"""),
