@@ -49,7 +49,8 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     assert n_tissue["c2l_tissue"] == n_tissue["local_only_tissue"] == n_tissue["refined_tissue"] == 16
     assert n_tissue["c2l"] == 0
     detector = df.set_index("condition")["tissue_detector"]
-    assert detector["c2l_tissue"] == detector["refined_tissue"] == TISSUE_DETECTOR and detector["c2l"] == 0
+    assert detector["c2l_tissue"] == detector["local_only_tissue"] == detector["refined_tissue"] == TISSUE_DETECTOR
+    assert detector["c2l"] == 0
     assert extra["spatial_mixup"] == 24 and extra["c2l_augment"] == extra["c2l"] + extra["augment"]
     weight = df.set_index("condition")["extra_weight"]
     assert weight["augment"] == 1.0 and weight["c2l_augment"] == weight["c2l"] and np.isnan(weight["real"])
@@ -134,11 +135,12 @@ def test_held_out_section_tiles_never_reach_adapt(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     _fake_sections(cache, n_sections=2, n_tissue=20)
     data = {s.name: s for s in load_sections(("S0", "S1"), cache_dir=cache, tissue=True)}
-    seen, pretrained = [], []
+    seen, models, pretrained = [], [], []
     adapt, pretrain = c2lst.tl.adapt, c2lst.tl.pretrain
 
     def spy(sdata, central, **kw):
         seen.append(kw.get("tissue"))
+        models.append(central)
         return adapt(sdata, central, **kw)
 
     def spy_pretrain(images, **kw):
@@ -161,6 +163,8 @@ def test_held_out_section_tiles_never_reach_adapt(tmp_path, monkeypatch):
     # model), both trained on the training patches and the same tiles
     (_, _, central), (local_only, scratch, _), (refined, init, _) = pretrained
     assert scratch is None and init is central and np.array_equal(local_only, refined)
+    # c2l and c2l_tissue adapt the central model, the other two the model trained for them
+    assert models[0] is models[1] is central and models[2] is pretrained[1][2] and models[3] is pretrained[2][2]
     assert {t.tobytes() for t in seen[2]} <= {t.tobytes() for t in local_only}
     assert not {t.tobytes() for t in local_only} & held
     with pytest.raises(ValueError, match="tissue_tiles"):

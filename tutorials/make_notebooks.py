@@ -98,9 +98,10 @@ gain, for about 1.6 times the adaptation time (1.3–1.9 times seed by seed, par
 it is not the default here. For tiles to look at, `lora_rank=32, steps=1000` brings them closer still (precision
 0.56 against 0.45 with rank 8 on the same three seeds; 30 nuclei per tile against 28, real ones 42) for about twice
 the adaptation time, again without a better predictor. Refining the central model itself on the section's tissue
-first (`c2lst.tl.pretrain(c2lst.pp.tissue_tiles(sdata, max_tiles=2000, exclude_spots=~train, seed=0),
-init=central, steps=2000)`, about 17 minutes on 2 cores, then the same `tl.adapt` on the refined model) gave the
-closest tiles and the largest gain so far (two folds, one seed: `docs/benchmark_history.md`)."""),
+first (`refined = c2lst.tl.pretrain(c2lst.pp.tissue_tiles(sdata, max_tiles=2000, exclude_spots=~train, seed=0),
+init=central, steps=2000)`, about 17 minutes on 2 cores, then `c2lst.tl.adapt(sdata, refined, ..., tissue=2000,
+lora_rank=32, steps=1000)`) gave the most realistic tiles so far, and a gain a little above the frozen and
+local-only generators' on the same folds (two folds, one seed: `docs/benchmark_history.md`)."""),
     new_code_cell("""\
 local = c2lst.tl.adapt(sdata, central, panel=panel, train_mask=train, steps=ADAPT_STEPS, seed=0)
 local"""),

@@ -230,8 +230,8 @@ def run_benchmark(
     The generation settings default to :data:`c2lst.core.recipe.RECIPE`, the recipe of :func:`c2lst.tl.run`; the
     diffusion conditions call :func:`c2lst.tl.adapt` and :func:`c2lst.tl.generate` on a ``SpatialData`` of the
     fold (:func:`~c2lst.benchmark.fold_sdata`: the paired spots, then the held-out section;
-    :func:`~c2lst.benchmark.diffusion_pairs`), the local-only model is :func:`c2lst.tl.pretrain`'s, and every
-    condition but ``mixup`` (which :func:`c2lst.tl.predict` does not offer) fits with :func:`c2lst.tl.predict` and is
+    :func:`~c2lst.benchmark.diffusion_pairs`), the local-only and refined models are :func:`c2lst.tl.pretrain`'s,
+    and every condition but ``mixup`` (which :func:`c2lst.tl.predict` does not offer) fits with :func:`c2lst.tl.predict` and is
     scored with :func:`c2lst.tl.evaluate` on the held-out section.
 
     Parameters
@@ -296,8 +296,9 @@ def run_benchmark(
     n_jobs
         Worker processes for handcrafted features.
     tissue_tiles
-        Tissue tiles per fold of ``c2l_tissue`` and ``local_only_tissue``: a seeded draw (the fold's seed) from the
-        tissue tiles of the training sections' images (:func:`c2lst.pp.tissue_tiles`, cached with the sections).
+        Tissue tiles per fold of ``c2l_tissue``, ``local_only_tissue`` and ``refined_tissue``: a seeded draw (the
+        fold's seed) from the tissue tiles of the training sections' images (:func:`c2lst.pp.tissue_tiles`, cached
+        with the sections).
     local_unconditional
         Adapt every diffusion condition with the modulation's unconditional local component
         (``tl.adapt(local_unconditional=True)``; the recipe's ``local_unconditional``).
