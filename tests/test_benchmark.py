@@ -44,7 +44,7 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     assert np.isfinite(df["pcc"]).all() and (df["n_train"] == 12).all()
     extra = df.set_index("condition")["n_extra"]
     assert extra["augment"] == 24 and extra["c2l"] == 12 and extra["local_only"] == 12 and extra["real"] == 0
-    assert extra["c2l_tissue"] == extra["local_only_tissue"] == extra["refined_tissue"] == 12
+    assert extra["c2l_tissue"] == extra["local_only_tissue"] == extra["refined_tissue"] == extra["c2l_oracle"] == 12
     n_tissue = df.set_index("condition")["n_tissue"]  # the quick budget: 16 of the training section's 20 tiles
     assert n_tissue["c2l_tissue"] == n_tissue["local_only_tissue"] == n_tissue["refined_tissue"] == 16
     assert n_tissue["c2l"] == 0
@@ -82,7 +82,7 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     for name in ("results.csv", "synthetic.csv", "summary.md", "meta.json", "pcc_vs_fraction.png"):
         assert (out / name).stat().st_size > 0
     syn = pd.read_csv(out / "synthetic.csv")
-    assert set(syn["condition"]) == {"c2l", "local_only", "c2l_tissue", "local_only_tissue", "refined_tissue"}
+    assert set(syn["condition"]) == {"c2l", "c2l_oracle", "local_only", "c2l_tissue", "local_only_tissue", "refined_tissue"}
     # one grid per generator (c2l_augment reuses c2l's tiles), named as the results page labels its rows
     grids = {p.name: p for p in (out / "grids").iterdir()}
     assert set(grids) == {f"{label}_S0_f0.5_s0.png" for label in labelled(syn)["condition"]}
@@ -169,6 +169,51 @@ def test_held_out_section_tiles_never_reach_adapt(tmp_path, monkeypatch):
     assert not {t.tobytes() for t in local_only} & held
     with pytest.raises(ValueError, match="tissue_tiles"):
         run_benchmark(("S0", "S1"), tissue_tiles=0, out_dir=tmp_path)
+
+
+def test_oracle_adapts_on_every_training_spot_and_generates_for_the_paired_ones(tmp_path, monkeypatch):
+    """c2l_oracle: its adapter reads every spot of the training sections (never the held-out one) with the fold's
+    panel; its tiles are generated for the same paired spots' profiles as c2l's."""
+    import c2lst
+    from c2lst.benchmark._conditions import diffusion_pairs
+    from c2lst.benchmark._data import load_sections
+    from c2lst.benchmark._fold import every_spot, make_fold
+
+    cache = tmp_path / "cache"
+    _fake_sections(cache)
+    data = load_sections(("S0", "S1"), cache_dir=cache)
+    fold = make_fold(data, "S0", 0.5, 0, n_top_genes=3)
+    full = every_spot(fold)
+    assert full.panel is fold.panel and len(full.patches) == len(full.y) == 24 and (full.group == 0).all()
+    assert np.array_equal(full.y[fold.picks[0]], fold.y) and np.array_equal(full.patches[fold.picks[0]], fold.patches)
+    with pytest.raises(ValueError, match="gene panel"):  # another fold's panel would condition on other genes
+        diffusion_pairs(None, fold, out_px=64, adapt_on=make_fold(data, "S0", 1.0, 0, n_top_genes=3))
+    adapted, generated = [], []
+    adapt, generate = c2lst.tl.adapt, c2lst.tl.generate
+
+    def spy_adapt(sdata, central, **kw):
+        adapted.append((sdata.tables["table"].obs_names[kw["train_mask"]].tolist(), kw["panel"]))
+        return adapt(sdata, central, **kw)
+
+    def spy_generate(sdata, local, **kw):
+        out = generate(sdata, local, **kw)
+        syn = sdata.tables[kw["key_added"]]
+        generated.append((syn.obs[["source_spot", "partner_spot", "mix_weight", "seed"]].copy(), np.asarray(syn.X)))
+        return out
+
+    monkeypatch.setattr(c2lst.tl, "adapt", spy_adapt)
+    monkeypatch.setattr(c2lst.tl, "generate", spy_generate)
+    df = run_benchmark(("S0", "S1"), quick=True, out_dir=tmp_path / "out", cache_dir=cache, n_top_genes=3,
+                       conditions=("real", "c2l", "c2l_oracle"))
+    (paired, panel), (every, oracle_panel) = adapted
+    assert paired == [f"S1-{i}" for i in fold.picks[0]] and sorted(every) == sorted(f"S1-{i}" for i in range(24))
+    assert oracle_panel is panel  # the fold's panel, fitted on the paired spots
+    (obs, profiles), (oracle_obs, oracle_profiles) = generated  # the same sources, partners, weights, seeds
+    pd.testing.assert_frame_equal(obs, oracle_obs)
+    assert np.array_equal(profiles, oracle_profiles) and set(oracle_obs["source_spot"]) <= set(paired)
+    rows = df.set_index("condition")
+    assert rows.loc["c2l_oracle", "n_train"] == rows.loc["real", "n_train"] == 12  # the predictor's pairs
+    assert rows.loc["c2l_oracle", "n_extra"] == rows.loc["c2l", "n_extra"] and np.isfinite(rows["pcc"]).all()
 
 
 def test_benchmark_bad_input(tmp_path):

@@ -250,6 +250,25 @@ def test_generate_sources(sdata, central):
     assert np.array_equal(np.asarray(sdata.tables["user_df"].obsm["c2lst_patch"]),
                           np.asarray(sdata.tables["user"].obsm["c2lst_patch"]))
 
+    # spots: measured spots the model was not adapted on as the sources (profiles, mixup partners, patches)
+    other = ~mask
+    c2lst.tl.generate(sdata, local, source="mixup", spots=other, n_per_profile=2, n_neighs=2, steps=2, seed=1,
+                      strength=0.5, key_added="others")
+    others = sdata.tables["others"]
+    assert set(others.obs["source_spot"]) == set(table.obs_names[other]) >= set(others.obs["partner_spot"])
+    assert others.uns["others"]["params"]["spots"] == "given" and mix.uns["mix"]["params"]["spots"] == "train_spots"
+    c2lst.tl.generate(sdata, local, source="spots", spots=mask, steps=2, seed=0, key_added="same")
+    c2lst.tl.generate(sdata, local, source="spots", steps=2, seed=0, key_added="default")
+    assert np.array_equal(np.asarray(sdata.tables["same"].obsm["c2lst_patch"]),  # the training spots, given or not
+                          np.asarray(sdata.tables["default"].obsm["c2lst_patch"]))
+    with pytest.raises(ValueError, match="integer"):  # an index list is not read as a mask
+        c2lst.tl.generate(sdata, local, spots=np.flatnonzero(other), key_added="bad")
+    with pytest.raises(ValueError, match="selects no spot"):
+        c2lst.tl.generate(sdata, local, spots=np.zeros(table.n_obs, bool), key_added="bad")
+    with pytest.raises(ValueError, match="user profiles"):
+        c2lst.tl.generate(sdata, local, source=user, spots=other, key_added="bad")
+    assert "bad" not in sdata.tables
+
     bad = user.copy()
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):

@@ -156,7 +156,7 @@ def as_mask(mask: Any, n: int, *, name: str = "train_mask") -> np.ndarray:
         raise ValueError(f"`{name}` has shape {arr.shape}, expected ({n},) booleans, one per spot.")
     out = arr.copy()
     if not out.any():
-        raise ValueError(f"`{name}` selects no spot: the training set is empty. Select at least one spot.")
+        raise ValueError(f"`{name}` selects no spot: the set is empty. Select at least one spot.")
     return out
 
 

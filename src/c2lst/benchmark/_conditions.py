@@ -82,14 +82,23 @@ def adapt_fold(central: Any, fold: Fold, sdata: SpatialData, *, recipe: RecipeCo
 def diffusion_pairs(central: Any, fold: Fold, *, recipe: RecipeConfig = RECIPE, adapt_batch_size: int | None = None,
                     batch_size: int = 64, out_px: int, sdata: SpatialData | None = None,
                     key_added: str = "c2lst_synthetic", tissue: np.ndarray | None = None,
+                    adapt_on: Fold | None = None,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float], Any]:
-    """Adapt ``central`` on the fold's paired spots and generate tiles for spatial-mixup profiles, through ``tl``.
+    """Adapt ``central`` on the fold's paired spots (or ``adapt_on``'s), generate tiles for their mixup profiles, via ``tl``.
 
     Runs :func:`c2lst.tl.adapt` (``train_mask``: the paired spots) and :func:`c2lst.tl.generate`
     (``source="mixup"``) with ``recipe``'s settings on ``sdata`` (default :func:`fold_sdata`): the calls a user
     makes on the same spots give the same tiles, bit for bit. The synthetic table ``sdata.tables[key_added]``
     keeps the tiles resized to ``out_px``, the size of the real patches the predictor reads. ``tissue``: unlabelled
-    tissue tiles of the fold's training sections for the local stage (``tl.adapt(tissue=...)``).
+    tissue tiles of the fold's training sections for the local stage (``tl.adapt(tissue=...)``). ``adapt_on``: adapt
+    on this fold's paired spots (its own :func:`fold_sdata`) instead, with the same panel, and generate for
+    ``fold``'s paired spots (``tl.generate(spots=)``; the ``c2l_oracle`` condition:
+    :func:`~c2lst.benchmark._fold.every_spot`).
+
+    Raises
+    ------
+    ValueError
+        When ``adapt_on`` has another gene panel than ``fold``.
 
     Returns
     -------
@@ -102,9 +111,14 @@ def diffusion_pairs(central: Any, fold: Fold, *, recipe: RecipeConfig = RECIPE, 
     sdata = fold_sdata(fold) if sdata is None else sdata
     table = sdata.tables["table"]
     t0 = time.perf_counter()
-    local = adapt_fold(central, fold, sdata, recipe=recipe, adapt_batch_size=adapt_batch_size, tissue=tissue)
+    if adapt_on is not None and adapt_on.panel is not fold.panel:
+        raise ValueError("`adapt_on` must keep the fold's gene panel; build it with every_spot(fold).")
+    teacher, teacher_sdata = (fold, sdata) if adapt_on is None else (adapt_on, fold_sdata(adapt_on))
+    local = adapt_fold(central, teacher, teacher_sdata, recipe=recipe, adapt_batch_size=adapt_batch_size,
+                       tissue=tissue)
     t1 = time.perf_counter()
-    tl.generate(sdata, local, source="mixup", n_per_profile=recipe.n_per_profile, n_neighs=recipe.n_neighs,
+    paired = table.obs["paired"].to_numpy(dtype=bool) if adapt_on is not None else None  # else: the adapter's spots
+    tl.generate(sdata, local, source="mixup", spots=paired, n_per_profile=recipe.n_per_profile, n_neighs=recipe.n_neighs,
                 mix_range=recipe.mix_range, library_key="library_id", steps=recipe.generate_steps,
                 sampler=recipe.sampler,
                 guidance_scale=recipe.guidance_scale, strength=recipe.strength, seed=fold.seed, batch_size=batch_size,

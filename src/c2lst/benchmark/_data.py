@@ -9,7 +9,7 @@ import numpy as np
 from .. import _logging as logg
 from ..io._histology import TISSUE_DETECTOR
 
-CONDITIONS = ("handcrafted", "real", "augment", "c2l", "c2l_augment", "local_only", "mixup", "spatial_mixup",
+CONDITIONS = ("handcrafted", "real", "augment", "c2l", "c2l_augment", "c2l_oracle", "local_only", "mixup", "spatial_mixup",
               "c2l_tissue", "local_only_tissue", "refined_tissue", "real_central", "real_adapted", "real_adapted_only")
 # real pairs read through a diffusion model's features: (feature model, handcrafted features appended)
 FEATURE_CONDITIONS = {"real_central": ("central", True), "real_adapted": ("adapted", True),

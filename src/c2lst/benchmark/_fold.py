@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -92,6 +92,19 @@ def make_fold(sections: Sequence[Section], test: str, fraction: float, seed: int
         xy=np.concatenate([s.xy[p] for s, p in zip(train, picks, strict=True)]),
         group=np.concatenate([np.full(len(p), i) for i, p in enumerate(picks)]),
     )
+
+
+def every_spot(fold: Fold) -> Fold:
+    """Return the fold with every spot of its training sections paired, keeping its panel and normalisation.
+
+    The adapter of the ``c2l_oracle`` benchmark condition trains on it: the expression of the spots the fold leaves
+    unpaired, which no predictor of the fold sees, is given to the generator only. The held-out section stays out.
+    """
+    picks = tuple(np.arange(len(s.patches)) for s in fold.train)
+    expr = np.concatenate([lognorm(s.counts[:, fold.cols], s.library, fold.panel.target_sum) for s in fold.train])
+    return replace(fold, picks=picks, patches=np.concatenate([s.patches for s in fold.train]),
+                   y=np.ascontiguousarray(expr), xy=np.concatenate([s.xy for s in fold.train]),
+                   group=np.concatenate([np.full(len(p), i) for i, p in enumerate(picks)]))
 
 
 def fold_tissue(fold: Fold, n: int, seed: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from ..io._histology import TISSUE_DETECTOR
 from ..metrics._benchmark import benchmark_summary, paired_difference
 from ._report import fraction_cells
 
-ORDER = ("handcrafted", "real", "augment", "mixup", "spatial_mixup", "c2l", "c2l_tissue", "local_only",
+ORDER = ("handcrafted", "real", "augment", "mixup", "spatial_mixup", "c2l", "c2l_oracle", "c2l_tissue", "local_only",
          "local_only_tissue", "refined_tissue", "c2l_augment", "real_central", "real_adapted", "real_adapted_only")
 CURRENT, CURRENT_SYNTHETIC = "current_loso.csv", "current_synthetic.csv"  # c2lst benchmark rows of the current code
 REALISM = ("frechet_vs_half", "frechet_floor", "precision_vs_half", "precision_floor", "coverage_vs_half",
@@ -74,7 +74,7 @@ def _loso(rows: pd.DataFrame) -> list[str]:
     return out + _table(["condition", *[f"f = {f:g}" for f in fr]], body) + [""]
 
 
-GENERATORS = ("c2l", "c2l_tissue", "local_only", "local_only_tissue", "refined_tissue", "c2l_augment")
+GENERATORS = ("c2l", "c2l_oracle", "c2l_tissue", "local_only", "local_only_tissue", "refined_tissue", "c2l_augment")
 
 
 def labelled(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""The data-limited benchmark: leave one section out, fractions of paired training spots, thirteen conditions."""
+"""The data-limited benchmark: leave one section out, fractions of paired training spots, fifteen conditions."""
 from __future__ import annotations
 
 import threading
@@ -37,11 +37,12 @@ from ._data import (
     TISSUE_TILES,
     load_sections,
 )
-from ._fold import fold_tissue, make_fold, n_paired
+from ._fold import every_spot, fold_tissue, make_fold, n_paired
 
-DIFFUSION = ("c2l", "c2l_augment", "local_only", "c2l_tissue", "local_only_tissue", "refined_tissue")
+DIFFUSION = ("c2l", "c2l_augment", "c2l_oracle", "local_only", "c2l_tissue", "local_only_tissue", "refined_tissue")
 # the generator whose tiles each diffusion condition uses (c2l_augment reuses the c2l tiles of its fold)
-_GENERATOR = {"c2l": "c2l", "c2l_augment": "c2l", "local_only": "local_only", "c2l_tissue": "c2l_tissue",
+_GENERATOR = {"c2l": "c2l", "c2l_augment": "c2l", "c2l_oracle": "c2l_oracle", "local_only": "local_only",
+              "c2l_tissue": "c2l_tissue",
               "local_only_tissue": "local_only_tissue", "refined_tissue": "refined_tissue"}
 # conditions whose generator is a model trained on the fold's local tiles before adaptation
 _LOCAL_MODELS = ("local_only", "local_only_tissue", "refined_tissue")
@@ -195,7 +196,7 @@ def run_benchmark(
     Leave-one-section-out over ``sections``: each fold trains on the other sections, of which a fraction
     ``f`` of each section's spots is paired (chosen with ``seed``), and scores the held-out section. The
     gene panel (top ``n_top_genes`` genes by variance), normalisation and every fitted quantity come from the
-    paired training spots only. Conditions:
+    paired training spots only (``c2l_oracle``'s adapter excepted, by design). Conditions:
 
     - ``handcrafted``: handcrafted features + ridge (the floor);
     - ``real``: c2lst's predictor (``encoder`` features + ridge; learned features are concatenated with the
@@ -206,6 +207,12 @@ def run_benchmark(
       conditioned on spatial-mixup profiles (``tl.adapt`` + ``tl.generate(source="mixup")``);
     - ``c2l_augment``: ``c2l``'s tiles and ``augment``'s copies together, each set at its own weight and
       standardised on its own (``tl.predict(n_augment=...)`` with a synthetic table);
+    - ``c2l_oracle``: ``c2l`` whose adapter trains on every spot of the training sections, the unpaired ones'
+      expression included (:func:`~c2lst.benchmark._fold.every_spot`; the fold's panel, never the held-out
+      section), and generates for the same paired spots' profiles; the predictor sees the paired spots only. Not a
+      method (a lab has no expression for its unpaired spots) but a bound: what the synthetic rows add when the
+      generator knows more of the expression-morphology relation than the paired spots teach it (at the same
+      adaptation steps, so each spot is seen fewer times);
     - ``local_only``: the same with a model of the same architecture pretrained from random initialisation on
       the training sections' patches only (``local_steps`` steps), then adapted;
     - ``mixup``: + ``n_per_profile`` feature-space mixup rows per spot (mixed features, mixed expression; no
@@ -447,7 +454,8 @@ def run_benchmark(
                             extra_p, _, src, tms, local = diffusion_pairs(
                                 gen_model, fold, recipe=the_recipe, adapt_batch_size=8 if quick else None,
                                 batch_size=256 if _cuda() else 64, out_px=PATCH_PX, sdata=sdata, key_added=synthetic,
-                                tissue=tissue if with_tissue else None)
+                                tissue=tissue if with_tissue else None,
+                                adapt_on=every_spot(fold) if cond == "c2l_oracle" else None)
                         meter.parts.update({f"{k[:-2]}": v for k, v in tms.items()})
                         tiles[_GENERATOR[cond]] = synthetic, src, the_recipe
                         row_recipe, variant = the_recipe, _variant(cond, the_recipe)

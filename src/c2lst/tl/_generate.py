@@ -13,6 +13,7 @@ from .._settings import settings
 from .._utils import (
     LIBRARY_KEY,
     SPATIAL_UNS,
+    as_mask,
     check_key,
     is_synthetic,
     resolve_table,
@@ -81,6 +82,7 @@ def generate(
     local: LocalModel,
     *,
     source: str | np.ndarray | pd.DataFrame = "spots",
+    spots: Any = None,
     n_per_profile: int = 1,
     n_neighs: int = RECIPE.n_neighs,
     mix_range: tuple[float, float] = RECIPE.mix_range,
@@ -102,7 +104,7 @@ def generate(
     ----------
     {sdata}
         It holds the section the local model was adapted on (its table gives the training spots' expression
-        for ``"spots"``/``"mixup"``).
+        for ``"spots"``/``"mixup"``), or the spots given as ``spots``.
     local
         The adapted :class:`~c2lst.core.LocalModel`.
     source
@@ -111,6 +113,12 @@ def generate(
         nearest training spots of the same section (:func:`c2lst.core.recipe.spatial_mixup`); or user
         log-normalised profiles, an ``(n, n_genes)`` array in panel order or a DataFrame with the panel genes
         as columns.
+    spots
+        Boolean mask over the table's spots: the spots ``"spots"``/``"mixup"`` take their profiles (and, with
+        ``strength`` < 1, their patches) from, in place of the training spots, e.g. measured spots the model was
+        not adapted on; ``"mixup"`` partners come from them too. ``None``: the spots the local model was adapted
+        on. Not with user profiles. ``params["train_spots"]`` still records the adapter's spots, the reference of
+        :func:`c2lst.tl.evaluate_synthetic` (pass it ``train_mask`` to score against the given spots instead).
     n_per_profile
         Patches per profile (each with its own seed).
     n_neighs
@@ -179,6 +187,9 @@ def generate(
         strength = RECIPE.strength if isinstance(source, str) else 1.0
     if not 0 < strength <= 1:
         raise ValueError(f"`strength` must be in (0, 1] (1: from pure noise), got {strength}.")
+    if spots is not None and not isinstance(source, str):
+        raise ValueError("`spots` picks the source spots of source='spots' or 'mixup'; user profiles name their own "
+                         "sources: drop `spots`, or pass those spots' profiles as the array.")
     if strength < 1 and not isinstance(source, str):
         raise ValueError("`strength` < 1 starts each patch from its source spot's patch: use source='spots' or "
                          "'mixup', or strength=1 for user profiles.")
@@ -192,7 +203,7 @@ def generate(
         if source not in ("spots", "mixup"):
             raise ValueError(f"`source` must be 'spots', 'mixup', an array or a DataFrame; got {source!r}.")
         table = _source_table(sdata, local, table_key)
-        rows = _train_rows(table, local)
+        rows = _train_rows(table, local) if spots is None else np.flatnonzero(as_mask(spots, table.n_obs, name="spots"))
         expr = panel.expression(table)[rows]
         names = table.obs_names[rows].to_numpy().astype(str)
         if source == "spots":
@@ -231,6 +242,7 @@ def generate(
     adata.obsm["c2lst_patch"] = patches
     adata.uns[key_added] = {"params": {
         "source": source if isinstance(source, str) else type(source).__name__, "n_per_profile": int(n_per_profile),
+        "spots": "given" if spots is not None else "train_spots",
         "n_neighs": int(n_neighs), "mix_range": [float(v) for v in mix_range],
         "library_key": sections_of,
         "sampler": sampler, "steps": int(steps),
