@@ -100,8 +100,8 @@ it is not the default here. For tiles to look at, `lora_rank=32, steps=1000` bri
 the adaptation time, again without a better predictor. Refining the central model itself on the section's tissue
 first (`refined = c2lst.tl.pretrain(c2lst.pp.tissue_tiles(sdata, max_tiles=2000, exclude_spots=~train, seed=0),
 init=central, steps=2000)`, about 17 minutes on 2 cores, then `c2lst.tl.adapt(sdata, refined, ..., tissue=2000,
-lora_rank=32, steps=1000)`) gave the most realistic tiles so far, at the same predictor gain (three folds, one
-seed: `docs/benchmark_history.md`)."""),
+lora_rank=32, steps=1000)`) gave the most realistic tiles so far (precision 0.89, −19% nuclei; five folds, one
+seed: `docs/benchmark_history.md`), and still no better predictor."""),
     new_code_cell("""\
 local = c2lst.tl.adapt(sdata, central, panel=panel, train_mask=train, steps=ADAPT_STEPS, seed=0)
 local"""),
