@@ -11,6 +11,8 @@ from ..io._histology import TISSUE_DETECTOR
 
 CONDITIONS = ("handcrafted", "real", "augment", "c2l", "c2l_augment", "c2l_oracle", "local_only", "mixup", "spatial_mixup",
               "c2l_tissue", "local_only_tissue", "refined_tissue", "real_central", "real_adapted", "real_adapted_only")
+# conditions whose extra rows are tiles of a diffusion generator (c2l_augment reuses its fold's c2l tiles)
+DIFFUSION = ("c2l", "c2l_augment", "c2l_oracle", "local_only", "c2l_tissue", "local_only_tissue", "refined_tissue")
 # real pairs read through a diffusion model's features: (feature model, handcrafted features appended)
 FEATURE_CONDITIONS = {"real_central": ("central", True), "real_adapted": ("adapted", True),
                       "real_adapted_only": ("adapted", False)}

@@ -12,6 +12,7 @@ from ..core.recipe import RECIPE
 from ..files import write_atomic
 from ..io._histology import TISSUE_DETECTOR
 from ..metrics._benchmark import benchmark_summary, paired_difference
+from ._data import DIFFUSION
 from ._report import fraction_cells
 
 ORDER = ("handcrafted", "real", "augment", "mixup", "spatial_mixup", "c2l", "c2l_oracle", "c2l_tissue", "local_only",
@@ -74,7 +75,7 @@ def _loso(rows: pd.DataFrame) -> list[str]:
     return out + _table(["condition", *[f"f = {f:g}" for f in fr]], body) + [""]
 
 
-GENERATORS = ("c2l", "c2l_oracle", "c2l_tissue", "local_only", "local_only_tissue", "refined_tissue", "c2l_augment")
+GENERATORS = DIFFUSION  # the conditions with a generator's rows (per-fold table)
 
 
 def labelled(df: pd.DataFrame) -> pd.DataFrame:

@@ -30,6 +30,7 @@ from ..metrics._regression import finite_mean
 from ._conditions import CachedFeatures, adapt_fold, diffusion_pairs, fold_sdata, synthetic_table
 from ._data import (
     CONDITIONS,
+    DIFFUSION,
     FEATURE_CONDITIONS,
     PATCH_PX,
     SECTIONS,
@@ -39,11 +40,8 @@ from ._data import (
 )
 from ._fold import every_spot, fold_tissue, make_fold, n_paired
 
-DIFFUSION = ("c2l", "c2l_augment", "c2l_oracle", "local_only", "c2l_tissue", "local_only_tissue", "refined_tissue")
 # the generator whose tiles each diffusion condition uses (c2l_augment reuses the c2l tiles of its fold)
-_GENERATOR = {"c2l": "c2l", "c2l_augment": "c2l", "c2l_oracle": "c2l_oracle", "local_only": "local_only",
-              "c2l_tissue": "c2l_tissue",
-              "local_only_tissue": "local_only_tissue", "refined_tissue": "refined_tissue"}
+_GENERATOR = {**{c: c for c in DIFFUSION}, "c2l_augment": "c2l"}
 # conditions whose generator is a model trained on the fold's local tiles before adaptation
 _LOCAL_MODELS = ("local_only", "local_only_tissue", "refined_tissue")
 QUICK_TISSUE_TILES = 16
