@@ -28,6 +28,8 @@ def test_profile_response_follows_the_change():
     rng = np.random.default_rng(0)
     dy = rng.normal(size=(20, 4))
     assert profile_response(2 * dy + 1, dy)["delta_r"] == pytest.approx(1.0)
+    assert profile_response(0.1 * dy + 1, dy)["delta_slope"] == pytest.approx(0.1)  # aligned, a tenth as far
+    assert profile_response(0.1 * dy + 1, dy)["delta_r_pooled"] == pytest.approx(1.0)
     assert profile_response(-dy, dy)["delta_r_pooled"] == pytest.approx(-1.0)
     noise = profile_response(rng.normal(size=(20, 4)), dy)
     assert abs(noise["delta_r"]) < 0.5 and noise["n_genes"] == 4
@@ -63,8 +65,21 @@ def test_evaluate_conditioning(tiny_patched, tiny_central):
     predictor = c2lst.tl.predict(sdata, train_mask=mask, synthetic=None, seed=0)
     scores = c2lst.tl.evaluate_conditioning(sdata, local, predictor=predictor, n_draws=2, steps=2)
     assert scores["loss_own"] != scores["loss_unconditional"] and scores["loss_own"] != scores["loss_partner"]
-    for key in ("delta_r", "delta_r_pooled", "r_generated", "r_real"):
+    for key in ("delta_r", "delta_r_pooled", "delta_r_real", "r_generated", "r_real"):
         assert -1 <= scores[key] <= 1
+    assert np.isfinite(scores["delta_slope"])
+    # the reference: the same response score on the held-out spots' real patches and their partners' patches
+    held = np.flatnonzero(~mask)
+    names = list(table.obs_names[held])
+    partner = np.array([names.index(n) for n in table.uns["c2lst_conditioning"]["params"]["partners"]])
+    read = predictor.predict(np.asarray(table.obsm["c2lst_patch"])[held], groups=np.zeros(len(held), dtype=int))
+    pcols = [predictor.genes.index(g) for g in panel.genes if g in predictor.genes]
+    y = panel.expression(table)[held][:, [list(panel.genes).index(predictor.genes[c]) for c in pcols]]
+    read = read[:, pcols]
+    on_real = profile_response(read - read[partner], y - y[partner])
+    assert scores["delta_r_real"] == pytest.approx(on_real["delta_r"])
+    assert scores["delta_slope_real"] == pytest.approx(on_real["delta_slope"])
+    assert scores["delta_r_real"] != pytest.approx(scores["delta_r"])
     rec = table.uns["c2lst_conditioning"]
     assert rec["scores"] == scores and len(rec["params"]["partners"]) == 12
     assert set(rec["params"]["partners"]) == set(rec["params"]["spots"])

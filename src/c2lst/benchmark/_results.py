@@ -159,7 +159,16 @@ def _realism(df: pd.DataFrame) -> list[str]:
 
 
 CONDITIONING = ("cond_conditioning_gain", "cond_profile_gain", "cond_profile_share", "cond_own_wins", "cond_delta_r",
-                "cond_delta_r_pooled", "cond_r_generated", "cond_r_real")
+                "cond_delta_r_pooled", "cond_delta_r_real", "cond_delta_slope", "cond_delta_slope_real", "cond_r_generated",
+                "cond_r_real")
+
+
+def _mean_sd(values: pd.Series) -> str:
+    """``mean ± sd`` of the values a row has (``mean`` alone for one, ``–`` for none)."""
+    values = values.dropna()
+    if values.empty:
+        return "–"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else f"{values.mean():.3f}"
 
 
 def _conditioning(df: pd.DataFrame) -> list[str]:
@@ -170,8 +179,7 @@ def _conditioning(df: pd.DataFrame) -> list[str]:
     df = df.dropna(subset=cols[:1])
     if df.empty:
         return []
-    body = [[cond, f"{f:g}", len(d), *[f"{d[c].mean():.3f} ± {d[c].std(ddof=1):.3f}" if len(d) > 1
-                                        else f"{d[c].mean():.3f}" for c in cols]]
+    body = [[cond, f"{f:g}", len(d), *[_mean_sd(d[c]) for c in cols]]
             for (cond, f), d in df.groupby(["condition", "fraction"], sort=True)]
     return ["### Conditioning on the held-out section", "",
             "tl.evaluate_conditioning on every spot of the held-out section (never seen by the adapter), each contrasted "
@@ -179,7 +187,8 @@ def _conditioning(df: pd.DataFrame) -> list[str]:
             "Mean ± sd over the rows (folds × seeds) that have these columns, per paired fraction f. conditioning_gain: share of the "
             "unconditional denoising error the own profile removes; profile_share: the part of that gain a partner's "
             "profile does not give; delta_r: per-gene r between the change of the predictor's reading and the change "
-            "of the profile, tiles of one seed; r_generated / r_real: the predictor on the own-profile tiles / on the "
+            "of the profile, tiles of one seed; delta_slope: how far the reading moves per unit of profile change; "
+            "*_real: the same on the two spots' real patches (the reference; measured from 2026-12-07, – before); r_generated / r_real: the predictor on the own-profile tiles / on the "
             "real patches.", "", *_table(["generator", "f", "rows", *[c.removeprefix("cond_") for c in cols]], body), ""]
 
 

@@ -49,7 +49,10 @@ def profile_response(delta_predicted: np.ndarray, delta_profile: np.ndarray) -> 
     Returns
     -------
     ``delta_r``: the mean over genes of the Pearson correlation across tiles (genes constant in either are
-    skipped); ``delta_r_pooled``: the correlation over all entries after centring each gene; ``n_genes``.
+    skipped); ``delta_r_pooled``: the correlation over all entries after centring each gene; ``delta_slope``: the
+    least-squares slope of the reading's change on the profile's change over the same centred entries (how far the
+    reading moves per unit of profile change: 1 follows it fully, 0 not at all, whatever the correlation);
+    ``n_genes``.
     """
     dp, dy = np.asarray(delta_predicted, dtype=np.float64), np.asarray(delta_profile, dtype=np.float64)
     if dp.shape != dy.shape or dp.ndim != 2 or len(dp) < 3:
@@ -59,4 +62,5 @@ def profile_response(delta_predicted: np.ndarray, delta_profile: np.ndarray) -> 
     denom = np.sqrt((a @ a) * (b @ b))
     return {"delta_r": finite_mean(r),
             "delta_r_pooled": float(a @ b / denom) if denom > 0 else float("nan"),
+            "delta_slope": float(a @ b / (b @ b)) if b @ b > 0 else float("nan"),
             "n_genes": float(np.isfinite(r).sum())}

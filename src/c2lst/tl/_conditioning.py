@@ -98,9 +98,13 @@ def evaluate_conditioning(
     2. With ``predictor``: for each spot two patches are generated with the same seed (from the spot's own patch
        when ``strength < 1``, as :func:`c2lst.tl.generate` does), one for its own profile and one for its
        partner's. ``delta_r`` is how well the predictor's reading of the difference between the two follows
-       the difference between the two profiles (:func:`c2lst.metrics.profile_response`). ``r_generated`` is
-       the predictor's per-gene Pearson on the own-profile patches against the own profiles, next to
-       ``r_real`` on the spots' real patches.
+       the difference between the two profiles (:func:`c2lst.metrics.profile_response`). ``delta_r_real`` is
+       the same score on the two spots' real patches: how well a real difference of morphology carries the
+       profile difference to this predictor, the reference for ``delta_r`` (a generator whose tiles follow the
+       profile as the real patches do scores about ``delta_r_real``); ``delta_slope`` / ``delta_slope_real`` are how
+       far the reading moves per unit of profile change, on the generated / the real patches. ``r_generated`` is
+       the predictor's per-gene Pearson on the own-profile patches against the own profiles, next to ``r_real``
+       on the spots' real patches.
 
     Parameters
     ----------
@@ -133,7 +137,8 @@ def evaluate_conditioning(
     Dict of scores (``(copy, scores)`` with ``copy=True``):
     :func:`c2lst.metrics.conditioning_scores` (``loss_own``, ``loss_partner``, ``loss_unconditional``,
     ``conditioning_gain``, ``profile_gain``, ``profile_share``, ``own_wins``, ``n``) and, with ``predictor``,
-    ``delta_r``, ``delta_r_pooled``, ``n_genes``, ``r_generated``, ``r_real``. Also written to the table's
+    ``delta_r``, ``delta_r_pooled``, ``delta_slope``, ``delta_r_real``, ``delta_slope_real``, ``n_genes``,
+    ``r_generated``, ``r_real``. Also written to the table's
     ``.uns[key_added]`` as ``{{"scores": ..., "params": ...}}`` (params: the arguments, the scored spots and
     their partners).
     """
@@ -208,5 +213,7 @@ def _predicted_response(local: LocalModel, predictor: Any, panel: GenePanel, pat
     real = predictor.predict(patches, groups=np.zeros(len(patches), dtype=int))[:, pcols]
     y = expr[:, ecols]
     out = profile_response(on_own - on_partner, y - y[partner])
-    return out | {"r_generated": finite_mean(pearson_per_gene(y, on_own)),
+    on_real = profile_response(real - real[partner], y - y[partner])
+    return out | {"delta_r_real": on_real["delta_r"], "delta_slope_real": on_real["delta_slope"],
+                  "r_generated": finite_mean(pearson_per_gene(y, on_own)),
                   "r_real": finite_mean(pearson_per_gene(y, real))}
