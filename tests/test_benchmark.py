@@ -68,6 +68,8 @@ def test_quick_benchmark_all_conditions_on_synthetic_sections(tmp_path):
     by = df.set_index("condition")  # the generation settings are recorded with the diffusion rows only
     assert by.loc["c2l", "sampler"] == RECIPE.sampler and by.loc["c2l", "guidance_scale"] == RECIPE.guidance_scale
     assert np.isnan(by.loc["real", "guidance_scale"]) and by["sampler"].fillna("").loc["real"] == ""
+    assert by.loc["c2l", "guidance_reference"] == RECIPE.guidance_reference
+    assert by["guidance_reference"].fillna("").loc["real"] == ""
     assert by.loc["c2l", "generate_steps"] == 3 and by.loc["real", "generate_steps"] == 0  # the quick recipe's
     assert by.loc["c2l", "adapt_steps"] == by.loc["real_adapted", "adapt_steps"] == 4 and by.loc["real", "adapt_steps"] == 0
     alone = run_benchmark(("S0", "S1"), quick=True, out_dir=tmp_path / "alone", cache_dir=cache, n_top_genes=3,
@@ -479,7 +481,7 @@ def test_recipe_config_is_checked():
     for bad, match in (({"strength": 0.0}, "strength"), ({"adapt_steps": 0}, "adapt_steps"),
                        ({"mix_range": (0.7, 0.3)}, "mix_range"), ({"decoder_steps": -1}, "decoder_steps"),
                        ({"lora_rank": -2}, "lora_rank"), ({"lora_rank": 1.5}, "lora_rank"),
-                       ({"sampler": "euler"}, "sampler")):
+                       ({"sampler": "euler"}, "sampler"), ({"guidance_reference": "zero"}, "guidance_reference")):
         with pytest.raises(ValueError, match=match):
             replace(RECIPE, **bad)
 
@@ -511,6 +513,10 @@ def test_adapter_variants_are_labelled_on_the_results_page():
                                                          "c2l_tissue+lora8+g3+ddim"]
     same = penalties.assign(guidance_scale=RECIPE.guidance_scale, sampler=RECIPE.sampler)
     assert labelled(same)["condition"].iloc[2] == "c2l_tissue+lora8"
+    vs_mean = same.assign(guidance_scale=[np.nan, np.nan, 2.0], guidance_reference=["", "", "mean"])
+    assert labelled(vs_mean)["condition"].iloc[2] == "c2l_tissue+lora8+g2+vsmean"
+    assert labelled(same.assign(guidance_reference=["", "", RECIPE.guidance_reference]))["condition"].iloc[2] == \
+        "c2l_tissue+lora8"
     # tissue tiles of the earlier detector (stain-tinted glass kept as tissue) are told apart from today's
     glass = same.assign(tissue_detector=[0, 0, 1])
     assert labelled(glass)["condition"].iloc[2] == "c2l_tissue+lora8+glass"

@@ -165,6 +165,29 @@ def test_conditioning_changes_images(adapted):
     assert dark.mean() < light.mean() - 15, (dark.mean(), light.mean())
 
 
+def test_guidance_against_the_mean_profile(adapted):
+    local, _ = adapted
+    profiles = np.zeros((2, N_GENES), np.float32)
+    profiles[0, :4], profiles[1, :4] = 1.5, -1.5
+    seeds, mean = [5, 6], np.zeros((2, N_GENES), np.float32)
+
+    def tiles(genes: np.ndarray, g: float, ref: str = "mean") -> np.ndarray:
+        return local.generate(genes, seeds=seeds, steps=4, guidance_scale=g, guidance_reference=ref).astype(float)
+
+    # guidance 1 has no reference branch; guidance 0 is the reference: the mean profile's conditional model
+    assert np.array_equal(tiles(profiles, 1.0), tiles(profiles, 1.0, "unconditional"))
+    assert np.array_equal(tiles(profiles, 0.0), tiles(mean, 1.0))
+    # the mean profile is its own reference, so guidance leaves its tiles as they are (up to batching round-off)
+    assert np.abs(tiles(mean, 3.0) - tiles(mean, 1.0)).max() <= 1
+    assert np.abs(tiles(profiles, 2.0) - tiles(profiles, 2.0, "unconditional")).mean() > 1
+    # it amplifies what sets the two profiles apart: the dark/light gap widens
+    dark, light = np.repeat(profiles[:1], 2, 0), np.repeat(profiles[1:], 2, 0)
+    gap = {g: tiles(light, g).mean() - tiles(dark, g).mean() for g in (1.0, 2.0)}
+    assert gap[2.0] > gap[1.0] > 0, gap
+    with pytest.raises(ValueError, match="guidance_reference"):
+        local.generate(profiles, seeds=seeds, steps=2, guidance_reference="zero")
+
+
 def test_true_pairs_fit_better_than_shuffled(adapted):
     local, _ = adapted
     patches, genes, kind = paired_spots(48, seed=99)  # held-out spots

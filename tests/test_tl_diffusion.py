@@ -186,6 +186,7 @@ def test_generate_sources(sdata, central):
     assert list(syn.obs.columns) == ["source_spot", "partner_spot", "mix_weight", "seed", "profile_index"]
     assert set(syn.obs["source_spot"]) == set(table.obs_names[mask])
     assert syn.obs["seed"].nunique() == 26 and syn.uns["c2lst_synthetic"]["params"]["sampler"] == RECIPE.sampler
+    assert syn.uns["c2lst_synthetic"]["params"]["guidance_reference"] == RECIPE.guidance_reference
     assert not np.array_equal(patches[0], patches[1])  # two seeds of one profile
     with pytest.raises(ValueError, match="already exists"):
         c2lst.tl.generate(sdata, local, steps=3)
@@ -229,6 +230,9 @@ def test_generate_sources(sdata, central):
         c2lst.tl.generate(sdata, local, source="mixup", library_key="slide", key_added="bad")
     with pytest.raises(ValueError, match="mix_range"):
         c2lst.tl.generate(sdata, local, source="mixup", mix_range=(0.8, 0.2), key_added="bad")
+    with pytest.raises(ValueError, match="guidance_reference"):
+        c2lst.tl.generate(sdata, local, guidance_reference="none", key_added="bad")
+    assert "bad" not in sdata.tables
 
     # image-to-image: each patch starts from its source spot's patch
     kw = {"source": "mixup", "n_per_profile": 1, "steps": 4, "sampler": "dpmsolver++", "seed": 1}  # deterministic

@@ -243,7 +243,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     local = LocalModel.load(model_dir(args.adapter, "adapter", "`c2lst adapt`"), load_central(args.central))
     tl.generate(sdata, local, source=args.source, n_per_profile=args.n_per_profile, n_neighs=args.n_neighs,
                 library_key=args.library_key, sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale,
-                strength=args.strength, seed=args.seed, table_key=args.table_key, key_added=args.key_added,
+                guidance_reference=args.guidance_reference, strength=args.strength, seed=args.seed, table_key=args.table_key, key_added=args.key_added,
                 overwrite=args.overwrite)
     write_store(sdata, source, args.out, [args.key_added], overwrite=args.overwrite)
     print(f"added table {args.key_added!r}: {sdata.tables[args.key_added].n_obs} synthetic patches")
@@ -465,7 +465,7 @@ def _add_library_key(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``c2lst`` argument parser."""
     from . import __version__, benchmark
-    from .core.recipe import RECIPE, SAMPLER_NAMES
+    from .core.recipe import GUIDANCE_REFERENCES, RECIPE, SAMPLER_NAMES
     from .pp import PANEL_FLAVORS
 
     parser = argparse.ArgumentParser(
@@ -553,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="denoising steps (default %(default)s, the recipe's)")
     p.add_argument("--guidance-scale", type=float, default=RECIPE.guidance_scale,
                    help="classifier-free guidance (default %(default)s, the recipe's)")
+    p.add_argument("--guidance-reference", choices=list(GUIDANCE_REFERENCES), default=RECIPE.guidance_reference,
+                   help="what guidance contrasts a profile with: the modulation off or the mean training profile "
+                        "(default %(default)s, the recipe's)")
     p.add_argument("--strength", type=float,
                    help="share of the denoising path; < 1 starts each patch from its source spot's patch (default "
                         f"{RECIPE.strength}, the recipe's)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ..core.recipe import RECIPE, SAMPLER_NAMES
+from ..core.recipe import GUIDANCE_REFERENCES, RECIPE, SAMPLER_NAMES
 
 
 def _align(value: str) -> str | None:
@@ -59,6 +59,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance-scale", type=float, default=RECIPE.guidance_scale,
                    help="classifier-free guidance of the synthetic tiles (1: the conditional model alone; default "
                         "%(default)s, the recipe's)")
+    p.add_argument("--guidance-reference", choices=list(GUIDANCE_REFERENCES), default=RECIPE.guidance_reference,
+                   help="what guidance contrasts a profile with: the modulation off or the mean training profile "
+                        "(default %(default)s, the recipe's)")
     p.add_argument("--sample-steps", type=int, default=RECIPE.generate_steps,
                    help="denoising steps per synthetic tile (default %(default)s, the recipe's)")
     p.add_argument("--sampler", choices=list(SAMPLER_NAMES), default=RECIPE.sampler,
@@ -102,6 +105,7 @@ def run_command(args: argparse.Namespace) -> int:
                             conditions=args.conditions, quick=args.quick, out_dir=args.out, central=central,
                             encoder=args.encoder, adapt_steps=args.adapt_steps, decoder_steps=args.decoder_steps,
                             strength=args.strength, guidance_scale=args.guidance_scale,
+                            guidance_reference=args.guidance_reference,
                             sample_steps=args.sample_steps, sampler=args.sampler, local_steps=args.local_steps, n_augment=args.n_augment,
                             augment_weight=args.augment_weight, synthetic_weight=args.synthetic_weight,
                             synthetic_align=args.synthetic_align, group_norm=args.group_norm,

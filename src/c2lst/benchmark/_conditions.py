@@ -121,7 +121,8 @@ def diffusion_pairs(central: Any, fold: Fold, *, recipe: RecipeConfig = RECIPE, 
     tl.generate(sdata, local, source="mixup", spots=paired, n_per_profile=recipe.n_per_profile, n_neighs=recipe.n_neighs,
                 mix_range=recipe.mix_range, library_key="library_id", steps=recipe.generate_steps,
                 sampler=recipe.sampler,
-                guidance_scale=recipe.guidance_scale, strength=recipe.strength, seed=fold.seed, batch_size=batch_size,
+                guidance_scale=recipe.guidance_scale, guidance_reference=recipe.guidance_reference,
+                strength=recipe.strength, seed=fold.seed, batch_size=batch_size,
                 table_key="table", key_added=key_added, overwrite=True)
     t2 = time.perf_counter()
     syn = sdata.tables[key_added]

@@ -84,6 +84,7 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
     ``+local``: ``local_unconditional``; ``+pcaK``: ``n_comps=K``; ``+loraR``: ``lora_rank=R``; ``+glass``: tissue
     tiles cut by an earlier tissue detector, which took stain-tinted glass for tissue (``tissue_detector`` below
     ``io._histology.TISSUE_DETECTOR``); ``+gG``: tiles generated with guidance scale G other than the recipe's;
+    ``+vsREF``: guidance against another reference branch than the recipe's (``+vsmean``: the mean profile);
     ``+SAMPLER``: with a sampler other than the recipe's; ``+sN``, ``+aN``: N denoising or adaptation steps other than
     the recipe's (rows without the column: the recipe's of their day); ``+groupcv``: ridge penalties by leave-one-section-out
     (``alpha_cv="groups"``), the last suffix.
@@ -97,6 +98,7 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
         ("lora_rank", 0, lambda n: f"+lora{int(n)}" if n > 0 else None),
         ("tissue_detector", 0, lambda v: "+glass" if 0 < v < TISSUE_DETECTOR else None),
         ("guidance_scale", np.nan, lambda v: f"+g{v:g}" if np.isfinite(v) and v != RECIPE.guidance_scale else None),
+        ("guidance_reference", "", lambda v: f"+vs{v}" if v and v != RECIPE.guidance_reference else None),
         ("sampler", "", lambda v: f"+{v}" if v and v != RECIPE.sampler else None),
         ("generate_steps", 0, lambda n: f"+s{int(n)}" if n > 0 and n != RECIPE.generate_steps else None),
         ("adapt_steps", 0, lambda n: f"+a{int(n)}" if n > 0 and n != RECIPE.adapt_steps else None),

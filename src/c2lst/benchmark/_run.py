@@ -149,6 +149,7 @@ def _variant(cond: str, recipe: RecipeConfig) -> dict[str, Any]:
         "tissue_detector": TISSUE_DETECTOR if tissue else 0,
         "adapt_steps": recipe.adapt_steps if adapts else 0,
         "guidance_scale": recipe.guidance_scale if cond in DIFFUSION else float("nan"),
+        "guidance_reference": recipe.guidance_reference if cond in DIFFUSION else "",
         "sampler": recipe.sampler if cond in DIFFUSION else "",
         "generate_steps": recipe.generate_steps if cond in DIFFUSION else 0,
     }
@@ -175,6 +176,7 @@ def run_benchmark(
     sample_steps: int = RECIPE.generate_steps,
     sampler: str = RECIPE.sampler,
     guidance_scale: float = RECIPE.guidance_scale,
+    guidance_reference: str = RECIPE.guidance_reference,
     strength: float = RECIPE.strength,
     synthetic_weight: float | str = RECIPE.synthetic_weight,
     synthetic_align: str | None = RECIPE.synthetic_align,
@@ -275,9 +277,10 @@ def run_benchmark(
         Local decoder fine-tuning steps of the diffusion conditions (0: decode with the pretrained decoder).
     local_steps
         Pretraining steps of the local-only model (and refinement steps of ``refined_tissue``).
-    sample_steps, sampler, guidance_scale
-        Denoising steps, sampler and classifier-free guidance of generation; rows of the diffusion conditions carry
-        ``generate_steps``, ``sampler`` and ``guidance_scale``; rows that adapt a model carry ``adapt_steps``.
+    sample_steps, sampler, guidance_scale, guidance_reference
+        Denoising steps, sampler, classifier-free guidance of generation and its reference branch
+        (``tl.generate(guidance_reference=)``); rows of the diffusion conditions carry ``generate_steps``,
+        ``sampler``, ``guidance_scale`` and ``guidance_reference``; rows that adapt a model carry ``adapt_steps``.
     strength
         Share of the denoising path run for each synthetic tile; below 1 a tile starts from its source spot's
         patch (image-to-image), 1 from pure noise. Default 0.8, the recipe's.
@@ -385,6 +388,7 @@ def run_benchmark(
         the_central = None
     recipe = RecipeConfig(n_top_genes=n_top_genes, adapt_steps=adapt_steps or RECIPE.adapt_steps, decoder_steps=decoder_steps,
                           n_per_profile=n_per_profile, generate_steps=sample_steps, sampler=sampler, guidance_scale=guidance_scale,
+                          guidance_reference=guidance_reference,
                           strength=strength, synthetic_weight=synthetic_weight, synthetic_align=synthetic_align,
                           local_unconditional=bool(local_unconditional), n_comps=int(n_comps),
                           lora_rank=int(lora_rank))
@@ -554,6 +558,7 @@ def _conditioning(sdata: Any, local: Any, train: np.ndarray, fold: Any, *, recip
                       outside_panel="nan", overwrite=True, **({"epochs": 2 if quick else 30} if encoder == "cnn" else {}))
     scores = tl.evaluate_conditioning(sdata, local, predictor=real, n_draws=2 if quick else 8,
                                       steps=recipe.generate_steps, sampler=recipe.sampler, guidance_scale=recipe.guidance_scale,
+                                      guidance_reference=recipe.guidance_reference,
                                       strength=recipe.strength, table_key="table", seed=seed, overwrite=True)
     return {f"cond_{k}": v for k, v in scores.items()}
 

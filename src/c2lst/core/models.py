@@ -31,6 +31,7 @@ from .configs import DiffusionConfig
 from .images import as_tiles, resize_tiles, to_model, to_uint8
 from .modulation import GeneModulation
 from .networks import unet_features
+from .recipe import GUIDANCE_REFERENCES
 from .sampling import sample_latents
 from .seeding import generator, randn
 
@@ -467,8 +468,8 @@ class LocalModel:
 
     @torch.no_grad()
     def generate(self, genes: np.ndarray, *, seeds: Sequence[int], sampler: str = "dpmsolver++", steps: int = 20,
-                 guidance_scale: float = 2.0, batch_size: int = 64, init_tiles: np.ndarray | None = None,
-                 strength: float = 1.0, progress: bool = False) -> np.ndarray:
+                 guidance_scale: float = 2.0, guidance_reference: str = "unconditional", batch_size: int = 64,
+                 init_tiles: np.ndarray | None = None, strength: float = 1.0, progress: bool = False) -> np.ndarray:
         """Sample one tile per standardised expression profile.
 
         Parameters
@@ -483,8 +484,13 @@ class LocalModel:
         steps
             Denoising steps.
         guidance_scale
-            Classifier-free guidance ``eps_u + g (eps_c - eps_u)``; 1 = conditional only, 0 = unconditional (the
-            central model, or with a local component the local-unconditional model).
+            Classifier-free guidance ``eps_r + g (eps_c - eps_r)`` against the reference prediction ``eps_r``; 1 =
+            conditional only, 0 = the reference alone.
+        guidance_reference
+            The reference branch of guidance (diffusers' negative prompt): ``"unconditional"`` (the gene modulation
+            off: the central model, or with a local component the local-unconditional model) or ``"mean"`` (the
+            mean training profile, standardised zero), so that guidance amplifies only what sets a profile apart
+            from the average spot, not the modulation's common part.
         batch_size
             Profiles per batch.
         init_tiles
@@ -500,6 +506,8 @@ class LocalModel:
         uint8 tiles ``(n, 3, tile_px, tile_px)``.
         """
         g = self._genes(genes)
+        if guidance_reference not in GUIDANCE_REFERENCES:
+            raise ValueError(f"`guidance_reference` must be one of {list(GUIDANCE_REFERENCES)}, got {guidance_reference!r}.")
         seeds = [int(s) for s in seeds]
         if len(seeds) != len(g):
             raise ValueError(f"{len(seeds)} seeds for {len(g)} profiles; pass one seed per profile.")
@@ -518,14 +526,19 @@ class LocalModel:
             gb = g[start:start + batch_size]
             n = len(gb)
 
-            def eps_fn(x: torch.Tensor, t: torch.Tensor, gb: torch.Tensor = gb, n: int = n) -> torch.Tensor:
+            # the reference branch: the modulation off (unconditional) or on for the mean profile (zero)
+            ref_genes, ref_keep = ((gb, torch.zeros(n, device=gb.device)) if guidance_reference == "unconditional"
+                                   else (torch.zeros_like(gb), torch.ones(n, device=gb.device)))
+
+            def eps_fn(x: torch.Tensor, t: torch.Tensor, gb: torch.Tensor = gb, ref_genes: torch.Tensor = ref_genes,
+                       ref_keep: torch.Tensor = ref_keep) -> torch.Tensor:
                 if guidance_scale == 1.0:
                     return self.eps(x, t, gb)
                 if guidance_scale == 0.0:
-                    return self.eps(x, t, gb, torch.zeros(n, device=x.device))
-                keep = torch.cat([torch.ones(n), torch.zeros(n)]).to(x.device)
-                cond, uncond = self.eps(torch.cat([x, x]), t, torch.cat([gb, gb]), keep).chunk(2)
-                return uncond + guidance_scale * (cond - uncond)
+                    return self.eps(x, t, ref_genes, ref_keep)
+                keep = torch.cat([torch.ones_like(ref_keep), ref_keep])
+                cond, ref = self.eps(torch.cat([x, x]), t, torch.cat([gb, ref_genes]), keep).chunk(2)
+                return ref + guidance_scale * (cond - ref)
 
             gens = [torch.Generator().manual_seed(s) for s in seeds[start:start + n]]
             init = (self.central.encode(to_model(init_tiles[start:start + n], c.tile_px, device=self.device))

@@ -21,6 +21,8 @@ from .._deprecation import renamed_kwargs
 # weight 1 lost at f = 0.25 and 0.5. Predictor.fit itself stays neutral (weight 1, no alignment) for other extra rows.
 SYNTHETIC_WEIGHT, SYNTHETIC_ALIGN = 0.25, "moments"
 SAMPLER_NAMES = ("dpmsolver++", "ddim", "ddpm")  # the keys of core.sampling.SAMPLERS (checked by a test)
+# the reference branch of classifier-free guidance (LocalModel.generate): the modulation off, or the mean profile
+GUIDANCE_REFERENCES = ("unconditional", "mean")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class RecipeConfig:
         pairs was +0.0047 (5/5 folds up) against +0.0026. Over seeds 0 and 1 the gain is +0.0021 ± 0.0037, against
         +0.0019 ± 0.0038 before (three seeds): the same within the seed spread, with closer tiles. Guidance above 1
         smooths the tiles of this small model.
+    guidance_reference
+        The reference branch guidance contrasts the profile with (``LocalModel.generate``): ``"unconditional"``
+        (the modulation off) or ``"mean"`` (the mean training profile: guidance above 1 then amplifies only what
+        sets the profile apart from the average spot). Only used with ``guidance_scale`` other than 1.
     strength
         Share of the denoising path run; below 1 each tile starts from its source spot's own patch.
     synthetic_weight
@@ -82,6 +88,7 @@ class RecipeConfig:
     generate_steps: int = 50
     sampler: str = "ddpm"
     guidance_scale: float = 1.0
+    guidance_reference: str = "unconditional"
     strength: float = 0.8
     synthetic_weight: float | str = SYNTHETIC_WEIGHT
     synthetic_align: str | None = SYNTHETIC_ALIGN
@@ -105,6 +112,9 @@ class RecipeConfig:
             raise ValueError(f"RecipeConfig.strength must be in (0, 1] (1: from pure noise), got {self.strength}.")
         if not self.guidance_scale >= 0:
             raise ValueError(f"RecipeConfig.guidance_scale must be >= 0, got {self.guidance_scale}.")
+        if self.guidance_reference not in GUIDANCE_REFERENCES:
+            raise ValueError(f"RecipeConfig.guidance_reference must be one of {list(GUIDANCE_REFERENCES)}, got "
+                             f"{self.guidance_reference!r}.")
 
     def to_dict(self) -> dict[str, object]:
         """JSON-safe copy of the settings (``mix_range`` as a list)."""

@@ -12,7 +12,7 @@ from .._utils import LIBRARY_KEY, as_mask, check_key, returned, section_labels, 
 from ..core.conditioning import denoising_errors
 from ..core.images import resize_tiles
 from ..core.models import LocalModel
-from ..core.recipe import RECIPE, synthesis_seeds
+from ..core.recipe import GUIDANCE_REFERENCES, RECIPE, synthesis_seeds
 from ..core.runtime import torch_threads
 from ..core.seeding import derive_seed
 from ..metrics import conditioning_scores, pearson_per_gene, profile_response
@@ -76,6 +76,7 @@ def evaluate_conditioning(
     steps: int = RECIPE.generate_steps,
     sampler: str = RECIPE.sampler,
     guidance_scale: float = RECIPE.guidance_scale,
+    guidance_reference: str = RECIPE.guidance_reference,
     strength: float = RECIPE.strength,
     library_key: str | None = LIBRARY_KEY,
     table_key: str | None = None,
@@ -120,7 +121,7 @@ def evaluate_conditioning(
         real pairs) for ``delta_r``; ``None``: the denoising scores only.
     n_draws
         Timesteps (noise draws) per spot for the denoising scores.
-    steps, sampler, guidance_scale, strength
+    steps, sampler, guidance_scale, guidance_reference, strength
         Generation settings of the ``delta_r`` patches (defaults: the recipe's, :data:`c2lst.core.recipe.RECIPE`).
     {library_key}
         A partner comes from the spot's own section.
@@ -155,6 +156,8 @@ def evaluate_conditioning(
         raise ValueError(f"`strength` must be in (0, 1] (1: from pure noise), got {strength}.")
     if not guidance_scale >= 0:
         raise ValueError(f"`guidance_scale` must be >= 0, got {guidance_scale}.")
+    if guidance_reference not in GUIDANCE_REFERENCES:
+        raise ValueError(f"`guidance_reference` must be one of {list(GUIDANCE_REFERENCES)}, got {guidance_reference!r}.")
     sdata = writable(sdata, copy)
     table = _source_table(sdata, local, table_key)
     check_key(table.uns, key_added, where="table.uns", overwrite=overwrite)
@@ -175,11 +178,13 @@ def evaluate_conditioning(
         scores = conditioning_scores(*errors.mean(axis=2))
         if predictor is not None:
             scores |= _predicted_response(local, predictor, panel, patches, expr, partner, steps=steps,
-                                          sampler=sampler, guidance_scale=guidance_scale, strength=strength, seed=seed,
+                                          sampler=sampler, guidance_scale=guidance_scale,
+                                          guidance_reference=guidance_reference, strength=strength, seed=seed,
                                           batch_size=batch_size)
     names = table.obs_names.to_numpy().astype(str)[rows]
     table.uns[key_added] = {"scores": scores, "params": {
         "n_draws": int(n_draws), "steps": int(steps), "sampler": sampler, "guidance_scale": float(guidance_scale),
+        "guidance_reference": guidance_reference,
         "strength": float(strength), "library_key": library_key or "", "patch_key": patch_key, "seed": int(seed),
         "predictor": predictor is not None, "spots": names.tolist(), "partners": names[partner].tolist()}}
     delta = f", delta_r {scores['delta_r']:.3f}" if "delta_r" in scores else ""
@@ -189,7 +194,8 @@ def evaluate_conditioning(
 
 
 def _predicted_response(local: LocalModel, predictor: Any, panel: GenePanel, patches: np.ndarray, expr: np.ndarray,
-                        partner: np.ndarray, *, steps: int, sampler: str, guidance_scale: float, strength: float,
+                        partner: np.ndarray, *, steps: int, sampler: str, guidance_scale: float,
+                        guidance_reference: str, strength: float,
                         seed: int, batch_size: int) -> dict[str, float]:
     """Generate own- and partner-profile patches with the same seeds; score the predictor's reading of them."""
     genes = getattr(predictor, "genes", None)
@@ -202,7 +208,8 @@ def _predicted_response(local: LocalModel, predictor: Any, panel: GenePanel, pat
     seeds = synthesis_seeds(seed, len(patches)).tolist()
     init = patches if strength < 1 else None
     tiles = [local.generate(panel.standardize(profile), seeds=seeds, steps=steps, sampler=sampler,
-                            guidance_scale=guidance_scale, batch_size=batch_size, init_tiles=init, strength=strength)
+                            guidance_scale=guidance_scale, guidance_reference=guidance_reference,
+                            batch_size=batch_size, init_tiles=init, strength=strength)
              for profile in (expr, expr[partner])]
     # the predictor reads patches at the spots' size; both sets are one group (one normalisation under group_norm)
     both = resize_tiles(np.concatenate(tiles), patches.shape[-1])

@@ -23,7 +23,7 @@ from .._utils import (
     writable,
 )
 from ..core.models import LocalModel
-from ..core.recipe import RECIPE, check_mix_range, spatial_mixup, synthesis_seeds
+from ..core.recipe import GUIDANCE_REFERENCES, RECIPE, check_mix_range, spatial_mixup, synthesis_seeds
 from ..core.runtime import torch_threads
 from ..core.sampling import SAMPLERS
 from ..pp._panel import GenePanel
@@ -90,6 +90,7 @@ def generate(
     sampler: str = RECIPE.sampler,
     steps: int = RECIPE.generate_steps,
     guidance_scale: float = RECIPE.guidance_scale,
+    guidance_reference: str = RECIPE.guidance_reference,
     strength: float | None = None,
     seed: int = 0,
     batch_size: int = 64,
@@ -137,6 +138,10 @@ def generate(
         Classifier-free guidance (1 = conditional only, 0 = unconditional: the local-unconditional model of an
         adapter with the unconditional local component, which :func:`c2lst.tl.adapt` adds by default (the recipe's
         ``local_unconditional``) and always with ``tissue``; the central model for an adapter without it).
+    guidance_reference
+        What guidance contrasts the profile with: ``"unconditional"`` (above) or ``"mean"``, the mean training
+        profile, so that guidance above 1 amplifies only what sets a profile apart from the average spot
+        (:meth:`~c2lst.core.LocalModel.generate`). Default: the recipe's.
     strength
         Share of the denoising path run, in ``(0, 1]``. 1 samples each patch from pure noise;
         below 1 each patch starts from its source spot's own patch (``"spots"``/``"mixup"`` only), noised to
@@ -183,6 +188,8 @@ def generate(
             raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
     if not guidance_scale >= 0:
         raise ValueError(f"`guidance_scale` must be >= 0, got {guidance_scale}.")
+    if guidance_reference not in GUIDANCE_REFERENCES:
+        raise ValueError(f"`guidance_reference` must be one of {list(GUIDANCE_REFERENCES)}, got {guidance_reference!r}.")
     if strength is None:
         strength = RECIPE.strength if isinstance(source, str) else 1.0
     if not 0 < strength <= 1:
@@ -236,7 +243,8 @@ def generate(
     obs.index = [f"synthetic-{i}" for i in range(n)]
     with torch_threads(settings.n_threads):
         patches = local.generate(panel.standardize(profiles), seeds=obs["seed"].tolist(), sampler=sampler,
-                                 steps=steps, guidance_scale=float(guidance_scale), batch_size=batch_size,
+                                 steps=steps, guidance_scale=float(guidance_scale),
+                                 guidance_reference=guidance_reference, batch_size=batch_size,
                                  init_tiles=init_tiles, strength=float(strength), progress=settings.progress_bar)
     adata = AnnData(X=profiles, obs=obs, var=pd.DataFrame(index=list(panel.genes)))
     adata.obsm["c2lst_patch"] = patches
@@ -246,8 +254,8 @@ def generate(
         "n_neighs": int(n_neighs), "mix_range": [float(v) for v in mix_range],
         "library_key": sections_of,
         "sampler": sampler, "steps": int(steps),
-        "guidance_scale": float(guidance_scale), "strength": float(strength), "seed": int(seed),
-        "batch_size": int(batch_size),
+        "guidance_scale": float(guidance_scale), "guidance_reference": guidance_reference,
+        "strength": float(strength), "seed": int(seed), "batch_size": int(batch_size),
         "central_weights_sha256": local.central.weights_sha256, "central_config": local.central.config.name,
         "panel_identity": panel.identity(), "tile_px": local.central.tile_px, "mpp": local.central.config.mpp,
     }}
