@@ -505,6 +505,10 @@ def test_adapter_variants_are_labelled_on_the_results_page():
                         "cond_delta_r": [np.nan, 0.5, 0.1]})
     table = "\n".join(_conditioning(labelled(syn)))  # one line per generator and fraction
     assert "| c2l+local | 0.25 | 1 | 0.400 | 0.500 |" in table and "| c2l+local | 0.5 | 1 | 0.200 | 0.100 |" in table
+    # a score only some of a generator's rows have: the mean over those, with their count; none: –
+    syn2 = syn.assign(fraction=0.25, cond_delta_r_real=[np.nan, 0.3, np.nan])
+    table = "\n".join(_conditioning(labelled(syn2)))
+    assert "| c2l+local | 0.25 | 2 | 0.300 ± 0.141 | 0.300 ± 0.283 | 0.300 (1) |" in table, table
     assert "| c2l |" not in table
     penalties = pd.DataFrame({"condition": ["real", "real_adapted", "c2l_tissue"], "alpha_cv": ["groups", "loo", "loo"],
                               "local_unconditional": [False, True, False], "lora_rank": [0, 0, 8],
@@ -517,6 +521,9 @@ def test_adapter_variants_are_labelled_on_the_results_page():
     assert labelled(vs_mean)["condition"].iloc[2] == "c2l_tissue+lora8+g2+vsmean"
     assert labelled(same.assign(guidance_reference=["", "", RECIPE.guidance_reference]))["condition"].iloc[2] == \
         "c2l_tissue+lora8"
+    at_one = vs_mean.assign(guidance_scale=[np.nan, np.nan, 1.0])  # guidance 1 has no reference branch: not named
+    assert "vsmean" not in labelled(at_one)["condition"].iloc[2]
+    assert labelled(vs_mean)["guidance_reference"].tolist() == ["", "", "mean"]  # the rows' own values are kept
     # tissue tiles of the earlier detector (stain-tinted glass kept as tissue) are told apart from today's
     glass = same.assign(tissue_detector=[0, 0, 1])
     assert labelled(glass)["condition"].iloc[2] == "c2l_tissue+lora8+glass"

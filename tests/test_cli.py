@@ -48,6 +48,9 @@ def test_option_names_follow_the_api():
     assert variant.local_unconditional is False and variant.n_comps == 8
     generate = parser.parse_args(["generate", "s.zarr", "--adapter", "a", "--n-neighs", "3"])
     assert generate.n_neighs == 3 and generate.library_key == "library_id"
+    assert generate.guidance_reference == "unconditional"
+    vs_mean = parser.parse_args(["generate", "s.zarr", "--adapter", "a", "--guidance-reference", "mean"])
+    assert vs_mean.guidance_reference == "mean"
     assert parser.parse_args(["evaluate", "s.zarr"]).library_key == "library_id"
 
 
@@ -276,11 +279,12 @@ def test_benchmark_options_match_the_module_defaults():
     assert args.adapt_steps == 7 and args.encoder == defaults["encoder"].default
     plain = build_parser().parse_args(["benchmark"])
     for name in ("adapt_steps", "decoder_steps", "strength", "local_steps", "synthetic_weight", "synthetic_align",
-                 "group_norm", "tissue_tiles"):
+                 "group_norm", "tissue_tiles", "guidance_scale", "guidance_reference"):
         assert getattr(plain, name) == defaults[name].default, name
     chosen = build_parser().parse_args(["benchmark", "--synthetic-weight", "cv", "--synthetic-align", "moments"])
     assert (chosen.synthetic_weight, chosen.synthetic_align) == ("cv", "moments")
     assert build_parser().parse_args(["benchmark", "--synthetic-weight", "0.25"]).synthetic_weight == 0.25
+    assert build_parser().parse_args(["benchmark", "--guidance-reference", "mean"]).guidance_reference == "mean"
     assert main(["benchmark", "--synthetic-weight", "half"]) == 2
     from c2lst.benchmark import main as module_main  # python -m c2lst.benchmark is the same command line
 

@@ -82,6 +82,7 @@ def test_evaluate_conditioning(tiny_patched, tiny_central):
     assert scores["delta_r_real"] != pytest.approx(scores["delta_r"])
     rec = table.uns["c2lst_conditioning"]
     assert rec["scores"] == scores and len(rec["params"]["partners"]) == 12
+    assert rec["params"]["guidance_reference"] == "unconditional"
     assert set(rec["params"]["partners"]) == set(rec["params"]["spots"])
     again = c2lst.tl.evaluate_conditioning(sdata, local, predictor=predictor, n_draws=2, steps=2, overwrite=True)
     assert again == scores  # same seed, same scores
@@ -93,6 +94,8 @@ def test_evaluate_conditioning(tiny_patched, tiny_central):
         c2lst.tl.evaluate_conditioning(sdata, local, spots=np.flatnonzero(~mask), overwrite=True)
     with pytest.raises(ValueError, match="LocalModel"):
         c2lst.tl.evaluate_conditioning(sdata, central, overwrite=True)
+    with pytest.raises(ValueError, match="guidance_reference"):
+        c2lst.tl.evaluate_conditioning(sdata, local, guidance_reference="zero", overwrite=True)
     with pytest.raises(ValueError, match="fitted Predictor"):
         c2lst.tl.evaluate_conditioning(sdata, local, predictor="ridge", overwrite=True)
     everyone = c2lst.tl.adapt(sdata, central, steps=1, batch_size=4, decoder_steps=0, overwrite=True)

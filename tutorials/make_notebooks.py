@@ -121,7 +121,8 @@ fig = c2lst.pl.embedding_overlap(sdata, method="pca" if TINY else "umap")"""),
 Does the profile matter? `tl.evaluate_conditioning` pairs every held-out spot with another spot of its section.
 `profile_share`: the part of the conditioning's denoising gain that only the spot's own profile gives;
 `delta_r`: how well the real-pairs predictor's reading of two patches generated with one seed, for the two
-profiles, follows the difference between the profiles."""),
+profiles, follows the difference between the profiles; `delta_r_real`: the same on the two spots' real patches
+(the reference); `delta_slope` / `delta_slope_real`: how far the reading moves per unit of profile change."""),
     new_code_cell("""\
 c2lst.tl.evaluate_conditioning(sdata, local, predictor=real_model, steps=DENOISE_STEPS, n_draws=2 if TINY else 8)"""),
     new_markdown_cell("""\

@@ -242,9 +242,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     sdata = read_store(source)
     local = LocalModel.load(model_dir(args.adapter, "adapter", "`c2lst adapt`"), load_central(args.central))
     tl.generate(sdata, local, source=args.source, n_per_profile=args.n_per_profile, n_neighs=args.n_neighs,
-                library_key=args.library_key, sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale,
-                guidance_reference=args.guidance_reference, strength=args.strength, seed=args.seed, table_key=args.table_key, key_added=args.key_added,
-                overwrite=args.overwrite)
+                library_key=args.library_key, sampler=args.sampler, steps=args.steps,
+                guidance_scale=args.guidance_scale, guidance_reference=args.guidance_reference, strength=args.strength,
+                seed=args.seed, table_key=args.table_key, key_added=args.key_added, overwrite=args.overwrite)
     write_store(sdata, source, args.out, [args.key_added], overwrite=args.overwrite)
     print(f"added table {args.key_added!r}: {sdata.tables[args.key_added].n_obs} synthetic patches")
     return 0

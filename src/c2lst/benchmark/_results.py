@@ -90,6 +90,9 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
     (``alpha_cv="groups"``), the last suffix.
     """
     label = df["condition"].astype(str).to_numpy(dtype=object)
+    tagged = df  # the columns the suffixes read: guidance 1 has no reference branch, so it gets no +vsREF
+    if "guidance_reference" in df.columns and "guidance_scale" in df.columns:
+        tagged = df.assign(guidance_reference=df["guidance_reference"].where(df["guidance_scale"] != 1, ""))
     if "local_unconditional" in df.columns:
         flag = df["local_unconditional"].astype("boolean").fillna(False).to_numpy(dtype=bool)
         label = np.where(flag, label + "+local", label)
@@ -105,7 +108,7 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
     )
     for column, missing, suffix in suffixes:
         if column in df.columns:
-            tags = [suffix(v) for v in df[column].fillna(missing).to_numpy()]
+            tags = [suffix(v) for v in tagged[column].fillna(missing).to_numpy()]
             label = np.array([c + t if t else c for c, t in zip(label, tags, strict=True)], dtype=object)
     if "alpha_cv" in df.columns:
         label = np.where(df["alpha_cv"].fillna("loo").to_numpy() == "groups", label + "+groupcv", label)
@@ -165,12 +168,13 @@ CONDITIONING = ("cond_conditioning_gain", "cond_profile_gain", "cond_profile_sha
                 "cond_r_real")
 
 
-def _mean_sd(values: pd.Series) -> str:
-    """``mean ± sd`` of the values a row has (``mean`` alone for one, ``–`` for none)."""
-    values = values.dropna()
-    if values.empty:
+def _pm_present(values: pd.Series) -> str:
+    """``mean ± sd`` over the rows that have a value (``mean`` for one, ``–`` for none; ``(k)`` when not all do)."""
+    present = values.dropna()
+    if present.empty:
         return "–"
-    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else f"{values.mean():.3f}"
+    text = f"{present.mean():.3f} ± {present.std(ddof=1):.3f}" if len(present) > 1 else f"{present.mean():.3f}"
+    return text if len(present) == len(values) else f"{text} ({len(present)})"
 
 
 def _conditioning(df: pd.DataFrame) -> list[str]:
@@ -181,7 +185,7 @@ def _conditioning(df: pd.DataFrame) -> list[str]:
     df = df.dropna(subset=cols[:1])
     if df.empty:
         return []
-    body = [[cond, f"{f:g}", len(d), *[_mean_sd(d[c]) for c in cols]]
+    body = [[cond, f"{f:g}", len(d), *[_pm_present(d[c]) for c in cols]]
             for (cond, f), d in df.groupby(["condition", "fraction"], sort=True)]
     return ["### Conditioning on the held-out section", "",
             "tl.evaluate_conditioning on every spot of the held-out section (never seen by the adapter), each contrasted "

@@ -398,6 +398,7 @@ def run_benchmark(
     meta = {"sections": list(sections), "quick": quick, "encoder": encoder, "n_top_genes": n_top_genes,
             "recipe": recipe.to_dict(),
             "decoder_steps": decoder_steps, "augment_weight": augment_weight, "strength": strength, "guidance_scale": guidance_scale,
+            "guidance_reference": guidance_reference,
             "synthetic_weight": synthetic_weight, "synthetic_align": synthetic_align, "group_norm": group_norm,
             "fractions": list(fractions), "seeds": list(seeds), "conditions": list(conditions),
             "tissue_tiles": int(tissue_tiles), "local_unconditional": bool(local_unconditional),

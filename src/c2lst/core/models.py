@@ -31,7 +31,7 @@ from .configs import DiffusionConfig
 from .images import as_tiles, resize_tiles, to_model, to_uint8
 from .modulation import GeneModulation
 from .networks import unet_features
-from .recipe import GUIDANCE_REFERENCES
+from .recipe import check_guidance_reference
 from .sampling import sample_latents
 from .seeding import generator, randn
 
@@ -506,8 +506,7 @@ class LocalModel:
         uint8 tiles ``(n, 3, tile_px, tile_px)``.
         """
         g = self._genes(genes)
-        if guidance_reference not in GUIDANCE_REFERENCES:
-            raise ValueError(f"`guidance_reference` must be one of {list(GUIDANCE_REFERENCES)}, got {guidance_reference!r}.")
+        check_guidance_reference(guidance_reference)
         seeds = [int(s) for s in seeds]
         if len(seeds) != len(g):
             raise ValueError(f"{len(seeds)} seeds for {len(g)} profiles; pass one seed per profile.")

@@ -112,9 +112,7 @@ class RecipeConfig:
             raise ValueError(f"RecipeConfig.strength must be in (0, 1] (1: from pure noise), got {self.strength}.")
         if not self.guidance_scale >= 0:
             raise ValueError(f"RecipeConfig.guidance_scale must be >= 0, got {self.guidance_scale}.")
-        if self.guidance_reference not in GUIDANCE_REFERENCES:
-            raise ValueError(f"RecipeConfig.guidance_reference must be one of {list(GUIDANCE_REFERENCES)}, got "
-                             f"{self.guidance_reference!r}.")
+        check_guidance_reference(self.guidance_reference, name="RecipeConfig.guidance_reference")
 
     def to_dict(self) -> dict[str, object]:
         """JSON-safe copy of the settings (``mix_range`` as a list)."""
@@ -123,6 +121,14 @@ class RecipeConfig:
 
 RecipeConfig.__init__ = renamed_kwargs(panel_size="n_top_genes", n_neighbors="n_neighs")(  # type: ignore[method-assign]
     RecipeConfig.__init__)
+
+
+def check_guidance_reference(value: str, *, name: str = "`guidance_reference`") -> str:
+    """Validate the reference branch of guidance (one of :data:`GUIDANCE_REFERENCES`); return it."""
+    if value not in GUIDANCE_REFERENCES:
+        raise ValueError(f"{name} must be one of {list(GUIDANCE_REFERENCES)} (the modulation off, or the mean training "
+                         f"profile), got {value!r}.")
+    return value
 
 
 def check_mix_range(mix_range: tuple[float, float]) -> tuple[float, float]:

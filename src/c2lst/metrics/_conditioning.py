@@ -42,7 +42,7 @@ def profile_response(delta_predicted: np.ndarray, delta_profile: np.ndarray) -> 
     ----------
     delta_predicted
         ``(n, g)``: prediction on the tile generated for the own profile minus on the tile generated (same seed)
-        for the partner profile.
+        for the partner profile (or on the two spots' real patches: the reference).
     delta_profile
         ``(n, g)``: own profile minus partner profile (the same genes, the predictor's scale).
 
@@ -50,9 +50,9 @@ def profile_response(delta_predicted: np.ndarray, delta_profile: np.ndarray) -> 
     -------
     ``delta_r``: the mean over genes of the Pearson correlation across tiles (genes constant in either are
     skipped); ``delta_r_pooled``: the correlation over all entries after centring each gene; ``delta_slope``: the
-    least-squares slope of the reading's change on the profile's change over the same centred entries (how far the
-    reading moves per unit of profile change: 1 follows it fully, 0 not at all, whatever the correlation);
-    ``n_genes``.
+    least-squares slope of the reading's change on the profile's change over the same centred entries, i.e.
+    ``delta_r_pooled`` times the ratio of their norms: how far the reading moves along the profile change per unit
+    of it (direction and extent together; 1: as far as the profile, 0: not along it); ``n_genes``.
     """
     dp, dy = np.asarray(delta_predicted, dtype=np.float64), np.asarray(delta_profile, dtype=np.float64)
     if dp.shape != dy.shape or dp.ndim != 2 or len(dp) < 3:

@@ -12,7 +12,7 @@ from .._utils import LIBRARY_KEY, as_mask, check_key, returned, section_labels, 
 from ..core.conditioning import denoising_errors
 from ..core.images import resize_tiles
 from ..core.models import LocalModel
-from ..core.recipe import GUIDANCE_REFERENCES, RECIPE, synthesis_seeds
+from ..core.recipe import RECIPE, check_guidance_reference, synthesis_seeds
 from ..core.runtime import torch_threads
 from ..core.seeding import derive_seed
 from ..metrics import conditioning_scores, pearson_per_gene, profile_response
@@ -156,8 +156,7 @@ def evaluate_conditioning(
         raise ValueError(f"`strength` must be in (0, 1] (1: from pure noise), got {strength}.")
     if not guidance_scale >= 0:
         raise ValueError(f"`guidance_scale` must be >= 0, got {guidance_scale}.")
-    if guidance_reference not in GUIDANCE_REFERENCES:
-        raise ValueError(f"`guidance_reference` must be one of {list(GUIDANCE_REFERENCES)}, got {guidance_reference!r}.")
+    check_guidance_reference(guidance_reference)
     sdata = writable(sdata, copy)
     table = _source_table(sdata, local, table_key)
     check_key(table.uns, key_added, where="table.uns", overwrite=overwrite)

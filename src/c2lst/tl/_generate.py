@@ -23,7 +23,7 @@ from .._utils import (
     writable,
 )
 from ..core.models import LocalModel
-from ..core.recipe import GUIDANCE_REFERENCES, RECIPE, check_mix_range, spatial_mixup, synthesis_seeds
+from ..core.recipe import RECIPE, check_guidance_reference, check_mix_range, spatial_mixup, synthesis_seeds
 from ..core.runtime import torch_threads
 from ..core.sampling import SAMPLERS
 from ..pp._panel import GenePanel
@@ -135,9 +135,10 @@ def generate(
     steps
         Denoising steps.
     guidance_scale
-        Classifier-free guidance (1 = conditional only, 0 = unconditional: the local-unconditional model of an
-        adapter with the unconditional local component, which :func:`c2lst.tl.adapt` adds by default (the recipe's
-        ``local_unconditional``) and always with ``tissue``; the central model for an adapter without it).
+        Classifier-free guidance (1 = conditional only, 0 = the reference branch alone: by default the unconditional
+        one, the local-unconditional model of an adapter with the unconditional local component, which
+        :func:`c2lst.tl.adapt` adds by default (the recipe's ``local_unconditional``) and always with ``tissue``; the
+        central model for an adapter without it).
     guidance_reference
         What guidance contrasts the profile with: ``"unconditional"`` (above) or ``"mean"``, the mean training
         profile, so that guidance above 1 amplifies only what sets a profile apart from the average spot
@@ -188,8 +189,7 @@ def generate(
             raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
     if not guidance_scale >= 0:
         raise ValueError(f"`guidance_scale` must be >= 0, got {guidance_scale}.")
-    if guidance_reference not in GUIDANCE_REFERENCES:
-        raise ValueError(f"`guidance_reference` must be one of {list(GUIDANCE_REFERENCES)}, got {guidance_reference!r}.")
+    check_guidance_reference(guidance_reference)
     if strength is None:
         strength = RECIPE.strength if isinstance(source, str) else 1.0
     if not 0 < strength <= 1:
@@ -203,7 +203,8 @@ def generate(
     mix_range = check_mix_range(mix_range)
     sdata = writable(sdata, copy)
     check_key(sdata.tables, key_added, where="sdata.tables", overwrite=overwrite)
-    start = logg.info(f"generating synthetic patches ({sampler}, {steps} steps, guidance {guidance_scale:g})")
+    versus = "" if guidance_reference == "unconditional" else f" against the {guidance_reference} profile"
+    start = logg.info(f"generating synthetic patches ({sampler}, {steps} steps, guidance {guidance_scale:g}{versus})")
     panel = GenePanel.from_dict(local.panel)
     sections_of = ""  # the obs column mixup partners share (recorded)
     if isinstance(source, str):
