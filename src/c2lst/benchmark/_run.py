@@ -45,7 +45,6 @@ _GENERATOR = {**{c: c for c in DIFFUSION}, "c2l_augment": "c2l"}
 # conditions whose generator is a model trained on the fold's local tiles before adaptation
 _LOCAL_MODELS = ("local_only", "local_only_tissue", "refined_tissue")
 QUICK_TISSUE_TILES = 16
-# the generation setting every measured c2l / local_only table of benchmarks/README.md used (the recipe's)
 
 
 class StageMeter:
