@@ -194,8 +194,8 @@ def _conditioning(df: pd.DataFrame) -> list[str]:
             "unconditional denoising error the own profile removes; profile_share: the part of that gain a partner's "
             "profile does not give; delta_r: per-gene r between the change of the predictor's reading and the change "
             "of the profile, tiles of one seed; delta_slope: how far the reading moves per unit of profile change; "
-            "*_real: the same on the two spots' real patches (the reference; measured from 2026-12-07, – before); r_generated / r_real: the predictor on the own-profile tiles / on the "
-            "real patches.", "", *_table(["generator", "f", "rows", *[c.removeprefix("cond_") for c in cols]], body), ""]
+            "*_real: the same on the two spots' real patches (the reference; measured from 2026-12-07, – before); "
+            "r_generated / r_real: the predictor on the own-profile tiles / on the real patches.", "", *_table(["generator", "f", "rows", *[c.removeprefix("cond_") for c in cols]], body), ""]
 
 
 def _stack(df: pd.DataFrame) -> list[str]:
