@@ -12,6 +12,7 @@ import pytest
 import c2lst
 from c2lst.cli import build_parser, main
 from c2lst.core.models import MANIFEST, CentralModel, LocalModel
+from c2lst.core.recipe import RECIPE
 
 SUBCOMMANDS = ["read", "pretrain", "adapt", "generate", "predict", "predict-slide", "evaluate", "evaluate-synthetic",
                "benchmark", "demo"]
@@ -51,6 +52,10 @@ def test_option_names_follow_the_api():
     assert generate.guidance_reference == "unconditional"
     vs_mean = parser.parse_args(["generate", "s.zarr", "--adapter", "a", "--guidance-reference", "mean"])
     assert vs_mean.guidance_reference == "mean"
+    bench = parser.parse_args(["benchmark"])  # one definition of the sampling options: the same recipe defaults
+    assert (generate.sampler, generate.steps, generate.guidance_scale) == (
+        bench.sampler, bench.sample_steps, bench.guidance_scale) == (
+        RECIPE.sampler, RECIPE.generate_steps, RECIPE.guidance_scale)
     assert parser.parse_args(["evaluate", "s.zarr"]).library_key == "library_id"
 
 

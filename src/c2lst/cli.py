@@ -465,7 +465,7 @@ def _add_library_key(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``c2lst`` argument parser."""
     from . import __version__, benchmark
-    from .core.recipe import GUIDANCE_REFERENCES, RECIPE, SAMPLER_NAMES
+    from .core.recipe import RECIPE
     from .pp import PANEL_FLAVORS
 
     parser = argparse.ArgumentParser(
@@ -547,15 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-neighs", type=int, default=RECIPE.n_neighs,
                    help="spatial neighbours a mixup partner is drawn from (default %(default)s)")
     _add_library_key(p)
-    p.add_argument("--sampler", choices=list(SAMPLER_NAMES), default=RECIPE.sampler,
-                   help="sampler (default %(default)s, the recipe's)")
-    p.add_argument("--steps", type=int, default=RECIPE.generate_steps,
-                   help="denoising steps (default %(default)s, the recipe's)")
-    p.add_argument("--guidance-scale", type=float, default=RECIPE.guidance_scale,
-                   help="classifier-free guidance (default %(default)s, the recipe's)")
-    p.add_argument("--guidance-reference", choices=list(GUIDANCE_REFERENCES), default=RECIPE.guidance_reference,
-                   help="what guidance contrasts a profile with: the modulation off or the mean training profile "
-                        "(default %(default)s, the recipe's)")
+    benchmark.add_sampling_arguments(p, steps_flag="--steps")
     p.add_argument("--strength", type=float,
                    help="share of the denoising path; < 1 starts each patch from its source spot's patch (default "
                         f"{RECIPE.strength}, the recipe's)")

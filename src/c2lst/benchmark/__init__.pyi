@@ -2,6 +2,7 @@
 from ._cli import (
     add_report_arguments,
     add_run_arguments,
+    add_sampling_arguments,
     add_synthetic_row_arguments,
     main,
     report_command,
@@ -18,6 +19,7 @@ __all__ = [
     "SECTIONS",
     "add_report_arguments",
     "add_run_arguments",
+    "add_sampling_arguments",
     "add_synthetic_row_arguments",
     "diffusion_pairs",
     "fold_sdata",

@@ -26,6 +26,24 @@ def _weight(value: str) -> float | str:
         raise argparse.ArgumentTypeError(f"a number or 'cv', not {value!r}") from None
 
 
+def add_sampling_arguments(p: argparse.ArgumentParser, *, steps_flag: str) -> None:
+    """Add ``--sampler``, ``steps_flag``, ``--guidance-scale`` and ``--guidance-reference`` (the recipe's defaults).
+
+    One definition for ``c2lst generate`` (``steps_flag="--steps"``) and ``c2lst benchmark``
+    (``"--sample-steps"``), so both say and default the same.
+    """
+    p.add_argument("--sampler", choices=list(SAMPLER_NAMES), default=RECIPE.sampler,
+                   help="sampler of the synthetic tiles (default %(default)s, the recipe's)")
+    p.add_argument(steps_flag, type=int, default=RECIPE.generate_steps,
+                   help="denoising steps per synthetic tile (default %(default)s, the recipe's)")
+    p.add_argument("--guidance-scale", type=float, default=RECIPE.guidance_scale,
+                   help="classifier-free guidance of the synthetic tiles (1: the conditional model alone; default "
+                        "%(default)s, the recipe's)")
+    p.add_argument("--guidance-reference", choices=list(GUIDANCE_REFERENCES), default=RECIPE.guidance_reference,
+                   help="what guidance contrasts a profile with: the modulation off or the mean training profile "
+                        "(default %(default)s, the recipe's)")
+
+
 def add_synthetic_row_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``--synthetic-weight`` and ``--synthetic-align`` (the recipe's defaults) to ``p``."""
     p.add_argument("--synthetic-weight", type=_weight, default=RECIPE.synthetic_weight,
@@ -56,16 +74,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strength", type=float, default=RECIPE.strength,
                    help="share of the denoising path per synthetic tile; < 1 starts from the source spot's patch "
                         "(default %(default)s, the recipe's)")
-    p.add_argument("--guidance-scale", type=float, default=RECIPE.guidance_scale,
-                   help="classifier-free guidance of the synthetic tiles (1: the conditional model alone; default "
-                        "%(default)s, the recipe's)")
-    p.add_argument("--guidance-reference", choices=list(GUIDANCE_REFERENCES), default=RECIPE.guidance_reference,
-                   help="what guidance contrasts a profile with: the modulation off or the mean training profile "
-                        "(default %(default)s, the recipe's)")
-    p.add_argument("--sample-steps", type=int, default=RECIPE.generate_steps,
-                   help="denoising steps per synthetic tile (default %(default)s, the recipe's)")
-    p.add_argument("--sampler", choices=list(SAMPLER_NAMES), default=RECIPE.sampler,
-                   help="sampler of the synthetic tiles (default %(default)s, the recipe's)")
+    add_sampling_arguments(p, steps_flag="--sample-steps")
     add_synthetic_row_arguments(p)
     p.add_argument("--n-augment", type=int, default=2, help="augmented copies per spot (default %(default)s)")
     p.add_argument("--augment-weight", type=float, default=1.0,
